@@ -1,0 +1,5 @@
+"""``python -m maqet_engine`` runs the CLI."""
+
+from maqet_engine.cli.main import main
+
+raise SystemExit(main())

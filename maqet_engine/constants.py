@@ -1,0 +1,73 @@
+"""Every tunable number and fixed name of maqet, in one place.
+
+Nothing else in the package hard-codes a timeout, a size limit, a file name or an
+exit code: import it from here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# --- process exit codes (documented in docs/cli.md; keep stable) -------------
+EXIT_OK: Final = 0
+EXIT_INTERNAL: Final = 1  # a bug in maqet: traceback with --debug
+EXIT_USAGE: Final = 2  # bad command line or bad configuration
+EXIT_NOT_FOUND: Final = 3  # VM, snapshot or file does not exist
+EXIT_CONFLICT: Final = 4  # exists with another definition, wrong state, locked
+EXIT_RUNTIME: Final = 5  # QEMU / QMP / runner failure, timeouts
+EXIT_HOST: Final = 6  # host environment: missing binary, permissions, disk full, corrupt store
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C
+
+# --- names ------------------------------------------------------------------
+VM_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+VM_NAME_HELP: Final = (
+    "1-63 characters: letters, digits, '_', '.', '-'; starting with a letter or digit"
+)
+
+# --- files and directories --------------------------------------------------
+APP_NAME: Final = "maqet"
+ENV_HOME: Final = "MAQET_HOME"
+DB_FILE: Final = "maqet.db"
+VMS_DIR: Final = "vms"
+HOME_DATA_DIR: Final = "data"
+HOME_RUNTIME_DIR: Final = "run"
+HOME_CONFIG_DIR: Final = "config"
+RUNTIME_DIR_MODE: Final = 0o700
+QMP_SOCKET: Final = "qmp.sock"
+CONTROL_SOCKET: Final = "ctl.sock"
+SERIAL_SOCKET: Final = "serial.sock"
+LOCK_FILE: Final = "runner.lock"
+RUNNER_LOG: Final = "runner.log"
+QEMU_LOG: Final = "qemu.log"
+SERIAL_LOG: Final = "serial.log"
+# AF_UNIX sun_path is 108 bytes including the terminating NUL.
+UNIX_PATH_MAX: Final = 107
+
+# --- state store ------------------------------------------------------------
+DB_BUSY_TIMEOUT_MS: Final = 30_000
+EVENTS_SHOWN_DEFAULT: Final = 20
+
+# --- spec -------------------------------------------------------------------
+DEFAULT_BINARY: Final = "qemu-system-x86_64"
+DEFAULT_ACCEL: Final = "auto"
+DEFAULT_DISPLAY: Final = "none"
+DEFAULT_VGA: Final = "std"
+DEFAULT_DISK_INTERFACE: Final = "virtio"
+DEFAULT_NIC_MODEL: Final = "virtio-net-pci"
+DEFAULT_VIRTFS_SECURITY_MODEL: Final = "mapped-xattr"
+MAX_CPUS: Final = 1024
+MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
+SPEC_HASH_ALGORITHM: Final = "sha256"
+# Host paths a virtfs share may not export unless `allow_dangerous: true`.
+DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})
+
+# --- runner / IPC -----------------------------------------------------------
+IPC_MAX_MESSAGE_BYTES: Final = 1024 * 1024
+RUNNER_READY_TIMEOUT_S: Final = 30.0
+QMP_CONNECT_TIMEOUT_S: Final = 10.0
+IPC_TIMEOUT_S: Final = 30.0
+STOP_TIMEOUT_S: Final = 30.0
+QUIT_TIMEOUT_S: Final = 5.0
+KILL_TIMEOUT_S: Final = 5.0
+QEMU_LOG_TAIL_LINES: Final = 10

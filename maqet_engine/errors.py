@@ -1,0 +1,164 @@
+"""The one exception hierarchy of maqet.
+
+Every error a user can cause says what went wrong and what to do, in one line, and
+carries the process exit code the CLI uses (``docs/cli.md``)::
+
+    MaqetError                      exit 1  (a bug unless a subclass)
+     +-- UsageError                 exit 2  bad command line
+     |    +-- ConfigError           exit 2  bad YAML, unknown key, bad value (has .path)
+     +-- NotFoundError              exit 3
+     |    +-- VMNotFound            exit 3
+     |    +-- SnapshotNotFound      exit 3
+     +-- ConflictError              exit 4  exists with another definition, wrong state
+     |    +-- AlreadyExists         exit 4
+     |    +-- StateConflict         exit 4
+     +-- RuntimeFailure             exit 5  QEMU, QMP, runner
+     |    +-- QEMULaunchError       exit 5  QEMU did not start (has the tail of its log)
+     |    +-- QMPCommandError       exit 5  QMP replied with an error (has .error_class)
+     |    +-- RunnerUnavailable     exit 5  no runner answers for a running VM
+     |    +-- OperationTimeout      exit 5  something did not finish in time
+     +-- HostError                  exit 6  missing binary, permissions, disk full
+          +-- StateStoreError       exit 6  the SQLite store cannot be used
+
+Wrappers keep their cause (``raise ... from err``); ``asyncio.CancelledError`` is
+never wrapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from maqet_engine import constants as C
+
+
+class MaqetError(Exception):
+    """Root of every maqet error. ``str(err)`` is the one-line user message."""
+
+    exit_code: ClassVar[int] = C.EXIT_INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON shape used by ``--json`` output and IPC error replies."""
+        return {"type": self.type_name, "message": str(self), "exit_code": self.exit_code}
+
+
+class UsageError(MaqetError):
+    exit_code = C.EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A definition is invalid. ``path`` is the dotted key path (``storage[0].size``)."""
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["path"] = self.path
+        return data
+
+
+class NotFoundError(MaqetError):
+    exit_code = C.EXIT_NOT_FOUND
+
+
+class VMNotFound(NotFoundError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no VM named {name!r}", hint="see 'maqet ls' for the defined VMs")
+
+
+class SnapshotNotFound(NotFoundError):
+    pass
+
+
+class ConflictError(MaqetError):
+    exit_code = C.EXIT_CONFLICT
+
+
+class AlreadyExists(ConflictError):
+    pass
+
+
+class StateConflict(ConflictError):
+    pass
+
+
+class RuntimeFailure(MaqetError):
+    exit_code = C.EXIT_RUNTIME
+
+
+class QEMULaunchError(RuntimeFailure):
+    def __init__(self, message: str, *, log_tail: str = "", argv: list[str] | None = None) -> None:
+        self.log_tail = log_tail
+        self.argv = argv or []
+        tail = " | ".join(line for line in log_tail.splitlines() if line.strip())
+        super().__init__(f"{message}: {tail}" if tail else message)
+
+
+class QMPCommandError(RuntimeFailure):
+    """QMP answered ``{"error": {"class": ..., "desc": ...}}``."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"QMP {command} failed: {error_class}: {desc}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.update(command=self.command, error_class=self.error_class, desc=self.desc)
+        return data
+
+
+class RunnerUnavailable(RuntimeFailure):
+    pass
+
+
+class OperationTimeout(RuntimeFailure):
+    pass
+
+
+class HostError(MaqetError):
+    exit_code = C.EXIT_HOST
+
+
+class StateStoreError(HostError):
+    pass
+
+
+# Errors that may cross the IPC socket, rebuilt on the client side by type name.
+_REMOTE_TYPES: dict[str, type[MaqetError]] = {
+    cls.__name__: cls
+    for cls in (
+        MaqetError, UsageError, ConfigError, NotFoundError, SnapshotNotFound, ConflictError,
+        AlreadyExists, StateConflict, RuntimeFailure, RunnerUnavailable, OperationTimeout,
+        HostError, StateStoreError,
+    )
+}
+
+
+def error_from_dict(data: dict[str, Any]) -> MaqetError:
+    """Rebuild an error sent as :meth:`MaqetError.to_dict` (IPC replies)."""
+    type_name = str(data.get("type", "MaqetError"))
+    message = str(data.get("message", "unknown error"))
+    if type_name == "QMPCommandError":
+        return QMPCommandError(
+            str(data.get("command", "")),
+            str(data.get("error_class", "GenericError")),
+            str(data.get("desc", message)),
+        )
+    cls = _REMOTE_TYPES.get(type_name, RuntimeFailure)
+    return cls(message)
