@@ -1,0 +1,70 @@
+"""Schema versions of the state store, applied forward in order.
+
+``PRAGMA user_version`` holds the version. Migration N takes a store at version
+N-1 to N; a store newer than this code is refused rather than guessed at.
+Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE vms (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: names runtime dirs
+            name        TEXT NOT NULL UNIQUE,
+            spec_json   TEXT NOT NULL,
+            spec_hash   TEXT NOT NULL,
+            status      TEXT NOT NULL DEFAULT 'defined',
+            runner_pid  INTEGER,
+            qemu_pid    INTEGER,
+            accel       TEXT,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL,
+            started_at  REAL,
+            stopped_at  REAL,
+            last_exit   TEXT,
+            started_hash TEXT  -- spec hash the running QEMU was started with (drift check)
+        );
+        CREATE TABLE events (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            vm_name  TEXT NOT NULL,
+            at       REAL NOT NULL,
+            kind     TEXT NOT NULL,
+            data     TEXT
+        );
+        CREATE INDEX events_by_vm ON events (vm_name, id);
+        """
+    )
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Files maqet created (so purge deletes only those) and snapshot metadata."""
+    db.executescript(
+        """
+        CREATE TABLE storage_files (
+            path        TEXT PRIMARY KEY,
+            vm_name     TEXT NOT NULL,
+            storage     TEXT NOT NULL,
+            created_at  REAL NOT NULL
+        );
+        CREATE INDEX storage_files_by_vm ON storage_files (vm_name);
+        CREATE TABLE snapshots (
+            vm_name     TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            drive       TEXT NOT NULL DEFAULT '',  -- '' for VM-wide (live) snapshots
+            created_at  REAL NOT NULL,
+            vm_state    INTEGER NOT NULL DEFAULT 0,  -- includes RAM and device state
+            size        INTEGER,
+            PRIMARY KEY (vm_name, drive, name)
+        );
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,100 @@
+"""Rows of the state store as typed, immutable records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class VMStatus(StrEnum):
+    """Run state as recorded by the runner (or by the engine when no runner exists)."""
+
+    DEFINED = "defined"  # never started
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    @property
+    def is_active(self) -> bool:
+        """A QEMU process is supposed to exist."""
+        return self in (VMStatus.STARTING, VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.STOPPING)
+
+
+@dataclass(frozen=True)
+class VMRecord:
+    id: int
+    name: str
+    spec_json: str
+    spec_hash: str
+    status: VMStatus
+    runner_pid: int | None
+    qemu_pid: int | None
+    accel: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    stopped_at: float | None
+    last_exit: str | None
+    started_hash: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> VMRecord:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            spec_json=row["spec_json"],
+            spec_hash=row["spec_hash"],
+            status=VMStatus(row["status"]),
+            runner_pid=row["runner_pid"],
+            qemu_pid=row["qemu_pid"],
+            accel=row["accel"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            stopped_at=row["stopped_at"],
+            last_exit=row["last_exit"],
+            started_hash=row["started_hash"],
+        )
+
+    @property
+    def restart_required(self) -> bool:
+        """QEMU runs with another definition than the stored one."""
+        return (
+            self.status.is_active
+            and self.started_hash is not None
+            and self.started_hash != self.spec_hash
+        )
+
+    @property
+    def spec_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.spec_json)
+        return data
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    vm_name: str
+    at: float
+    kind: str
+    data: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> EventRecord:
+        return cls(
+            id=row["id"],
+            vm_name=row["vm_name"],
+            at=row["at"],
+            kind=row["kind"],
+            data=json.loads(row["data"]) if row["data"] else {},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "vm": self.vm_name, "at": self.at, "kind": self.kind,
+                "data": self.data}
