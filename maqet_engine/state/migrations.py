@@ -11,8 +11,21 @@ import sqlite3
 from collections.abc import Callable
 
 
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would COMMIT the caller's
+    transaction first and break the all-or-nothing migration."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement!r}")
+
+
 def _v1(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _run_script(db, 
         """
         CREATE TABLE vms (
             id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: names runtime dirs
@@ -44,7 +57,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 def _v2(db: sqlite3.Connection) -> None:
     """Files maqet created (so purge deletes only those) and snapshot metadata."""
-    db.executescript(
+    _run_script(db, 
         """
         CREATE TABLE storage_files (
             path        TEXT PRIMARY KEY,

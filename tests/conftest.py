@@ -1,0 +1,43 @@
+"""Shared fixtures: every test gets its own MAQET_HOME and never touches ~/."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "guest"))  # guest.py: the tiny test guest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may see the user's real maqet state or XDG directories."""
+    fake_home = tmp_path_factory.mktemp("xdg")
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(var, str(fake_home / var.lower()))
+    monkeypatch.delenv("MAQET_HOME", raising=False)
+
+
+@pytest.fixture
+def maqet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MAQET_HOME for this test (set in the environment)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MAQET_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file and directory below ``path`` (empty when it does not exist)."""
+    return sorted(path.rglob("*")) if path.exists() else []
+
+
+os.environ.setdefault("LC_ALL", "C.UTF-8")
