@@ -71,3 +71,21 @@ STOP_TIMEOUT_S: Final = 30.0
 QUIT_TIMEOUT_S: Final = 5.0
 KILL_TIMEOUT_S: Final = 5.0
 QEMU_LOG_TAIL_LINES: Final = 10
+
+# --- runner internals (maqet_engine/runner) ----------------------------------
+START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner
+RUNNER_MODULE: Final = "maqet_engine.runner"
+QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
+QMP_SOCKET_BACKLOG: Final = 16
+IPC_BACKLOG: Final = 64
+IPC_STATUS_TIMEOUT_S: Final = 5.0  # status/view queries must not hang a `maqet status`
+RUNNER_EXIT_TIMEOUT_S: Final = 10.0  # after a stop reply: wait for the runner to let go
+RUNNER_REPLY_GRACE_S: Final = 2.0  # runner: time given to in-flight replies after QEMU exit
+SERIAL_READ_CHUNK: Final = 65536
+SERIAL_BUFFER_CHARS: Final = 4 * 1024 * 1024  # serial text the runner keeps for serial_wait
+SERIAL_WAIT_TIMEOUT_S: Final = 60.0
+LOG_TAIL_BYTES: Final = 64 * 1024  # read at most this much from the end of a log for a tail
+LOG_FOLLOW_CHUNK: Final = 65536
+SEND_KEY_HOLD_MS: Final = 20  # QMP send-key hold time per key for `maqet keys/type`
+SCREENDUMP_FORMAT: Final = "png"
+QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
