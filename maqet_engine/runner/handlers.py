@@ -1,0 +1,158 @@
+"""The runner's IPC methods. Each takes the request's params (validated here) and
+returns a JSON-able result or raises a MaqetError that becomes the error reply.
+
+=============  ===========================================  ============================
+method         params                                       result
+=============  ===========================================  ============================
+ping           -                                            {"pong": true, "pid": N}
+status         -                                            status, pids, accel, qmp status
+qmp            command, arguments={}                        QMP's "return" value
+stop           timeout=STOP_TIMEOUT_S, force=false          rung, elapsed, status, reason
+pause/resume   -                                            changed, status
+keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}
+type           text                                         {"sent": N}
+screendump     path (absolute), format="png"                {"path": ..., "format": ...}
+serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
+serial_write   text                                         {"sent": N} (bytes to the UART)
+=============  ===========================================  ============================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.errors import UsageError
+from maqet_engine.runner import keys as keymap
+from maqet_engine.runner.protocol import Request
+from maqet_engine.runner.vm import SupervisedVM
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...,
+           ) -> Any:
+    if key not in params or params[key] is None:
+        if default is ...:
+            raise UsageError(f"missing parameter {key!r}")
+        return default
+    value = params[key]
+    if isinstance(value, bool) and kind is not bool and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)):
+        raise UsageError(f"parameter {key!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise UsageError(f"parameter {key!r} has the wrong type")
+    return value
+
+
+def _only(params: dict[str, Any], *allowed: str) -> None:
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise UsageError(f"unknown parameters: {', '.join(sorted(unknown))}")
+
+
+class Handlers:
+    def __init__(self, vm: SupervisedVM) -> None:
+        self.vm = vm
+        self._methods: dict[str, Handler] = {
+            "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
+            "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
+            "screendump": self.screendump, "serial_wait": self.serial_wait,
+            "serial_write": self.serial_write,
+        }
+
+    async def dispatch(self, request: Request) -> Any:
+        handler = self._methods.get(request.method)
+        if handler is None:
+            raise UsageError(f"unknown method {request.method!r}",
+                             hint=f"methods: {', '.join(sorted(self._methods))}")
+        return await handler(request.params)
+
+    async def ping(self, params: dict[str, Any]) -> Any:
+        _only(params)
+        return {"pong": True, "pid": os.getpid()}
+
+    async def status(self, params: dict[str, Any]) -> Any:
+        _only(params)
+        vm = self.vm
+        qmp_status = None
+        if not vm.exited.is_set():
+            try:
+                qmp_status = (await vm.execute("query-status"))["status"]
+            except Exception:  # noqa: BLE001 - a status view must not fail on a dying QEMU
+                qmp_status = None
+        return {
+            "status": vm.status.value, "qmp_status": qmp_status, "runner_pid": os.getpid(),
+            "qemu_pid": vm.proc.pid if vm.proc else None, "accel": vm.accel,
+            "adopted": vm.adopted, "serial_offset": vm.serial.offset,
+        }
+
+    async def qmp(self, params: dict[str, Any]) -> Any:
+        _only(params, "command", "arguments")
+        command = _param(params, "command", str)
+        arguments = _param(params, "arguments", dict, {})
+        return await self.vm.execute(command, arguments or None)
+
+    async def stop(self, params: dict[str, Any]) -> Any:
+        _only(params, "timeout", "force")
+        timeout = float(_param(params, "timeout", (int, float), C.STOP_TIMEOUT_S))
+        if timeout < 0:
+            raise UsageError("timeout must not be negative")
+        force = _param(params, "force", bool, False)
+        return await self.vm.stop(timeout=timeout, force=force)
+
+    async def pause(self, params: dict[str, Any]) -> Any:
+        _only(params)
+        return await self.vm.set_paused(True)
+
+    async def resume(self, params: dict[str, Any]) -> Any:
+        _only(params)
+        return await self.vm.set_paused(False)
+
+    async def keys(self, params: dict[str, Any]) -> Any:
+        _only(params, "keys")
+        names = _param(params, "keys", list)
+        if not names or not all(isinstance(k, str) for k in names):
+            raise UsageError("keys must be a non-empty list of key chords")
+        chords = [keymap.chord(name) for name in names]
+        return {"sent": await self._send(chords)}
+
+    async def type(self, params: dict[str, Any]) -> Any:
+        _only(params, "text")
+        text = _param(params, "text", str)
+        return {"sent": await self._send(keymap.text_chords(text))}
+
+    async def _send(self, chords: list[list[str]]) -> int:
+        for qcodes in chords:
+            await self.vm.execute("send-key", {
+                "keys": [{"type": "qcode", "data": code} for code in qcodes],
+                "hold-time": C.SEND_KEY_HOLD_MS,
+            })
+        return len(chords)
+
+    async def screendump(self, params: dict[str, Any]) -> Any:
+        _only(params, "path", "format")
+        path = _param(params, "path", str)
+        fmt = _param(params, "format", str, C.SCREENDUMP_FORMAT)
+        if not os.path.isabs(path):
+            raise UsageError(f"screendump path {path!r} must be absolute",
+                             hint="QEMU's working directory is not yours")
+        if fmt not in ("png", "ppm"):
+            raise UsageError(f"unknown screendump format {fmt!r}", hint="use png or ppm")
+        await self.vm.execute("screendump", {"filename": path, "format": fmt})
+        return {"path": path, "format": fmt}
+
+    async def serial_wait(self, params: dict[str, Any]) -> Any:
+        _only(params, "pattern", "since", "timeout")
+        pattern = _param(params, "pattern", str)
+        since = _param(params, "since", int, 0)
+        timeout = float(_param(params, "timeout", (int, float), C.SERIAL_WAIT_TIMEOUT_S))
+        return await self.vm.serial.wait(pattern, since=since, timeout=timeout)
+
+    async def serial_write(self, params: dict[str, Any]) -> Any:
+        _only(params, "text")
+        data = _param(params, "text", str).encode()
+        await self.vm.serial.write(data)
+        return {"sent": len(data)}
