@@ -2,13 +2,11 @@
 
 Importing the package is cheap on purpose: the CLI's fast paths (``--version``,
 ``ls``) must not pay for asyncio, qemu.qmp or psutil. Heavy modules import them
-lazily.
+lazily. Modules that log get their logger from :mod:`maqet_engine.log`, which
+gives the package logger its ``NullHandler`` (importing ``logging`` here would
+cost the fast paths several milliseconds).
 """
 
-import logging
-
 __version__ = "0.1.0"
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["__version__"]

@@ -7,8 +7,10 @@ exit code: import it from here.
 from __future__ import annotations
 
 import re
-from typing import Final
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 # --- process exit codes (documented in docs/cli.md; keep stable) -------------
 EXIT_OK: Final = 0
 EXIT_INTERNAL: Final = 1  # a bug in maqet: traceback with --debug
@@ -61,6 +63,45 @@ MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
 SPEC_HASH_ALGORITHM: Final = "sha256"
 # Host paths a virtfs share may not export unless `allow_dangerous: true`.
 DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})
+# Choices of the definition schema (docs/configuration.md is generated from them).
+ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
+VGA_CHOICES: Final = ("std", "virtio", "qxl", "cirrus", "none")
+DISK_INTERFACES: Final = ("virtio", "ide", "scsi")
+VIRTFS_SECURITY_MODELS: Final = ("mapped-xattr", "passthrough", "none")
+NETWORK_TYPES: Final = ("user", "tap", "bridge")
+FORWARD_PROTOCOLS: Final = ("tcp", "udp")
+DEFAULT_FORWARD_PROTOCOL: Final = "tcp"
+# QEMU's own default for hostfwd is every interface; maqet only listens on loopback.
+DEFAULT_FORWARD_HOST_ADDRESS: Final = "127.0.0.1"
+PORT_MIN: Final = 1
+PORT_MAX: Final = 65535
+# A bare number is MiB for memory (QEMU's -m) and bytes for disk sizes (qemu-img).
+MEMORY_BARE_UNIT: Final = 1024 * 1024
+DISK_BARE_UNIT: Final = 1
+# Storage names double as QEMU node-names and device ids.
+STORAGE_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,23}")
+STORAGE_NAME_HELP: Final = (
+    "1-24 characters: lower-case letters, digits, '_', '-'; starting with a letter"
+)
+SCSI_CONTROLLER_ID: Final = "scsi0"  # reserved: no storage entry may take this name
+SCSI_CONTROLLER_MODEL: Final = "virtio-scsi-pci"
+SERIAL_CHARDEV_ID: Final = "serial0"
+NETDEV_ID_PREFIX: Final = "net"
+QEMU_PROCESS_PREFIX: Final = "maqet-"  # -name NAME,process=maqet-NAME
+MOUNT_TAG_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,31}")
+MOUNT_TAG_HELP: Final = "1-31 characters: letters, digits, '_', '.', '-'"
+IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+IFNAME_HELP: Final = "1-15 characters: letters, digits, '_', '.', '-'"
+NIC_MODEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NIC_MODEL_HELP: Final = "a QEMU NIC device name such as virtio-net-pci, e1000 or rtl8139"
+MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+TAG_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,62}")
+TAG_HELP: Final = (
+    "1-63 characters: letters, digits, '_', '.', ':', '=', '-'; starting with a letter or digit"
+)
+DID_YOU_MEAN_CUTOFF: Final = 0.6  # difflib similarity for "did you mean"
+KVM_DEVICE: Final = "/dev/kvm"
+CPUINFO_FILE: Final = "/proc/cpuinfo"
 
 # --- runner / IPC -----------------------------------------------------------
 IPC_MAX_MESSAGE_BYTES: Final = 1024 * 1024

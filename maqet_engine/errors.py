@@ -26,9 +26,11 @@ never wrapped.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from maqet_engine import constants as C
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class MaqetError(Exception):

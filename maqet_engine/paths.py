@@ -17,23 +17,25 @@ or create directories themselves, so reading commands work on a missing home.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from maqet_engine import constants as C
+from maqet_engine.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Longest file name placed in a per-VM runtime directory, and a generous id width.
 _LONGEST_RUNTIME_NAME = max(len(C.QMP_SOCKET), len(C.CONTROL_SOCKET), len(C.SERIAL_SOCKET))
 _ID_WIDTH = 10
 
 
-@dataclass(frozen=True)
-class VMRuntimePaths:
+class VMRuntimePaths(Frozen):
     """Sockets and the lock of one VM's runner (short paths)."""
 
+    __slots__ = ("root", "qmp_socket", "control_socket", "serial_socket", "lock_file")
     root: Path
     qmp_socket: Path
     control_socket: Path
@@ -41,18 +43,20 @@ class VMRuntimePaths:
     lock_file: Path
 
 
-@dataclass(frozen=True)
-class VMDataPaths:
+class VMDataPaths(Frozen):
     """Persistent files of one VM: its directory, disks created there, logs."""
 
+    __slots__ = ("root", "runner_log", "qemu_log", "serial_log")
     root: Path
     runner_log: Path
     qemu_log: Path
     serial_log: Path
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Frozen):
+    """The three roots of one installation: data, runtime, config."""
+
+    __slots__ = ("data", "runtime", "config")
     data: Path
     runtime: Path
     config: Path
@@ -94,6 +98,8 @@ def _fits(runtime: Path) -> bool:
 
 
 def _short_runtime(anchor: Path) -> Path:
+    import hashlib
+
     digest = hashlib.sha256(os.fsencode(anchor)).hexdigest()[:12]
     return Path("/tmp") / f"{C.APP_NAME}-{os.getuid()}-{digest}"
 

@@ -25,7 +25,7 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
 
 
 def _v1(db: sqlite3.Connection) -> None:
-    _run_script(db, 
+    _run_script(db,
         """
         CREATE TABLE vms (
             id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: names runtime dirs
@@ -57,7 +57,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 def _v2(db: sqlite3.Connection) -> None:
     """Files maqet created (so purge deletes only those) and snapshot metadata."""
-    _run_script(db, 
+    _run_script(db,
         """
         CREATE TABLE storage_files (
             path        TEXT PRIMARY KEY,

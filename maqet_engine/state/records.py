@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from maqet_engine.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class VMStatus(StrEnum):
@@ -26,8 +30,11 @@ class VMStatus(StrEnum):
         return self in (VMStatus.STARTING, VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.STOPPING)
 
 
-@dataclass(frozen=True)
-class VMRecord:
+class VMRecord(Frozen):
+    __slots__ = (
+        "id", "name", "spec_json", "spec_hash", "status", "runner_pid", "qemu_pid", "accel",
+        "created_at", "updated_at", "started_at", "stopped_at", "last_exit", "started_hash",
+    )
     id: int
     name: str
     spec_json: str
@@ -77,8 +84,8 @@ class VMRecord:
         return data
 
 
-@dataclass(frozen=True)
-class EventRecord:
+class EventRecord(Frozen):
+    __slots__ = ("id", "vm_name", "at", "kind", "data")
     id: int
     vm_name: str
     at: float

@@ -13,12 +13,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import AlreadyExists, StateStoreError, VMNotFound
 from maqet_engine.state.migrations import MIGRATIONS, SCHEMA_VERSION
 from maqet_engine.state.records import EventRecord, VMRecord, VMStatus
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _RUNTIME_FIELDS = frozenset(
     {

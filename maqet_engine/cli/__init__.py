@@ -1,0 +1,1 @@
+"""The ``maqet`` command line."""

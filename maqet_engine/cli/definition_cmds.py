@@ -1,0 +1,198 @@
+"""Commands about definitions: add, apply, ls, show, rm."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from maqet_engine import constants as C
+from maqet_engine.cli.context import CLIContext
+from maqet_engine.cli.output import human_size, key_values, table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+if TYPE_CHECKING:
+    from maqet_engine.engine.result import Result
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    add = subparsers.add_parser("add", parents=[common], help="define a VM from YAML files",
+                                description="Define a VM. An identical existing definition "
+                                "is a no-op; a different one is an error (use apply).")
+    _definition_options(add, required=True)
+    add.set_defaults(handler=cmd_add)
+
+    apply = subparsers.add_parser("apply", parents=[common], help="converge a VM to a state",
+                                  description="Converge a VM to the desired state and "
+                                  "report what changed.")
+    _definition_options(apply, required=False)
+    apply.add_argument("--state", default="present",
+                       choices=("present", "running", "stopped", "restarted", "absent"))
+    apply.add_argument("--recreate", action="store_true",
+                       help="restart a running VM whose definition changed")
+    apply.add_argument("--timeout", type=float, default=C.STOP_TIMEOUT_S,
+                       help="seconds to wait for a graceful stop (default %(default)s)")
+    apply.add_argument("--force", action="store_true", help="skip the graceful stop")
+    apply.add_argument("--purge", action="store_true",
+                       help="with --state absent: delete the VM's directory and created disks")
+    apply.add_argument("--check", action="store_true", help="report what would change; do nothing")
+    apply.add_argument("--diff", action="store_true",
+                       help="show the definition before and after")
+    apply.set_defaults(handler=cmd_apply)
+
+    ls = subparsers.add_parser("ls", parents=[common], help="list VMs")
+    ls.set_defaults(handler=cmd_ls)
+
+    show = subparsers.add_parser("show", parents=[common], help="show one VM")
+    show.add_argument("name")
+    show.add_argument("--argv", action="store_true", help="print the exact QEMU command line")
+    show.set_defaults(handler=cmd_show)
+
+    rm = subparsers.add_parser("rm", parents=[common], help="remove a VM definition")
+    rm.add_argument("name")
+    rm.add_argument("--force", action="store_true", help="stop the VM first if it runs")
+    rm.add_argument("--purge", action="store_true",
+                    help="also delete the VM's directory (logs, disks maqet created)")
+    rm.add_argument("--missing-ok", action="store_true",
+                    help="a VM that does not exist is not an error")
+    rm.set_defaults(handler=cmd_rm)
+
+
+def _definition_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("-c", "--config", action="append", type=Path, default=[],
+                        required=required, metavar="FILE",
+                        help="YAML definition; repeat to deep-merge (later wins)")
+    parser.add_argument("--name", help="VM name (overrides the files)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                        help="override one key, e.g. --set memory=1G --set storage.0.size=4G")
+
+
+def _load_spec(args: argparse.Namespace, ctx: CLIContext) -> Any:
+    from maqet_engine.engine import load_spec
+
+    return load_spec(ctx.engine(), files=args.config, name=args.name, sets=args.sets)
+
+
+def _print_result(ctx: CLIContext, result: Result, *, diff: bool = False) -> None:
+    if ctx.json:
+        ctx.emit(result.to_dict())
+        return
+    verb = "changed" if result.changed else "unchanged"
+    lines = [f"{result.name}: {verb}" + (f" ({', '.join(result.actions)})"
+                                         if result.actions else "")]
+    if result.restart_required:
+        lines.append(f"{result.name}: restart required to apply the new definition "
+                     "(apply --recreate, or restart it)")
+    if diff and result.changed:
+        lines.append(_render_diff(result.before, result.after))
+    print("\n".join(line for line in lines if line))
+
+
+def _render_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    import difflib
+    import json
+
+    def text(value: dict[str, Any] | None) -> list[str]:
+        return [] if value is None else json.dumps(value, indent=2, sort_keys=True).splitlines()
+
+    return "\n".join(difflib.unified_diff(text(before), text(after), "before", "after",
+                                          lineterm=""))
+
+
+def cmd_add(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine import define
+
+    result = define(ctx.engine(), _load_spec(args, ctx))
+    _print_result(ctx, result)
+    return C.EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine import apply
+    from maqet_engine.errors import UsageError
+
+    spec = _load_spec(args, ctx) if args.config else None
+    if spec is None and not args.name:
+        raise UsageError("apply needs -c FILE or --name NAME")
+    if spec is None and args.sets:
+        raise UsageError("--set needs -c FILE: it overrides a definition")
+    if args.state not in ("present", "absent"):
+        ctx.progress(f"{args.state} {spec.name if spec else args.name}")
+    result = apply(ctx.engine(check_mode=args.check), spec=spec, name=args.name,
+                   state=args.state, recreate=args.recreate, timeout=args.timeout,
+                   force=args.force, purge=args.purge)
+    _print_result(ctx, result, diff=args.diff)
+    return C.EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine.view import vm_view
+
+    with ctx.store() as store:
+        records = store.list_vms()
+    if ctx.json:
+        ctx.emit([vm_view(r, ctx.paths) for r in records])
+        return C.EXIT_OK
+    rows = []
+    for r in records:
+        spec = r.spec_data
+        rows.append((r.name, r.status.value, spec.get("cpu"), human_size(spec.get("memory")),
+                     ",".join(spec.get("tags") or [])))
+    print(table(("NAME", "STATUS", "CPUS", "MEMORY", "TAGS"), rows) if rows else
+          "no VMs defined (add one with 'maqet add -c FILE')")
+    return C.EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine.view import vm_view
+
+    with ctx.store() as store:
+        record = store.require_vm(args.name)
+    if args.argv:
+        argv = _argv_of(record, ctx)
+        ctx.emit(argv, shlex.join(argv))
+        return C.EXIT_OK
+    view = vm_view(record, ctx.paths)
+    if ctx.json:
+        ctx.emit(view)
+        return C.EXIT_OK
+    spec = view["spec"]
+    pairs: list[tuple[str, Any]] = [
+        ("name", view["name"]), ("status", view["status"]),
+        ("restart required", "yes" if view["restart_required"] else None),
+        ("cpus", spec.get("cpu")), ("memory", human_size(spec.get("memory"))),
+        ("accel", f"{spec.get('accel')}" + (f" (running: {view['accel']})"
+                                            if view["accel"] else "")),
+        ("tags", ", ".join(view["tags"])),
+        ("storage", ", ".join(f"{s['name']}:{s['type']}" for s in spec.get("storage") or [])),
+        ("ports", ", ".join(f"{p.get('host_address')}:{p['host']}->{p['guest']}"
+                            for p in view["ports"])),
+        ("last exit", view["last_exit"]), ("directory", view["paths"]["dir"]),
+        ("spec hash", view["spec_hash"][:16]),
+    ]
+    print(key_values(pairs))
+    return C.EXIT_OK
+
+
+def _argv_of(record: Any, ctx: CLIContext) -> list[str]:
+    from maqet_engine.spec import Spec, build_argv, resolve_accel
+
+    spec = Spec.from_json(record.spec_json)
+    return build_argv(spec, runtime=ctx.paths.vm_runtime(record.id),
+                      data=ctx.paths.vm_data(record.name),
+                      accel=resolve_accel(spec.data["accel"]))
+
+
+def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine import remove
+
+    result = remove(ctx.engine(), args.name, force=args.force, purge=args.purge,
+                    missing_ok=args.missing_ok)
+    if not ctx.json and not result.changed:
+        print(f"{args.name}: absent")
+        return C.EXIT_OK
+    _print_result(ctx, result)
+    return C.EXIT_OK

@@ -1,0 +1,109 @@
+"""``maqet``: argument parsing, dispatch, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from maqet_engine import __version__
+from maqet_engine import constants as C
+from maqet_engine.errors import MaqetError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting, so usage
+    errors get the same one-line / JSON treatment as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see '{self.prog} --help'")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS keeps a value given before the subcommand from being reset after it.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable JSON output (errors too)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of internal errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from maqet_engine.cli import definition_cmds
+
+    common = _common_options()
+    parser = _Parser(prog="maqet", parents=[common],
+                     description="QEMU virtual machines without libvirt.")
+    parser.add_argument("--version", action="version", version=f"maqet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module in (definition_cmds, *_optional_command_modules()):
+        module.register(subparsers, common)
+    return parser
+
+
+def _optional_command_modules() -> list[Any]:
+    """Command groups that live in their own modules (runner commands, storage...)."""
+    import importlib
+
+    modules = []
+    for name in ("runtime_cmds",):
+        try:
+            modules.append(importlib.import_module(f"maqet_engine.cli.{name}"))
+        except ModuleNotFoundError as err:
+            if err.name != f"maqet_engine.cli.{name}":
+                raise
+    return modules
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        from maqet_engine.cli.context import CLIContext
+        from maqet_engine.paths import resolve_paths
+
+        ctx = CLIContext(paths=resolve_paths(), json=as_json, debug=debug)
+        return int(args.handler(args, ctx))
+    except MaqetError as err:
+        return _report(err, as_json, debug)
+    except KeyboardInterrupt:
+        print("maqet: interrupted", file=sys.stderr)
+        return C.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return C.EXIT_OK
+    except Exception as err:  # a bug: one line unless --debug
+        if debug:
+            raise
+        wrapped = MaqetError(f"internal error: {type(err).__name__}: {err}",
+                             hint="rerun with --debug and report it")
+        return _report(wrapped, as_json, debug)
+
+
+def _report(err: MaqetError, as_json: bool, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    if as_json:
+        from maqet_engine.cli.output import dump_json
+
+        dump_json({"error": err.to_dict()})
+    else:
+        print(f"maqet: error: {err}", file=sys.stderr)
+    return err.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

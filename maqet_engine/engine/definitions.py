@@ -1,0 +1,66 @@
+"""Converging the stored definition: present and absent."""
+
+from __future__ import annotations
+
+import shutil
+
+from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.result import Result
+from maqet_engine.engine.view import vm_view
+from maqet_engine.errors import StateConflict
+from maqet_engine.spec import Spec
+from maqet_engine.state import Store, VMRecord
+
+
+def ensure_present(ctx: EngineContext, store: Store, spec: Spec, result: Result) -> VMRecord | None:
+    """Create or update the stored definition. Returns the record (None in check mode
+    when the VM does not exist yet)."""
+    record = store.get_vm(spec.name)
+    result.after = spec.data
+    if record is None:
+        result.before = None
+        result.record("defined")
+        if ctx.check_mode:
+            return None
+        return store.insert_vm(spec.name, spec.to_json(), spec.hash)
+    result.before = record.spec_data
+    if record.spec_hash == spec.hash:
+        return record
+    result.record("redefined")
+    if ctx.check_mode:
+        return record
+    return store.update_spec(spec.name, spec.to_json(), spec.hash)
+
+
+def ensure_absent(
+    ctx: EngineContext, store: Store, name: str, result: Result, *, purge: bool
+) -> None:
+    """Delete the stored definition (the VM must not be running any more)."""
+    record = store.get_vm(name)
+    if record is None:
+        return
+    result.before = record.spec_data
+    result.after = None
+    if record.status.is_active and not ctx.check_mode:
+        raise StateConflict(
+            f"VM {name!r} is {record.status.value}",
+            hint="stop it first or remove it with --force",
+        )
+    result.record("removed")
+    data_dir = ctx.paths.vm_data(name).root
+    if purge and data_dir.exists():
+        result.record(f"purged {data_dir}")
+    if ctx.check_mode:
+        return
+    store.delete_vm(name)
+    if purge:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def finish(ctx: EngineContext, store: Store, name: str, result: Result) -> Result:
+    """Fill in the VM view of a result after converging."""
+    record = store.get_vm(name)
+    if record is not None:
+        result.vm = vm_view(record, ctx.paths)
+        result.restart_required = record.restart_required
+    return result
