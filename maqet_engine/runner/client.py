@@ -48,10 +48,11 @@ class RunnerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, *, timeout: float | None = None, **params: Any) -> Any:
-        """Send one request and return its result, or raise the error the runner sent."""
+    def call(self, method: str, *, ipc_timeout: float | None = None, **params: Any) -> Any:
+        """Send one request and return its result, or raise the error the runner sent.
+        ``ipc_timeout`` bounds the wait for the reply (params may have their own timeout)."""
         request_id = next(_ids)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + (self.timeout if ipc_timeout is None else ipc_timeout)
         try:
             self._sock.settimeout(max(0.001, deadline - time.monotonic()))
             self._sock.sendall(protocol.encode_request(request_id, method, params))
@@ -98,8 +99,8 @@ class RunnerClient:
         return line
 
 
-def call(socket_path: Path, method: str, *, timeout: float = C.IPC_TIMEOUT_S,
+def call(socket_path: Path, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,
          **params: Any) -> Any:
     """One request on a fresh connection."""
-    with RunnerClient(socket_path, timeout=timeout) as client:
+    with RunnerClient(socket_path, timeout=ipc_timeout) as client:
         return client.call(method, **params)
