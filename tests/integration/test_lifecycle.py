@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import QEMU, wait_marker
@@ -216,6 +217,6 @@ def test_ten_concurrent_starts_make_one_runner(vms):
     assert [p.returncode for p in procs] == [0] * 10, [err for _, err in outputs]
     results = sorted(out.strip() for out, _ in outputs)
     assert results == ['["started"]'] + ["[]"] * 9
-    runners = [pid for pid in vms.our_pids() if b"maqet_engine.runner" in
-               open(f"/proc/{pid}/cmdline", "rb").read()]
+    runners = [pid for pid in vms.our_pids()
+               if b"maqet_engine.runner" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(runners) == 1
