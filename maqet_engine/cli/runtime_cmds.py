@@ -1,0 +1,219 @@
+"""Run-state commands: start, stop, restart, pause, resume, status, logs, and the QMP
+helpers qmp, keys, type, screendump. Thin: the logic lives in ``maqet_engine.lifecycle``
+(and, for start/stop/restart, goes through the engine's ``apply``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.cli.context import CLIContext
+from maqet_engine.errors import UsageError
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    def add(name: str, help_text: str, handler: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, parents=[common], help=help_text,
+                                       description=kwargs.pop("description", help_text[:1]
+                                                              .upper() + help_text[1:] + "."))
+        parser.add_argument("name", help="VM name")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    add("start", "start a VM (or re-adopt its QEMU if only the runner died)", cmd_start)
+    for name, text, handler in (("stop", "stop a VM: ACPI powerdown, then quit, then kill",
+                                 cmd_stop),
+                                ("restart", "stop (as 'stop') and start again", cmd_restart)):
+        parser = add(name, text, handler)
+        parser.add_argument("--timeout", type=float, default=C.STOP_TIMEOUT_S,
+                            help="seconds the guest gets to power off (default %(default)s)")
+        parser.add_argument("--force", action="store_true",
+                            help="skip the ACPI powerdown: QMP quit, then SIGKILL")
+    add("pause", "pause a running VM's vCPUs", cmd_pause)
+    add("resume", "resume a paused VM", cmd_resume)
+    add("status", "run state: runner, QEMU, accelerator, last exit", cmd_status)
+
+    logs = add("logs", "show a VM's serial console log (or --qemu / --runner)", cmd_logs)
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument("--serial", dest="log", action="store_const", const="serial",
+                       help="the guest's serial console (default)")
+    which.add_argument("--qemu", dest="log", action="store_const", const="qemu",
+                       help="QEMU's own stdout/stderr")
+    which.add_argument("--runner", dest="log", action="store_const", const="runner",
+                       help="the runner's log")
+    logs.add_argument("-n", "--lines", type=int, default=None,
+                      help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.set_defaults(log="serial")
+
+    qmp = add("qmp", "run one QMP command and print its JSON result", cmd_qmp)
+    qmp.add_argument("command", help="QMP command, e.g. query-status")
+    qmp.add_argument("--args", dest="args_json", metavar="JSON",
+                     help='arguments as one JSON object, e.g. \'{"id": "net0"}\'')
+    qmp.add_argument("pairs", nargs="*", metavar="KEY=VALUE",
+                     help="arguments one by one; VALUE is JSON when it parses, else a string")
+
+    keys = add("keys", "press key chords, e.g. ctrl-alt-delete ret", cmd_keys)
+    keys.add_argument("keys", nargs="+", metavar="KEY")
+    typ = add("type", "type text on the VM's keyboard (US layout; \\n is Enter)", cmd_type)
+    typ.add_argument("text")
+    shot = add("screendump", "save the VM's screen as PNG", cmd_screendump)
+    shot.add_argument("output", type=Path, help="PNG file (relative to your directory)")
+
+
+# --- start / stop ---------------------------------------------------------------------------
+def _apply(args: argparse.Namespace, ctx: CLIContext, state: str, unchanged: str) -> int:
+    from maqet_engine.engine import apply
+
+    extra = {"timeout": args.timeout, "force": args.force} if state != "running" else {}
+    if sys.stderr.isatty() and not ctx.json:
+        ctx.progress(f"{'starting' if state == 'running' else state.rstrip('ed') + 'ing'} "
+                     f"{args.name}")
+    result = apply(ctx.engine(), name=args.name, state=state, **extra)
+    if ctx.json:
+        ctx.emit(result.to_dict())
+    else:
+        print(f"{args.name}: {', '.join(result.actions) if result.actions else unchanged}")
+    return C.EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace, ctx: CLIContext) -> int:
+    return _apply(args, ctx, "running", "already running")
+
+
+def cmd_stop(args: argparse.Namespace, ctx: CLIContext) -> int:
+    return _apply(args, ctx, "stopped", "already stopped")
+
+
+def cmd_restart(args: argparse.Namespace, ctx: CLIContext) -> int:
+    return _apply(args, ctx, "restarted", "restarted")
+
+
+def _pause_resume(args: argparse.Namespace, ctx: CLIContext, paused: bool) -> int:
+    from maqet_engine import lifecycle
+
+    with ctx.store() as store:
+        store.require_vm(args.name)
+        op = lifecycle.pause if paused else lifecycle.resume
+        actions = op(ctx.paths, store, args.name)
+    unchanged = "already paused" if paused else "already running"
+    ctx.emit({"name": args.name, "changed": bool(actions), "actions": actions},
+             f"{args.name}: {', '.join(actions) if actions else unchanged}")
+    return C.EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace, ctx: CLIContext) -> int:
+    return _pause_resume(args, ctx, True)
+
+
+def cmd_resume(args: argparse.Namespace, ctx: CLIContext) -> int:
+    return _pause_resume(args, ctx, False)
+
+
+# --- status and logs ----------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine import lifecycle
+    from maqet_engine.cli.output import key_values
+
+    with ctx.store() as store:
+        record = store.require_vm(args.name)
+        view = lifecycle.runtime_view(ctx.paths, store, record)
+        events = [e.to_dict() for e in store.events(args.name, limit=5)]
+    view = {"name": args.name, **view, "events": events}
+    if ctx.json:
+        ctx.emit(view)
+        return C.EXIT_OK
+    runner = (f"alive (pid {view['runner_pid']})" if view["runner_alive"] else
+              "gone; QEMU still runs: 'maqet start' re-adopts it" if view["qemu_alive"] else
+              "not running")
+    pairs = [("name", args.name), ("status", view["status"]),
+             ("qmp status", view.get("qmp_status")), ("runner", runner),
+             ("qemu pid", view["qemu_pid"] if view["qemu_alive"] else None),
+             ("accel", view["accel"]), ("last exit", view["last_exit"])]
+    print(key_values(pairs))
+    return C.EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, ctx: CLIContext) -> int:
+    with ctx.store() as store:
+        store.require_vm(args.name)
+    data = ctx.paths.vm_data(args.name)
+    path = {"serial": data.serial_log, "qemu": data.qemu_log, "runner": data.runner_log}[args.log]
+    if not path.exists() and not args.follow:
+        print(f"{args.name}: no {args.log} log yet ({path})", file=sys.stderr)
+        return C.EXIT_OK
+    from maqet_engine.runner.logs import follow, tail_bytes
+
+    out = sys.stdout.buffer
+    offset = 0
+    if path.exists():
+        content, offset = tail_bytes(path, args.lines)
+        out.write(content)
+        out.flush()
+    if args.follow:
+        for chunk in follow(path, offset):
+            out.write(chunk)
+            out.flush()
+    return C.EXIT_OK
+
+
+# --- QMP helpers ------------------------------------------------------------------------------
+def _call(ctx: CLIContext, name: str, method: str, **params: Any) -> Any:
+    from maqet_engine import lifecycle
+
+    with ctx.store() as store:
+        return lifecycle.call(ctx.paths, store, name, method, **params)
+
+
+def parse_qmp_arguments(args_json: str | None, pairs: list[str]) -> dict[str, Any]:
+    """``--args JSON`` and/or ``key=value`` words (value: JSON if it parses, else text)."""
+    arguments: dict[str, Any] = {}
+    if args_json:
+        try:
+            loaded = json.loads(args_json)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--args is not valid JSON: {err}") from err
+        if not isinstance(loaded, dict):
+            raise UsageError("--args must be a JSON object")
+        arguments.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad argument {pair!r}", hint="write key=value")
+        try:
+            arguments[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return arguments
+
+
+def cmd_qmp(args: argparse.Namespace, ctx: CLIContext) -> int:
+    arguments = parse_qmp_arguments(args.args_json, args.pairs)
+    result = _call(ctx, args.name, "qmp", command=args.command, arguments=arguments)
+    json.dump(result, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return C.EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace, ctx: CLIContext) -> int:
+    result = _call(ctx, args.name, "keys", keys=args.keys)
+    ctx.emit(result, None)
+    return C.EXIT_OK
+
+
+def cmd_type(args: argparse.Namespace, ctx: CLIContext) -> int:
+    result = _call(ctx, args.name, "type", text=args.text.replace("\\n", "\n"))
+    ctx.emit(result, None)
+    return C.EXIT_OK
+
+
+def cmd_screendump(args: argparse.Namespace, ctx: CLIContext) -> int:
+    target = Path(os.path.abspath(args.output))  # the caller's cwd, not QEMU's
+    result = _call(ctx, args.name, "screendump", path=str(target), format=C.SCREENDUMP_FORMAT)
+    ctx.emit(result, str(target))
+    return C.EXIT_OK

@@ -1,0 +1,63 @@
+"""Reading a VM's logs for ``maqet logs``: the tail, and following new output with
+inotify (no polling). Synchronous and small: used by the CLI, not the runner."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from maqet_engine import constants as C
+
+_IN_MODIFY = 0x00000002
+_IN_ATTRIB = 0x00000004
+_IN_CLOEXEC = 0o2000000
+
+
+def tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
+    """The whole file, or its last ``lines`` lines; and the offset of its end."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        if lines is None:
+            fh.seek(0)
+            return fh.read(end), end
+        start = max(0, end - C.LOG_TAIL_BYTES)
+        fh.seek(start)
+        data = fh.read(end - start)
+    if lines <= 0:
+        return b"", end
+    kept = data.splitlines(keepends=True)[-lines:]
+    return b"".join(kept), end
+
+
+def follow(path: Path, offset: int) -> Iterator[bytes]:
+    """New bytes appended to ``path`` after ``offset``, forever (Ctrl-C ends it).
+    Blocks on inotify between writes; a truncated file is read again from its start."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(_IN_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ATTRIB) < 0:
+            raise OSError(ctypes.get_errno(), f"cannot watch {path}")
+        while True:
+            size = path.stat().st_size
+            if size < offset:
+                offset = 0
+            if size > offset:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(size - offset)
+                offset += len(data)
+                yield data
+                continue
+            events = os.read(fd, 4096)  # blocks until the file changes
+            struct.unpack_from("iIII", events)  # at least one whole event arrived
+    finally:
+        os.close(fd)
