@@ -100,6 +100,11 @@ TAG_HELP: Final = (
     "1-63 characters: letters, digits, '_', '.', ':', '=', '-'; starting with a letter or digit"
 )
 DID_YOU_MEAN_CUTOFF: Final = 0.6  # difflib similarity for "did you mean"
+# IDE buses x units per bus. QEMU only places the first IDE device by itself, so maqet
+# names the bus of each; q35's AHCI has 6 one-unit ports, i440fx ("pc", the x86
+# default machine) 2 buses of 2 units.
+IDE_LAYOUT_Q35: Final = (6, 1)
+IDE_LAYOUT_I440FX: Final = (2, 2)
 KVM_DEVICE: Final = "/dev/kvm"
 CPUINFO_FILE: Final = "/proc/cpuinfo"
 
