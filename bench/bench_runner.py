@@ -1,0 +1,231 @@
+"""Runner benchmarks: ratios against raw QEMU / direct QMP measured in the same run.
+
+    .venv/bin/python bench/bench_runner.py [--runs N]
+
+Figures (medians):
+- start: ``ensure_running`` (spawn runner -> QEMU -> QMP confirmed) vs raw
+  ``qemu-system-x86_64`` spawn -> QMP greeting + query-status (same argv, firmware only).
+  Target: maqet <= raw + 150 ms.
+- IPC round trip: ``qmp query-status`` through the runner (one open connection) vs a
+  direct qemu.qmp ``execute`` on a raw QEMU. Target: <= 3x.
+- ``maqet qmp NAME query-status`` CLI wall (new process each time). Target: <= 50 ms.
+- graceful stop: ``ensure_stopped`` wall vs the raw guest's ``system_powerdown`` -> exit,
+  on the tiny test guest (TCG). Overhead = difference.
+- runner RSS (VmRSS of the runner process). Target: <= 15 MiB.
+Not a test: it asserts nothing. Leaves no process behind (kills by PID in finally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "guest"))
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def wait_exit(pid: int, timeout: float = 30.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        fd = os.pidfd_open(pid)
+        select.select([fd], [], [], timeout)
+        os.close(fd)
+
+
+async def raw_start_and_rtt(argv: list[str], workdir: Path, rtt_runs: int,
+                            ) -> tuple[float, float, int]:
+    """Spawn QEMU with a pre-bound QMP socket, time until query-status answers; then
+    the median direct round trip. Returns (start s, rtt s, pid)."""
+    from qemu.qmp import QMPClient
+
+    path = workdir / "raw-qmp.sock"
+    path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    proc = subprocess.Popen(
+        [*argv, "-chardev", f"socket,id=m,fd={listener.fileno()},server=on,wait=off",
+         "-mon", "chardev=m,mode=control"],
+        pass_fds=(listener.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    listener.close()
+    qmp = QMPClient("raw")
+    await qmp.connect(str(path))
+    await qmp.execute("query-status")
+    started = time.perf_counter() - start
+    rtts = []
+    for _ in range(rtt_runs):
+        t = time.perf_counter()
+        await qmp.execute("query-status")
+        rtts.append(time.perf_counter() - t)
+    with contextlib.suppress(Exception):  # QEMU may close before answering quit
+        await qmp.execute("quit")
+    with contextlib.suppress(Exception):
+        await qmp.disconnect()
+    proc.wait(10)
+    return started, statistics.median(rtts), proc.pid
+
+
+async def raw_graceful_stop(argv: list[str], workdir: Path) -> float:
+    """Boot the guest raw, wait for its marker on the serial socket, then time
+    system_powerdown -> QEMU exit."""
+    import guest
+    from qemu.qmp import QMPClient
+
+    qmp_path, serial_path = workdir / "g-qmp.sock", workdir / "g-serial.sock"
+    for p in (qmp_path, serial_path):
+        p.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(qmp_path))
+    listener.listen(1)
+    proc = subprocess.Popen(
+        [*argv, "-chardev", f"socket,id=m,fd={listener.fileno()},server=on,wait=off",
+         "-mon", "chardev=m,mode=control",
+         "-chardev", f"socket,id=s,path={serial_path},server=on,wait=off", "-serial", "chardev:s"],
+        pass_fds=(listener.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    listener.close()
+    try:
+        qmp = QMPClient("raw-guest")
+        await qmp.connect(str(qmp_path))
+        with guest.SerialConsole(serial_path, proc=proc) as console:
+            console.wait_for(guest.GUEST_MARKER, timeout=60)
+            t = time.perf_counter()
+            await qmp.execute("system_powerdown")
+            await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+            elapsed = time.perf_counter() - t
+        with contextlib.suppress(Exception):
+            await qmp.disconnect()
+        return elapsed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rtt-runs", type=int, default=200)
+    args = parser.parse_args()
+
+    import guest
+
+    home = Path(tempfile.mkdtemp(prefix="mqb", dir="/tmp"))
+    os.environ["MAQET_HOME"] = str(home)
+    from maqet_engine import lifecycle
+    from maqet_engine.paths import resolve_paths
+    from maqet_engine.runner.client import RunnerClient
+    from maqet_engine.spec import build_argv, parse_spec, resolve_accel
+    from maqet_engine.spec.model import Spec
+    from maqet_engine.state import Store
+
+    paths = resolve_paths()
+    files = guest.ensure_guest()
+    common = {"accel": "tcg", "memory": "256M", "machine": "q35", "arguments": ["-no-reboot"]}
+    store = Store.open(paths.db)
+    for name, extra in (("fw", {}), ("g", {"kernel": str(files.kernel),
+                                           "initrd": str(files.initrd),
+                                           "append": guest.GUEST_APPEND})):
+        spec = parse_spec({"name": name, **common, **extra}, base_dir=home, paths=paths)
+        store.insert_vm(spec.name, spec.to_json(), spec.hash)
+
+    def raw_argv(name: str) -> list[str]:
+        record = store.require_vm(name)
+        argv = build_argv(Spec.from_json(record.spec_json),
+                          runtime=paths.vm_runtime(900 + record.id),
+                          data=paths.vm_data(f"raw-{name}"), accel=resolve_accel("tcg"))
+        i = argv.index("-qmp")
+        argv = argv[:i] + argv[i + 2:]  # the bench supplies its own monitor
+        i = argv.index("-chardev")
+        return argv[:i] + argv[i + 4:]  # ... and its own serial (or none)
+
+    leftovers: list[int] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mqr", dir="/tmp"))
+    try:
+        raw_starts, raw_rtts = [], []
+        for _ in range(args.runs):
+            started, rtt, pid = asyncio.run(
+                raw_start_and_rtt(raw_argv("fw"), workdir, args.rtt_runs))
+            leftovers.append(pid)
+            raw_starts.append(started)
+            raw_rtts.append(rtt)
+
+        starts, rtts, clis, rss = [], [], [], []
+        env = dict(os.environ)
+        for run in range(args.runs):
+            t = time.perf_counter()
+            lifecycle.ensure_running(paths, store, "fw")
+            starts.append(time.perf_counter() - t)
+            record = store.require_vm("fw")
+            leftovers += [record.runner_pid, record.qemu_pid]
+            with open(f"/proc/{record.runner_pid}/status") as fh:
+                rss += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS")]
+            with RunnerClient(paths.vm_runtime(record.id).control_socket) as client:
+                samples = []
+                for _ in range(args.rtt_runs):
+                    t = time.perf_counter()
+                    client.call("qmp", command="query-status")
+                    samples.append(time.perf_counter() - t)
+                rtts.append(statistics.median(samples))
+            if run == 0:
+                for _ in range(10):
+                    t = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "maqet_engine", "qmp", "fw",
+                                    "query-status"], env=env, stdout=subprocess.DEVNULL,
+                                   check=True)
+                    clis.append(time.perf_counter() - t)
+            lifecycle.ensure_stopped(paths, store, "fw", force=True)
+
+        raw_stops, stops = [], []
+        for _ in range(max(1, args.runs // 2)):
+            raw_stops.append(asyncio.run(raw_graceful_stop(raw_argv("g"), workdir)))
+            lifecycle.ensure_running(paths, store, "g")
+            record = store.require_vm("g")
+            leftovers += [record.runner_pid, record.qemu_pid]
+            with RunnerClient(paths.vm_runtime(record.id).control_socket, timeout=90) as c:
+                c.call("serial_wait", pattern=guest.GUEST_MARKER, timeout=60, ipc_timeout=90)
+            t = time.perf_counter()
+            lifecycle.ensure_stopped(paths, store, "g", timeout=30)
+            stops.append(time.perf_counter() - t)
+    finally:
+        for pid in leftovers:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                wait_exit(pid, 5)
+        store.close()
+
+    raw_start, start = median_ms(raw_starts), median_ms(starts)
+    raw_rtt, rtt = median_ms(raw_rtts), median_ms(rtts)
+    raw_stop, stop = median_ms(raw_stops), median_ms(stops)
+    cli = median_ms(clis)
+    print(f"runs: {args.runs} (round trips: {args.rtt_runs} per run), accel tcg, "
+          f"python {sys.version.split()[0]}")
+    print(f"start -> QMP confirmed   maqet {start:7.1f} ms   raw QEMU {raw_start:7.1f} ms   "
+          f"+{start - raw_start:.1f} ms  x{start / raw_start:.2f}   (target: raw + 150 ms)")
+    print(f"QMP round trip           maqet {rtt:7.3f} ms   direct   {raw_rtt:7.3f} ms   "
+          f"x{rtt / raw_rtt:.2f}   (target: <= 3x)")
+    print(f"'maqet qmp' CLI wall     {cli:7.1f} ms   (target: <= 50 ms)")
+    print(f"graceful stop            maqet {stop:7.1f} ms   raw QEMU {raw_stop:7.1f} ms   "
+          f"+{stop - raw_stop:.1f} ms")
+    print(f"runner RSS               {statistics.median(rss):7.1f} MiB   (target: <= 15 MiB)")
+
+
+if __name__ == "__main__":
+    main()
