@@ -17,7 +17,6 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import MaqetError, RunnerUnavailable, StateConflict
@@ -25,6 +24,10 @@ from maqet_engine.paths import Paths, VMRuntimePaths
 from maqet_engine.runner import liveness
 from maqet_engine.runner.client import RunnerClient
 from maqet_engine.state import Store, VMRecord, VMStatus
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _RUNG_TEXT = {"powerdown": "ACPI powerdown", "quit": "QMP quit", "kill": "SIGKILL"}
 

@@ -12,7 +12,7 @@ from maqet_engine.errors import MaqetError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    from typing import NoReturn
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maqet_engine.cli import definition_cmds
+    from maqet_engine.cli import definition_cmds, runtime_cmds
 
     common = _common_options()
     parser = _Parser(prog="maqet", parents=[common],
@@ -42,23 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"maqet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (definition_cmds, *_optional_command_modules()):
+    for module in (definition_cmds, runtime_cmds):
         module.register(subparsers, common)
     return parser
-
-
-def _optional_command_modules() -> list[Any]:
-    """Command groups that live in their own modules (runner commands, storage...)."""
-    import importlib
-
-    modules = []
-    for name in ("runtime_cmds",):
-        try:
-            modules.append(importlib.import_module(f"maqet_engine.cli.{name}"))
-        except ModuleNotFoundError as err:
-            if err.name != f"maqet_engine.cli.{name}":
-                raise
-    return modules
 
 
 def _wants_json(argv: Sequence[str]) -> bool:

@@ -9,11 +9,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
 from maqet_engine.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:

@@ -8,11 +8,14 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import OperationTimeout, RunnerUnavailable
 from maqet_engine.runner import protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _ids = itertools.count(1)
 

@@ -13,22 +13,25 @@ Nothing here does I/O; both the asyncio server and the synchronous client use it
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import MaqetError, UsageError, error_from_dict
+from maqet_engine.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ProtocolError(UsageError):
     """A message that is not a valid request or reply (answered, never fatal)."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Frozen):
+    __slots__ = ("id", "method", "params")
     id: int | str
     method: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any]
 
 
 def encode(message: dict[str, Any]) -> bytes:

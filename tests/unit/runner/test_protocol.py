@@ -16,7 +16,7 @@ def test_request_round_trip():
     line = protocol.encode_request(3, "qmp", {"command": "query-status"})
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     request = protocol.decode_request(line)
-    assert request == protocol.Request(3, "qmp", {"command": "query-status"})
+    assert request == protocol.Request(id=3, method="qmp", params={"command": "query-status"})
 
 
 @pytest.mark.parametrize("line", [
