@@ -38,6 +38,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         --config-settings editable_mode=compat
     touch "$stamp"
 fi
+# Bytecode for the CLI's start-up time (an editable install does not write it, and
+# PYTHONDONTWRITEBYTECODE may forbid Python to do it on the fly).
+.venv/bin/python -m compileall -q maqet_engine >/dev/null
 
 if [ "$want_guest" = 1 ]; then
     bash tests/guest/build-guest.sh >/dev/null
