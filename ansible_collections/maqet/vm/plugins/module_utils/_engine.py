@@ -1,0 +1,99 @@
+# Copyright: maqet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The one door from the modules to the maqet engine (private to this collection).
+
+Everything that touches ``maqet_engine`` from a module goes through here: the guarded
+import (a missing engine is a one-line failure that says how to install it), the
+shared options (paired with the ``maqet.vm.common`` doc fragment), the engine
+context, and the conversion of engine errors into ``fail_json``.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+try:
+    import maqet_engine
+    from maqet_engine.engine import EngineContext
+    from maqet_engine.errors import MaqetError
+except ImportError:  # the engine is not installed for this interpreter
+    HAS_MAQET_ENGINE = False
+    MAQET_ENGINE_IMPORT_ERROR = traceback.format_exc()
+    maqet_engine = None
+    EngineContext = None
+
+    class MaqetError(Exception):  # type: ignore[no-redef]
+        """Placeholder so ``except MaqetError`` works without the engine."""
+
+else:
+    HAS_MAQET_ENGINE = True
+    MAQET_ENGINE_IMPORT_ERROR = None
+
+# Shared options of every module; documented by the maqet.vm.common doc fragment.
+COMMON_ARGUMENT_SPEC = {
+    "maqet_home": {"type": "path"},
+}
+
+# Fields of MaqetError.to_dict() that are passed on to the task result.
+_ERROR_FIELDS = ("exit_code", "path", "command", "error_class", "desc")
+
+
+def argument_spec(**options):
+    """The module's own options plus the shared ones."""
+    spec = dict(COMMON_ARGUMENT_SPEC)
+    spec.update(options)
+    return spec
+
+
+def require_engine(module):
+    """Fail the task in one line when maqet_engine cannot be imported."""
+    if HAS_MAQET_ENGINE:
+        return
+    module.fail_json(
+        msg=missing_engine_message(),
+        exception=MAQET_ENGINE_IMPORT_ERROR,
+        error_type="MissingEngine",
+    )
+
+
+def engine_version():
+    return getattr(maqet_engine, "__version__", "unknown") if HAS_MAQET_ENGINE else None
+
+
+def context(module, *, check_mode=None):
+    """The engine context for this task (its maqet_home and check mode)."""
+    if check_mode is None:
+        check_mode = module.check_mode
+    return EngineContext.for_home(module.params.get("maqet_home"), check_mode=check_mode)
+
+
+def fail_from_error(module, err, **extra):
+    """Fail the task with the engine error's one-line message and its type."""
+    result = dict(extra)
+    to_dict = getattr(err, "to_dict", None)
+    data = to_dict() if callable(to_dict) else {}
+    for key in _ERROR_FIELDS:
+        if data.get(key) not in (None, ""):
+            result[key] = data[key]
+    result["error_type"] = type(err).__name__
+    module.fail_json(msg=str(err), **result)
+
+
+def run(module, operation, **extra):
+    """Call ``operation()``; engine errors fail the task, the rest is a bug."""
+    try:
+        return operation()
+    except MaqetError as err:
+        fail_from_error(module, err, **extra)
+
+
+def missing_engine_message():
+    """One line, in the spirit of ``missing_required_lib``, that says what to do."""
+    import sys
+
+    return (
+        "the maqet engine (Python package maqet_engine) is not installed for {0}: run "
+        "'{0} -m pip install maqet' on this host, or point ansible_python_interpreter at "
+        "a Python that has it".format(sys.executable)
+    )
