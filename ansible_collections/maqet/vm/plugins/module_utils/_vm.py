@@ -1,0 +1,143 @@
+# Copyright: maqet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Logic of maqet_vm and maqet_vm_info (private to this collection).
+
+The modules only declare their options and call :func:`run_vm` / :func:`run_vm_info`.
+Everything the VM converges to is decided by the engine's ``apply()``: this layer turns
+module parameters into one engine call and the engine's Result into the task result,
+so ``changed``, ``actions`` and the diff are exactly the engine's, in check mode too.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.maqet.vm.plugins.module_utils._engine import (
+    argument_spec,
+    context,
+    require_engine,
+    run,
+)
+
+STATES = ("present", "running", "stopped", "restarted", "absent")
+
+# Engine default for stop/restart timeouts (maqet_engine.constants.STOP_TIMEOUT_S).
+DEFAULT_TIMEOUT = 30.0
+
+VM_ARGUMENT_SPEC = argument_spec(
+    name={"type": "str"},
+    config={"type": "dict", "aliases": ["definition"]},
+    config_file={"type": "path"},
+    state={"type": "str", "default": "present", "choices": list(STATES)},
+    recreate={"type": "bool", "default": False},
+    timeout={"type": "float", "default": DEFAULT_TIMEOUT},
+    force={"type": "bool", "default": False},
+    purge={"type": "bool", "default": False},
+)
+VM_REQUIRED_ONE_OF = [("name", "config", "config_file")]
+
+VM_INFO_ARGUMENT_SPEC = argument_spec(
+    name={"type": "str"},
+    live={"type": "bool", "default": False},
+)
+
+
+def _target_name(params):
+    """The VM's name when no definition is parsed (absent, or name-only calls)."""
+    if params.get("name"):
+        return params["name"]
+    config = params.get("config") or {}
+    return config.get("name")
+
+
+def _load_spec(ctx, params):
+    from pathlib import Path
+
+    from maqet_engine.engine import load_spec
+
+    files = [Path(params["config_file"])] if params.get("config_file") else []
+    return load_spec(ctx, config=params.get("config"), files=files, name=params.get("name"))
+
+
+def converge(ctx, params):
+    """One engine ``apply()`` for the module's parameters; returns the engine Result."""
+    from maqet_engine.engine import apply
+
+    state = params["state"]
+    has_definition = params.get("config") is not None or bool(params.get("config_file"))
+    spec = None
+    name = _target_name(params)
+    # `absent` needs only the name: a definition whose files are gone can still be removed.
+    if has_definition and not (state == "absent" and name):
+        spec = _load_spec(ctx, params)
+        name = spec.name
+    return apply(
+        ctx,
+        spec=spec,
+        name=name,
+        state=state,
+        recreate=params["recreate"],
+        timeout=params["timeout"],
+        force=params["force"],
+        purge=params["purge"],
+    )
+
+
+def result_to_task(result, *, diff_mode):
+    """The task result of an engine Result (diff only in diff mode)."""
+    data = result.to_dict()
+    diff = data.pop("diff")
+    task = {
+        "changed": data["changed"],
+        "name": data["name"],
+        "state": data["state"],
+        "actions": data["actions"],
+        "restart_required": data["restart_required"],
+        "vm": data["vm"],
+    }
+    if diff_mode:
+        task["diff"] = {"before": diff["before"] or {}, "after": diff["after"] or {}}
+    return task
+
+
+def run_vm(module):
+    """Body of maqet_vm."""
+    require_engine(module)
+    if module.params["timeout"] < 0:
+        module.fail_json(msg="timeout must not be negative")
+    ctx = context(module)
+    result = run(module, lambda: converge(ctx, module.params), name=_target_name(module.params))
+    module.exit_json(**result_to_task(result, diff_mode=module._diff))
+
+
+def describe_vms(ctx, name=None, *, live=False):
+    """The VM views of one VM (by name) or of all; a missing VM gives an empty list."""
+    from maqet_engine.engine import vm_view
+
+    with ctx.open_store(create=False) as store:
+        if name:
+            record = store.get_vm(name)
+            records = [record] if record is not None else []
+        else:
+            records = store.list_vms()
+        if not live:
+            return [vm_view(record, ctx.paths) for record in records]
+        from maqet_engine import lifecycle
+
+        views = []
+        for record in records:
+            runtime = lifecycle.runtime_view(ctx.paths, store, record)
+            fresh = store.get_vm(record.name) or record
+            views.append(vm_view(fresh, ctx.paths, live=runtime))
+        return views
+
+
+def run_vm_info(module):
+    """Body of maqet_vm_info (never changes anything)."""
+    require_engine(module)
+    ctx = context(module, check_mode=True)
+    name = module.params["name"]
+    vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"]))
+    result = {"changed": False, "vms": vms}
+    if name:
+        result["exists"] = bool(vms)
+    module.exit_json(**result)

@@ -1,0 +1,89 @@
+#!/usr/bin/python
+# Copyright: maqet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: maqet_vm_info
+short_description: Describe maqet virtual machines
+version_added: 0.1.0
+description:
+  - Returns one maqet VM (by O(name)) or all of them, as recorded in maqet's state
+    store. Never changes anything.
+author:
+  - maqet developers (@maqet)
+extends_documentation_fragment:
+  - maqet.vm.common
+  - maqet.vm.attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads.
+  diff_mode:
+    support: N/A
+    details: The module only reads.
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Describe only this VM. RV(vms) is empty when it does not exist.
+    type: str
+  live:
+    description:
+      - Also ask each running VM's runner for its live state (QMP status, the
+        accelerator in use). Costs one round trip per running VM.
+    type: bool
+    default: false
+seealso:
+  - module: maqet.vm.maqet_vm
+"""
+
+EXAMPLES = r"""
+- name: All VMs
+  maqet.vm.maqet_vm_info:
+  register: all_vms
+
+- name: One VM, with its live QMP status
+  maqet.vm.maqet_vm_info:
+    name: web1
+    live: true
+  register: web1
+
+- ansible.builtin.debug:
+    msg: "web1 is {{ web1.vms[0].status }}"
+  when: web1.exists
+"""
+
+RETURN = r"""
+vms:
+  description: The VMs, sorted by name. Each item has the keys of RV(maqet.vm.maqet_vm#module:vm).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: web1
+      status: running
+      tags: [web]
+exists:
+  description: Whether the VM named by O(name) exists.
+  returned: when O(name) is given
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.maqet.vm.plugins.module_utils._vm import (
+    VM_INFO_ARGUMENT_SPEC,
+    run_vm_info,
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=VM_INFO_ARGUMENT_SPEC, supports_check_mode=True)
+    run_vm_info(module)
+
+
+if __name__ == "__main__":
+    main()
