@@ -1,0 +1,98 @@
+#!/usr/bin/python
+# Copyright: maqet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: maqet_snapshot_info
+short_description: List the snapshots of a maqet VM
+version_added: 0.1.0
+description:
+  - Lists the snapshots maqet recorded for a VM, live (VM-wide) and offline (per disk).
+    Never changes anything.
+  - Needs a maqet engine with the snapshot API (maqet_engine 0.2.0 or later).
+author:
+  - maqet developers (@maqet)
+extends_documentation_fragment:
+  - maqet.vm.common
+  - maqet.vm.attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads.
+  diff_mode:
+    support: N/A
+    details: The module only reads.
+  idempotent:
+    support: full
+options:
+  vm:
+    description: Name of the VM.
+    type: str
+    required: true
+  name:
+    description: Only this snapshot.
+    type: str
+    aliases:
+      - snapshot
+  drive:
+    description: Only the offline snapshots of this storage entry.
+    type: str
+seealso:
+  - module: maqet.vm.maqet_snapshot
+"""
+
+EXAMPLES = r"""
+- name: Snapshots of web1
+  maqet.vm.maqet_snapshot_info:
+    vm: web1
+  register: snaps
+
+- ansible.builtin.debug:
+    msg: "{{ snaps.snapshots | map(attribute='name') | list }}"
+"""
+
+RETURN = r"""
+vm:
+  description: Name of the VM.
+  returned: always
+  type: str
+  sample: web1
+snapshots:
+  description: The snapshots, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the snapshot.
+      type: str
+    drive:
+      description: Storage entry of an offline snapshot, V(null) for a live one.
+      type: str
+    vm_state:
+      description: Whether RAM and device state are included.
+      type: bool
+    created_at:
+      description: Creation time (seconds since the epoch).
+      type: float
+    size:
+      description: Size in bytes.
+      type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.maqet.vm.plugins.module_utils._snapshot import (
+    SNAPSHOT_INFO_ARGUMENT_SPEC,
+    run_snapshot_info,
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=SNAPSHOT_INFO_ARGUMENT_SPEC, supports_check_mode=True)
+    run_snapshot_info(module)
+
+
+if __name__ == "__main__":
+    main()
