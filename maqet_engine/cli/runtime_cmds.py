@@ -65,6 +65,15 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     keys.add_argument("keys", nargs="+", metavar="KEY")
     typ = add("type", "type text on the VM's keyboard (US layout; \\n is Enter)", cmd_type)
     typ.add_argument("text")
+    wait = add("wait", "wait until a regex appears on the serial console", cmd_wait,
+               description="Wait until PATTERN (a regular expression, matched per line with "
+               "terminal escapes stripped) appears on the VM's serial console, counting "
+               "from the start of this boot unless --since gives a later offset.")
+    wait.add_argument("pattern")
+    wait.add_argument("--timeout", type=float, default=C.SERIAL_WAIT_TIMEOUT_S,
+                      help="seconds to wait (default %(default)s)")
+    wait.add_argument("--since", type=int, default=0, metavar="OFFSET",
+                      help="only text after this offset (printed by an earlier wait)")
     shot = add("screendump", "save the VM's screen as PNG", cmd_screendump)
     shot.add_argument("output", type=Path, help="PNG file (relative to your directory)")
 
@@ -212,6 +221,14 @@ def cmd_keys(args: argparse.Namespace, ctx: CLIContext) -> int:
 def cmd_type(args: argparse.Namespace, ctx: CLIContext) -> int:
     result = _call(ctx, args.name, "type", text=args.text.replace("\\n", "\n"))
     ctx.emit(result, None)
+    return C.EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace, ctx: CLIContext) -> int:
+    ctx.progress(f"waiting for {args.pattern!r} on {args.name}'s console")
+    result = _call(ctx, args.name, "serial_wait", pattern=args.pattern, since=args.since,
+                   timeout=args.timeout, ipc_timeout=args.timeout + C.IPC_TIMEOUT_S)
+    ctx.emit(result, f"{args.name}: {result['match']} (offset {result['offset']})")
     return C.EXIT_OK
 
 
