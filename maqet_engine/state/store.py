@@ -161,6 +161,11 @@ class Store:
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from err
 
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only statement (none from a store that does not exist).
+        For modules that keep their own tables (``state.storage_records``)."""
+        return self._read(sql, params)
+
     # --- VMs ------------------------------------------------------------------
     def get_vm(self, name: str) -> VMRecord | None:
         rows = self._read("SELECT * FROM vms WHERE name = ?", (name,))
