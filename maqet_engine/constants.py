@@ -135,3 +135,18 @@ LOG_FOLLOW_CHUNK: Final = 65536
 SEND_KEY_HOLD_MS: Final = 20  # QMP send-key hold time per key for `maqet keys/type`
 SCREENDUMP_FORMAT: Final = "png"
 QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
+
+# --- storage and snapshots (maqet_engine/storage, maqet_engine/snapshots) ------
+QEMU_IMG: Final = "qemu-img"
+QEMU_IMG_TIMEOUT_S: Final = 600.0  # creating/snapshotting a big image may take minutes
+SNAPSHOTTABLE_FORMATS: Final = frozenset({"qcow2"})  # formats that hold internal snapshots
+DISK_IMAGE_TYPES: Final = ("qcow2", "raw")  # storage types maqet creates with qemu-img
+SNAPSHOT_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+SNAPSHOT_NAME_HELP: Final = (
+    "1-63 characters: letters, digits, '_', '.', ':', '-'; starting with a letter or digit"
+)
+SNAPSHOT_STATES: Final = ("present", "absent", "reverted")
+SNAPSHOT_JOB_TIMEOUT_S: Final = 300.0  # a live snapshot writes all guest RAM
+SNAPSHOT_JOB_PREFIX: Final = "maqet-snap-"  # QMP job-id of maqet's snapshot jobs
+SNAPSHOT_JOB_EVENT: Final = "JOB_STATUS_CHANGE"
+SNAPSHOT_PROGRESS_AFTER_S: Final = 1.0  # show a progress line for anything slower
