@@ -1,0 +1,121 @@
+"""Before a start: create the disk images a definition names but that do not exist.
+
+A qcow2 entry with ``backing`` becomes an overlay on that base image (a linked
+clone: only the blocks the VM changes are stored). Every file created is registered
+with its owner VM, so ``--purge`` later deletes exactly these. Creation is atomic: the
+image is written under a temporary name and linked into place, so a crash never
+leaves a half-made disk that would later pass for the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.errors import ConfigError
+from maqet_engine.paths import Paths
+from maqet_engine.spec.units import format_size
+from maqet_engine.state import Store
+from maqet_engine.state import storage_records as records
+from maqet_engine.storage import qemu_img
+
+_QCOW2_MAGIC = b"QFI\xfb"
+
+
+def spec_data(spec: Any) -> Mapping[str, Any]:
+    """A :class:`~maqet_engine.spec.Spec` or its ``data`` mapping."""
+    return spec.data if hasattr(spec, "data") else spec
+
+
+def disk_entries(spec: Any) -> list[tuple[int, Mapping[str, Any]]]:
+    """``(index, entry)`` of the disk images (qcow2, raw) of a normalized spec."""
+    return [(i, e) for i, e in enumerate(spec_data(spec).get("storage") or [])
+            if e.get("type") in C.DISK_IMAGE_TYPES]
+
+
+def prepare_storage(paths: Paths, store: Store, spec: Any, *,
+                    check_mode: bool = False) -> list[str]:
+    """Create the VM's missing disks; return what was (or, in check mode, would be) done.
+
+    :param spec: the normalized spec (or its data) of the VM about to start.
+    :return: actions such as ``"created disk hdd (2G)"``.
+    :raise ConfigError: a missing disk without ``size`` (nor ``backing``), a parent
+        directory that does not exist outside the VM's own directory, or an existing
+        file that is not in the format its entry says.
+    :raise RuntimeFailure: qemu-img refused (its message is included).
+    """
+    data = spec_data(spec)
+    vm_name = str(data["name"])
+    vm_dir = paths.vm_data(vm_name).root
+    actions: list[str] = []
+    for index, entry in disk_entries(data):
+        where = f"storage[{index}]"
+        target = Path(entry["file"])
+        if target.exists():
+            _check_format(target, entry, where)
+            continue
+        size, backing = entry.get("size"), entry.get("backing")
+        if size is None and backing is None:
+            raise ConfigError(f"storage entry {entry['name']!r}: {target} does not exist and "
+                              "no size is given to create it", path=f"{where}.size",
+                              hint="give 'size' (such as 10G), or point 'file' at an "
+                              "existing image")
+        if not target.parent.is_dir() and not target.parent.is_relative_to(vm_dir):
+            raise ConfigError(f"storage entry {entry['name']!r}: directory {target.parent} "
+                              "does not exist", path=f"{where}.file",
+                              hint="create it first, or use a relative path (the VM's "
+                              "own directory)")
+        action = _describe(entry, size, backing)
+        actions.append(action)
+        if check_mode:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _create(target, entry, size, backing, what=f"create disk {entry['name']} of "
+                f"VM {vm_name!r}")
+        records.register_file(store, target, vm_name, entry["name"])
+    return actions
+
+
+def _describe(entry: Mapping[str, Any], size: int | None, backing: str | None) -> str:
+    details = [format_size(size)] if size is not None else []
+    if backing is not None:
+        details.append(f"overlay on {backing}")
+    return f"created disk {entry['name']} ({', '.join(details)})"
+
+
+def _create(target: Path, entry: Mapping[str, Any], size: int | None, backing: str | None,
+            *, what: str) -> None:
+    temporary = target.with_name(f".{target.name}.maqet-{os.getpid()}.tmp")
+    backing_fmt = None
+    if backing is not None:
+        backing_fmt = str(qemu_img.info(backing, what=f"{what}: read its backing image")
+                          ["format"])
+    try:
+        qemu_img.create(temporary, entry["type"], size=size, backing=backing,
+                        backing_fmt=backing_fmt, what=what)
+        os.link(temporary, target)  # fails rather than replace a file made meanwhile
+    except FileExistsError:
+        pass  # another start created it first: theirs is as good as ours
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _check_format(target: Path, entry: Mapping[str, Any], where: str) -> None:
+    """A qcow2 entry must name a qcow2 file (4-byte magic; cheap, no qemu-img)."""
+    if entry["type"] != "qcow2" or not target.is_file():
+        return
+    try:
+        with target.open("rb") as fh:
+            magic = fh.read(len(_QCOW2_MAGIC))
+    except OSError:
+        return  # QEMU will say what is wrong with it
+    if magic != _QCOW2_MAGIC:
+        raise ConfigError(f"storage entry {entry['name']!r}: {target} is not a qcow2 image",
+                          path=f"{where}.type",
+                          hint="set type: raw for a raw image, or convert it with "
+                          "'qemu-img convert -O qcow2'")
