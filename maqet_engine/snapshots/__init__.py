@@ -1,0 +1,16 @@
+"""Snapshots: offline (VM stopped, qemu-img) and live (VM running: QMP snapshot jobs
+with RAM and device state), behind one desired-state API (:mod:`.api`).
+
+The images hold the snapshots (qcow2 internal snapshots); the state store adds
+metadata (``state.storage_records``). Listing always reads structured data:
+``qemu-img info --output=json`` offline, ``query-named-block-nodes`` live.
+"""
+
+from maqet_engine.snapshots.api import (
+    SnapshotResult,
+    apply_snapshot,
+    ensure_snapshot,
+    list_snapshots,
+)
+
+__all__ = ["SnapshotResult", "apply_snapshot", "ensure_snapshot", "list_snapshots"]
