@@ -60,7 +60,7 @@ options:
       - V(running) defines it and makes sure it runs.
       - V(stopped) makes sure it does not run (graceful powerdown first).
       - V(restarted) stops it (when it runs) and starts it, every time.
-      - V(absent) stops it (needs O(force) when it runs) and removes its definition.
+      - V(absent) stops it when it runs (as V(stopped) does) and removes its definition.
     type: str
     default: present
     choices:
@@ -83,8 +83,8 @@ options:
     default: 30
   force:
     description:
-      - With O(state=absent), stop a running VM first instead of failing.
-      - When stopping, skip the graceful wait (QMP C(quit) at once).
+      - When stopping (V(stopped), V(restarted), V(absent), O(recreate)), do not wait
+        for the guest to power off: QMP C(quit) at once.
     type: bool
     default: false
   purge:
@@ -129,7 +129,7 @@ EXAMPLES = r"""
     state: stopped
     timeout: 60
 
-- name: Remove it, even while it runs, and delete the disks maqet created
+- name: Remove it (stopping it first when it runs) and delete the disks maqet created
   maqet.vm.maqet_vm:
     name: web1
     state: absent
