@@ -1,0 +1,155 @@
+"""Helpers of the Ansible end-to-end tests: run the real ``ansible-playbook`` and
+``ansible-inventory`` against the collection in the working tree, in a sandbox
+(ANSIBLE_HOME, temp dirs and MAQET_HOME under the test's tmp dir), and clean up
+every VM a test started.
+
+Not a conftest on purpose: test modules import it by name, and a second module
+named ``conftest`` on ``sys.path`` would shadow the integration tests' one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+BIN = Path(sys.executable).parent
+QEMU = shutil.which("qemu-system-x86_64")
+
+# Bounded waits (seconds), with what they usually take here.
+PLAYBOOK_TIMEOUT = 600.0  # a whole playbook with boots and stops under TCG: ~10-30 s
+INVENTORY_TIMEOUT = 120.0  # ansible-inventory: ~1 s
+
+
+@dataclass
+class Run:
+    """One finished ansible command."""
+
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+    def explain(self) -> str:
+        return (f"$ {' '.join(self.argv)}\nrc={self.rc}\n--- stdout\n{self.stdout[-6000:]}\n"
+                f"--- stderr\n{self.stderr[-3000:]}")
+
+    def recap(self, host: str = "localhost") -> dict[str, int]:
+        """The PLAY RECAP counters of ``host``."""
+        match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.stdout, re.MULTILINE)
+        assert match, self.explain()
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+class AnsibleSandbox:
+    """Environment and helpers for running ansible against one MAQET_HOME."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "maqet-home"
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        env.update(
+            LC_ALL="C.UTF-8",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            ANSIBLE_COLLECTIONS_PATH=str(REPO),
+            ANSIBLE_HOME=str(root / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"),
+            ANSIBLE_REMOTE_TMP=str(root / "ansible-remote"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_RETRY_FILES_ENABLED="0",
+            ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
+            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+            MAQET_HOME=str(self.home),
+        )
+        self.env = env
+        self.inventory = root / "hosts.ini"
+        self.inventory.write_text(
+            f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+        self._count = 0
+
+    def _run(self, argv: list[str], timeout: float, cwd: Path | None = None) -> Run:
+        self._count += 1
+        out = self.logs / f"{self._count:02d}.out"
+        err = self.logs / f"{self._count:02d}.err"
+        # Output goes to files, never to a pipe a reader might close early.
+        with out.open("w") as fout, err.open("w") as ferr:
+            proc = subprocess.run(argv, stdout=fout, stderr=ferr, env=self.env,
+                                  cwd=cwd or self.root, timeout=timeout, check=False)
+        return Run(argv, proc.returncode, out.read_text(), err.read_text())
+
+    def playbook(self, name: str, *, extra_vars: dict[str, Any] | None = None,
+                 args: tuple[str, ...] = ()) -> Run:
+        """Run playbooks/<name> with ``maqet_home`` and ``extra_vars`` as variables."""
+        variables = {"maqet_home": str(self.home), **(extra_vars or {})}
+        vars_file = self.root / f"vars-{self._count + 1:02d}.json"
+        vars_file.write_text(json.dumps(variables))
+        argv = [str(BIN / "ansible-playbook"), "-i", str(self.inventory),
+                "-e", f"@{vars_file}", *args, str(PLAYBOOKS / name)]
+        return self._run(argv, PLAYBOOK_TIMEOUT)
+
+    def inventory_list(self, config: Path, *more: str) -> Run:
+        argv = [str(BIN / "ansible-inventory"), "-i", str(config), *more]
+        return self._run(argv, INVENTORY_TIMEOUT, cwd=config.parent)
+
+    # --- cleanup ------------------------------------------------------------------------
+    def our_pids(self) -> list[int]:
+        """Processes (runners, QEMU) whose command line mentions this MAQET_HOME."""
+        from maqet_engine.paths import resolve_paths
+
+        paths = resolve_paths({"MAQET_HOME": str(self.home)})
+        needles = {os.fsencode(str(p)) for p in (self.home, paths.runtime, paths.data)}
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(n in cmdline for n in needles):
+                pids.append(int(entry))
+        return pids
+
+    def cleanup(self) -> list[str]:
+        """Stop and remove every VM of this home through the engine, then kill by PID
+        whatever is left. Returns what had to be killed (should be nothing)."""
+        from maqet_engine.engine import EngineContext, apply
+        from maqet_engine.errors import MaqetError
+
+        ctx = EngineContext.for_home(str(self.home), check_mode=False)
+        with ctx.open_store(create=False) as store:
+            names = [record.name for record in store.list_vms()]
+        for name in names:
+            with contextlib.suppress(MaqetError):
+                apply(ctx, name=name, state="absent", force=True, timeout=5)
+        killed = []
+        for pid in self.our_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(str(pid))
+        return killed
+
+
+def guest_definition(name: str, **more: Any) -> dict[str, Any]:
+    """A definition of the tiny test guest (TCG), as a maqet_vm ``config``."""
+    import guest  # tests/guest/guest.py, on sys.path through tests/conftest.py
+
+    files = guest.ensure_guest()
+    data = {"name": name, "accel": guest.test_accel(), "memory": "256M", "machine": "q35",
+            "kernel": str(files.kernel), "initrd": str(files.initrd),
+            "append": guest.GUEST_APPEND, "arguments": ["-no-reboot"], "tags": ["e2e"]}
+    data.update(more)
+    return data
