@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ class _Scope:
             self.disks = targets.vm_wide(spec, record.name)
         else:
             self.disks = targets.listable(spec)
+        self._cache: list[dict[str, Any]] | None = None
         running = _is_live(paths, record)
         if live is not None and live != running:
             raise StateConflict(
@@ -95,11 +97,34 @@ class _Scope:
         return self.drive is None
 
     def list(self) -> list[dict[str, Any]]:
-        meta = {r.name: r for r in records.snapshots_of(self.store, self.vm, self.key)}
-        entries = _view(self.backend.snapshots(self.disks), self.disks, self.key, meta)
-        for entry in entries:
-            entry["vm"] = self.vm
-        return entries
+        """The scope's snapshots, read once and then kept up to date by the ``noted_*``
+        calls: offline that spares a qemu-img run per change, live it re-reads (QMP
+        is cheap and knows the RAM state size)."""
+        if self._cache is None:
+            meta = {r.name: r for r in records.snapshots_of(self.store, self.vm, self.key)}
+            entries = _view(self.backend.snapshots(self.disks), self.disks, self.key, meta)
+            for entry in entries:
+                entry["vm"] = self.vm
+            self._cache = entries
+        return [dict(e) for e in self._cache]
+
+    def noted_created(self, name: str) -> None:
+        if self.backend.live or self._cache is None:
+            self._cache = None
+            return
+        now = time.time()
+        self._cache = [e for e in self._cache if e["name"] != name] + [{
+            "name": name, "vm": self.vm, "drive": self.drive, "drives": [d.name for d in
+                                                                         self.disks],
+            "created": now, "created_at": now, "vm_state": False, "vm_state_size": 0,
+            "size": None, "vm_state_drive": None, "vm_clock": 0.0, "complete": True,
+            "managed": True, "recorded_at": now}]
+
+    def noted_deleted(self, name: str) -> None:
+        if self.backend.live or self._cache is None:
+            self._cache = None
+            return
+        self._cache = [e for e in self._cache if e["name"] != name]
 
     def describe(self, name: str, entry: dict[str, Any] | None = None) -> str:
         if not self.vm_wide:
@@ -228,10 +253,12 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
 def _create(scope: _Scope, name: str, progress: Progress | None) -> None:
     with _progress_after(progress, f"saving {scope.describe(name)}"):
         scope.backend.create(scope.disks, name, vm_wide=scope.vm_wide)
+    scope.noted_created(name)
     made = next((e for e in scope.list() if e["name"] == name), None)
     records.record_snapshot(scope.store, scope.vm, name, scope.key,
                             vm_state=bool(made and made["vm_state"]),
-                            size=made["vm_state_size"] if made else None)
+                            size=(made["vm_state_size"] or None) if made else None)
+    scope.noted_created(name)  # now with its metadata row
 
 
 def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Progress | None) -> None:
@@ -239,6 +266,7 @@ def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Progress 
     with _progress_after(progress, f"deleting {scope.describe(name, entry)}"):
         scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
     records.forget_snapshot(scope.store, scope.vm, name, scope.key)
+    scope.noted_deleted(name)
 
 
 def _prune(scope: _Scope, keep_name: str, retention: int, before: dict[str, dict[str, Any]],
