@@ -4,20 +4,21 @@
 """Logic of maqet_snapshot and maqet_snapshot_info (private to this collection).
 
 All snapshot calls into the engine are isolated in :class:`SnapshotAPI`, the one
-adapter between these modules and maqet_engine's snapshot API (issue 4). The
-engine API this adapter expects::
+adapter between these modules and maqet_engine's snapshot API (issue 4)::
 
-    maqet_engine.engine.apply_snapshot(ctx, *, vm, name, state, drive=None, live=None,
-                                       retention=None, timeout=30.0) -> result
+    maqet_engine.snapshots.api.apply_snapshot(ctx, *, vm, name, state, drive=None,
+                                              live=None, retention=None, timeout=300.0)
         state: "present" | "absent" | "reverted"; honours ctx.check_mode;
-        result.to_dict() -> {"vm", "name", "state", "changed", "actions",
-                             "snapshot": dict | None, "pruned": [names]}
-    maqet_engine.engine.list_snapshots(ctx, vm, *, drive=None) -> list[dict]
-        each: {"name", "vm", "drive" (None: VM-wide live snapshot), "vm_state" (bool:
-               RAM and device state included), "created_at", "size"}
+        result.to_dict() -> {"vm", "name", "state", "changed", "actions", "drive", "live",
+                             "snapshot": dict | None, "snapshots": [...], "pruned": [names]}
+    maqet_engine.snapshots.api.list_snapshots(ctx, vm, drive=None) -> list[dict]
+        each: {"name", "drive" (None: VM-wide), "drives", "complete", "created_at",
+               "vm_state" (RAM and device state included), "vm_state_size", "size",
+               "vm_clock", "managed", "recorded_at"}
 
-When the installed engine has no such API, the modules fail with one line that says
-which engine version is needed.
+The same names re-exported by ``maqet_engine.engine`` are preferred when present. When
+the installed engine has neither, the modules fail with one line that says which
+engine version is needed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     run,
 )
 
-SNAPSHOT_ENGINE_MIN_VERSION = "0.2.0"
 SNAPSHOT_STATES = ("present", "absent", "reverted")
 
 SNAPSHOT_ARGUMENT_SPEC = argument_spec(
@@ -40,9 +40,8 @@ SNAPSHOT_ARGUMENT_SPEC = argument_spec(
     drive={"type": "str"},
     live={"type": "bool"},
     retention={"type": "int"},
-    timeout={"type": "float", "default": 30.0},
+    timeout={"type": "float", "default": 300.0},
 )
-SNAPSHOT_EXCLUSIVE = [("drive", "live")]
 
 SNAPSHOT_INFO_ARGUMENT_SPEC = argument_spec(
     vm={"type": "str", "required": True},
@@ -56,12 +55,10 @@ class SnapshotAPI:
 
     def __init__(self, module):
         self.module = module
-        try:
-            from maqet_engine.engine import apply_snapshot, list_snapshots
-        except (ImportError, AttributeError):
+        found = _find_api()
+        if found is None:
             module.fail_json(msg=missing_snapshot_api_message(), error_type="MissingEngineAPI")
-        self._apply = apply_snapshot
-        self._list = list_snapshots
+        self._apply, self._list = found
 
     def apply(self, ctx, **params):
         return self._apply(ctx, **params).to_dict()
@@ -70,11 +67,28 @@ class SnapshotAPI:
         return list(self._list(ctx, vm, drive=drive))
 
 
+# Where the engine keeps its snapshot API, in order of preference.
+_API_MODULES = ("maqet_engine.engine", "maqet_engine.snapshots.api")
+
+
+def _find_api():
+    """(apply_snapshot, list_snapshots) of the installed engine, or None."""
+    import importlib
+
+    for name in _API_MODULES:
+        try:
+            module = importlib.import_module(name)
+            return module.apply_snapshot, module.list_snapshots
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
 def missing_snapshot_api_message():
     return (
-        "snapshots need maqet_engine >= {0} (maqet_engine.engine.apply_snapshot and "
-        "list_snapshots); the installed one is {1}: upgrade maqet on this host".format(
-            SNAPSHOT_ENGINE_MIN_VERSION, engine_version())
+        "snapshots need a newer maqet engine (one with "
+        "maqet_engine.snapshots.api.apply_snapshot and list_snapshots); the installed "
+        "maqet_engine {0} lacks them: upgrade maqet on this host".format(engine_version())
     )
 
 
@@ -96,7 +110,10 @@ def run_snapshot(module):
         name=params["name"],
         state=params["state"],
         actions=list(data.get("actions") or []),
+        drive=data.get("drive"),
+        live=data.get("live"),
         snapshot=data.get("snapshot"),
+        snapshots=list(data.get("snapshots") or []),
         pruned=list(data.get("pruned") or []),
     )
 

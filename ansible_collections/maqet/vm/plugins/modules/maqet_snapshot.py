@@ -11,12 +11,13 @@ version_added: 0.1.0
 description:
   - Makes sure a named snapshot of a VM exists (V(present)), does not exist
     (V(absent)), or reverts the VM to it (V(reverted)).
-  - A live snapshot covers the whole running VM, RAM and device state included; an
-    offline snapshot covers one disk (O(drive)) of a stopped VM.
-  - O(retention) keeps at most that many snapshots of the same kind, deleting the
-    oldest after creating a new one.
-  - Needs a maqet engine with the snapshot API (maqet_engine 0.2.0 or later); with an
-    older one the task fails with one line saying so.
+  - Without O(drive) the snapshot is VM-wide, on every writable qcow2 disk; on a running
+    VM it includes RAM and device state (QMP snapshot jobs), on a stopped VM the disks
+    only (qemu-img). With O(drive) it covers that one disk, whether the VM runs or not.
+  - O(retention) keeps at most that many complete snapshots of the same scope
+    (VM-wide, or that drive), deleting the oldest.
+  - Needs a maqet engine with the snapshot API; with an older one the task fails with
+    one line saying which version is needed.
 author:
   - maqet developers (@maqet)
 extends_documentation_fragment:
@@ -55,21 +56,22 @@ options:
       - reverted
   drive:
     description:
-      - Storage entry (by its C(name) in the definition) of an offline, per-disk
-        snapshot. The VM must be stopped.
+      - Storage entry (by its C(name) in the definition) of a per-disk snapshot. Not
+        set, the snapshot is VM-wide.
     type: str
   live:
     description:
-      - V(true) takes a VM-wide snapshot of the running VM including RAM.
-      - Default is live when the VM runs and O(drive) is not given.
+      - Not set, the snapshot is live exactly when the VM runs.
+      - V(true) or V(false) insist on it; the task fails when the VM's run state
+        disagrees (for example V(false) on a running VM).
     type: bool
   retention:
     description: With V(present), keep at most this many snapshots; the oldest go first.
     type: int
   timeout:
-    description: Seconds to wait for a live snapshot job.
+    description: Seconds one snapshot operation may take (a live one writes all guest RAM).
     type: float
-    default: 30
+    default: 300
 seealso:
   - module: maqet.vm.maqet_snapshot_info
   - module: maqet.vm.maqet_vm
@@ -88,7 +90,7 @@ EXAMPLES = r"""
     name: before-upgrade
     state: reverted
 
-- name: Offline snapshot of one disk of a stopped VM
+- name: Snapshot of one disk only
   maqet.vm.maqet_snapshot:
     vm: web1
     drive: root
@@ -123,12 +125,29 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["created before-upgrade (live, with RAM)"]
+  sample: ["created snapshot before-upgrade (RAM and disks root)"]
+drive:
+  description: The drive of a per-disk snapshot, V(null) for a VM-wide one.
+  returned: always
+  type: str
+  sample: null
+live:
+  description: Whether the VM was running, so the snapshot went through QMP.
+  returned: always
+  type: bool
+  sample: true
 snapshot:
-  description: The snapshot after the task (V(null) when absent).
+  description:
+    - The snapshot after the task (V(null) when absent); in check mode, before it.
+    - Has the keys of the items of RV(maqet.vm.maqet_snapshot_info#module:snapshots).
   returned: always
   type: dict
-  sample: {"name": "before-upgrade", "drive": null, "vm_state": true, "size": 44040192}
+  sample: {"name": "before-upgrade", "drive": null, "vm_state": true, "complete": true}
+snapshots:
+  description: All snapshots of the same scope after the task (in check mode, before it).
+  returned: always
+  type: list
+  elements: dict
 pruned:
   description: Snapshots deleted by O(retention).
   returned: always
@@ -140,17 +159,12 @@ pruned:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.maqet.vm.plugins.module_utils._snapshot import (
     SNAPSHOT_ARGUMENT_SPEC,
-    SNAPSHOT_EXCLUSIVE,
     run_snapshot,
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=SNAPSHOT_ARGUMENT_SPEC,
-        mutually_exclusive=SNAPSHOT_EXCLUSIVE,
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=SNAPSHOT_ARGUMENT_SPEC, supports_check_mode=True)
     run_snapshot(module)
 
 

@@ -9,9 +9,10 @@ module: maqet_snapshot_info
 short_description: List the snapshots of a maqet VM
 version_added: 0.1.0
 description:
-  - Lists the snapshots maqet recorded for a VM, live (VM-wide) and offline (per disk).
+  - Lists the snapshots of a VM, VM-wide or of one O(drive), read from the images
+    themselves (C(qemu-img) JSON when stopped, QMP when running) plus maqet's records.
     Never changes anything.
-  - Needs a maqet engine with the snapshot API (maqet_engine 0.2.0 or later).
+  - Needs a maqet engine with the snapshot API.
 author:
   - maqet developers (@maqet)
 extends_documentation_fragment:
@@ -37,7 +38,7 @@ options:
     aliases:
       - snapshot
   drive:
-    description: Only the offline snapshots of this storage entry.
+    description: The snapshots of this storage entry (not set, the VM-wide view).
     type: str
 seealso:
   - module: maqet.vm.maqet_snapshot
@@ -69,17 +70,30 @@ snapshots:
       description: Name of the snapshot.
       type: str
     drive:
-      description: Storage entry of an offline snapshot, V(null) for a live one.
+      description: The drive asked for, V(null) for the VM-wide view.
       type: str
+    drives:
+      description: Storage entries that hold the snapshot.
+      type: list
+      elements: str
+    complete:
+      description: Whether every disk of the scope holds it.
+      type: bool
     vm_state:
       description: Whether RAM and device state are included.
       type: bool
+    vm_state_size:
+      description: Size of the saved RAM and device state in bytes.
+      type: int
     created_at:
       description: Creation time (seconds since the epoch).
       type: float
-    size:
-      description: Size in bytes.
-      type: int
+    vm_clock:
+      description: Seconds the guest had run when the snapshot was taken.
+      type: float
+    managed:
+      description: Whether it was made through maqet.
+      type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
