@@ -29,6 +29,7 @@ QEMU = shutil.which("qemu-system-x86_64")
 # Bounded waits (seconds), with what they usually take here.
 PLAYBOOK_TIMEOUT = 600.0  # a whole playbook with boots and stops under TCG: ~10-30 s
 INVENTORY_TIMEOUT = 120.0  # ansible-inventory: ~1 s
+EXIT_GRACE = 5.0  # a runner's exit after its stop reply: milliseconds
 
 
 @dataclass
@@ -135,12 +136,29 @@ class AnsibleSandbox:
         for name in names:
             with contextlib.suppress(MaqetError):
                 apply(ctx, name=name, state="absent", force=True, timeout=5)
+        # A runner lets go of its socket just before it exits: give it a moment.
+        for pid in self.our_pids():
+            wait_pid_exit(pid, EXIT_GRACE)
         killed = []
         for pid in self.our_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(str(pid))
         return killed
+
+
+def wait_pid_exit(pid: int, timeout: float) -> bool:
+    """Wait (pidfd, no polling) until ``pid`` is gone; True when it is."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
 
 
 def guest_definition(name: str, **more: Any) -> dict[str, Any]:
