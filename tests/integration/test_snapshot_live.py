@@ -5,10 +5,11 @@ retention, one-disk live snapshots; and the offline view of the same images agre
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SERIAL_TIMEOUT, VMFactory, needs_qemu, wait_marker
 
 from maqet_engine import lifecycle
 from maqet_engine.engine.context import EngineContext
@@ -17,8 +18,22 @@ from maqet_engine.snapshots import ensure_snapshot, list_snapshots
 from maqet_engine.state import Store
 from maqet_engine.storage import prepare_storage
 
-pytestmark = [needs_qemu, pytest.mark.qemu]
-JOB_TIMEOUT = 60.0  # a live snapshot of this 256 MiB guest takes ~0.2 s under TCG
+pytestmark = [pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                                  reason="needs qemu-system-x86_64"), pytest.mark.qemu]
+# Bounded waits (seconds) and what they usually take here under TCG. (Not imported from
+# the integration conftest: 'conftest' is ambiguous when unit tests are collected too.)
+JOB_TIMEOUT = 60.0  # a live snapshot of this 256 MiB guest: ~1.2 s create, ~0.2 s load
+BOOT_TIMEOUT = 60.0  # boot to the marker: ~1.6 s
+SERIAL_TIMEOUT = 20.0  # a shell command's output: ~0.1 s
+VMFactory = Any  # the 'vms' fixture of tests/integration/conftest.py
+
+
+def wait_marker(vms: VMFactory) -> None:
+    import guest
+
+    with vms.store() as store:
+        lifecycle.call(vms.paths, store, "vm1", "serial_wait", pattern=guest.GUEST_MARKER,
+                       since=0, timeout=BOOT_TIMEOUT, ipc_timeout=BOOT_TIMEOUT + 5)
 
 
 def shell(vms: VMFactory, command: str, done: str, since: int) -> tuple[str, int]:
@@ -39,7 +54,7 @@ def running(vms: VMFactory) -> EngineContext:
         spec = store.require_vm("vm1").spec_data
         prepare_storage(vms.paths, store, spec)  # until the engine calls it before a start
         lifecycle.ensure_running(vms.paths, store, "vm1")
-    wait_marker(vms.paths, "vm1")
+    wait_marker(vms)
     return EngineContext(paths=vms.paths)
 
 
