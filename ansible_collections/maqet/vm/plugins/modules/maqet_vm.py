@@ -84,7 +84,7 @@ options:
   force:
     description:
       - When stopping (V(stopped), V(restarted), V(absent), O(recreate)), do not wait
-        for the guest to power off: QMP C(quit) at once.
+        for the guest to power off, send QMP C(quit) at once.
     type: bool
     default: false
   purge:
