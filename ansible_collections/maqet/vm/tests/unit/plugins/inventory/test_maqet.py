@@ -1,0 +1,76 @@
+"""The inventory plugin against a real state store in a temporary MAQET_HOME."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible.inventory.data import InventoryData
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import inventory_loader
+from ansible_collections.maqet.vm.plugins.inventory.maqet import group_name, ssh_forward
+
+
+@pytest.fixture
+def plugin():
+    return inventory_loader.get("maqet.vm.maqet")
+
+
+def test_verify_file_wants_our_suffix(plugin, tmp_path):
+    for name, ok in (("a.maqet.yml", True), ("a.maqet.yaml", True), ("a.yml", False),
+                     ("maqet.yml", False)):
+        path = tmp_path / name
+        path.write_text("plugin: maqet.vm.maqet\n")
+        assert plugin.verify_file(str(path)) is ok, name
+
+
+def test_group_names_and_ssh_forward():
+    assert group_name("maqet_tag_role:web=1.x-y") == "maqet_tag_role_web_1_x_y"
+    ports = [{"host": 8080, "guest": 80, "protocol": "tcp", "host_address": "127.0.0.1"},
+             {"host": 2222, "guest": 22, "protocol": "udp", "host_address": "127.0.0.1"},
+             {"host": 2223, "guest": 22, "protocol": "tcp", "host_address": "0.0.0.0"}]
+    assert ssh_forward(ports, 22) == ("127.0.0.1", 2223)
+    assert ssh_forward(ports, 0) is None and ssh_forward([], 22) is None
+
+
+def define(home, **raw):
+    from maqet_engine.engine import EngineContext, apply, load_spec
+
+    ctx = EngineContext.for_home(str(home), check_mode=False)
+    apply(ctx, spec=load_spec(ctx, config=raw), state="present")
+
+
+def test_parse_lists_groups_and_vars(plugin, tmp_path):
+    home = tmp_path / "home"
+    define(home, name="web1", memory="1G", tags=["web", "role:x"],
+           network=[{"type": "user", "forward": [{"host": 2201, "guest": 22}]}])
+    define(home, name="db1")
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: home\ninclude_stopped: true\n"
+                      "compose:\n  mib: maqet_memory // 1048576 if maqet_memory else 0\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    assert set(inventory.hosts) == {"web1", "db1"}
+    web = inventory.get_host("web1").get_vars()
+    assert web["maqet_status"] == "defined" and web["ansible_port"] == 2201
+    assert web["mib"] == 1024 and web["maqet_tags"] == ["role:x", "web"]
+    assert set(inventory.groups["maqet_defined"].hosts) == {inventory.get_host("web1"),
+                                                            inventory.get_host("db1")}
+    assert [h.name for h in inventory.groups["maqet_tag_role_x"].hosts] == ["web1"]
+
+
+def test_parse_lists_only_running_by_default(plugin, tmp_path):
+    home = tmp_path / "home"
+    define(home, name="idle1")
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: home\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    assert "idle1" not in inventory.hosts
+
+
+def test_missing_home_is_an_empty_inventory(plugin, tmp_path):
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: nothing-here\ninclude_stopped: true\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    assert not inventory.hosts and not (tmp_path / "nothing-here").exists()

@@ -1,0 +1,73 @@
+"""maqet_vm's main() against the real engine in a temporary MAQET_HOME (no QEMU:
+present/absent only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.maqet.vm.plugins.modules import maqet_vm, maqet_vm_info
+
+
+def run_module(module, capsys, args):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        module.main()
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return str(tmp_path / "home")
+
+
+def test_present_four_ways_and_absent(home, capsys):
+    config = {"name": "u1", "memory": "256M", "tags": ["b", "a"]}
+    base = {"maqet_home": home, "config": config}
+    check = run_module(maqet_vm, capsys, {**base, "_ansible_check_mode": True})
+    assert check["changed"] and check["actions"] == ["defined"] and check["vm"] is None
+    first = run_module(maqet_vm, capsys, base)
+    assert first["changed"] and first["vm"]["status"] == "defined"
+    assert first["vm"]["tags"] == ["a", "b"] and "diff" not in first
+    again = run_module(maqet_vm, capsys, {**base, "_ansible_diff": True})
+    assert not again["changed"] and again["diff"]["before"] == again["diff"]["after"]
+    check = run_module(maqet_vm, capsys, {**base, "_ansible_check_mode": True})
+    assert not check["changed"]
+
+    info = run_module(maqet_vm_info, capsys, {"maqet_home": home, "name": "u1"})
+    assert info["exists"] and info["vms"][0]["spec"]["memory"] == 256 * 1024 * 1024
+
+    gone = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "u1", "state": "absent"})
+    assert gone["changed"] and gone["actions"] == ["removed"]
+    gone = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "u1", "state": "absent"})
+    assert not gone["changed"]
+
+
+def test_diff_of_a_new_vm_starts_empty(home, capsys):
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "config": {"name": "u2"},
+                                           "_ansible_diff": True, "_ansible_check_mode": True})
+    assert result["diff"]["before"] == {} and result["diff"]["after"]["name"] == "u2"
+
+
+def test_bad_definition_fails_with_config_error(home, capsys):
+    result = run_module(maqet_vm, capsys, {"maqet_home": home,
+                                           "config": {"name": "u3", "cpu": -3}})
+    assert result["failed"] and result["error_type"] == "ConfigError"
+    assert result["msg"].startswith("cpu:")
+
+
+def test_absent_of_a_definition_whose_files_are_gone_needs_only_its_name(home, capsys, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"")
+    config = {"name": "u4", "kernel": str(kernel)}
+    assert run_module(maqet_vm, capsys, {"maqet_home": home, "config": config})["changed"]
+    kernel.unlink()
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "config": config,
+                                           "state": "absent"})
+    assert result["changed"] and result["actions"] == ["removed"]
+
+
+def test_name_is_required_somewhere(home, capsys):
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "state": "stopped"})
+    assert result["failed"] and "one of the following is required" in result["msg"]
