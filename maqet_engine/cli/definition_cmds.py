@@ -55,9 +55,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     rm.add_argument("name")
     rm.add_argument("--force", action="store_true", help="stop the VM first if it runs")
     rm.add_argument("--purge", action="store_true",
-                    help="also delete the VM's directory (logs, disks maqet created)")
+                    help="also delete the files maqet created for it (disks, logs); "
+                    "disks you supplied are kept")
     rm.add_argument("--missing-ok", action="store_true",
                     help="a VM that does not exist is not an error")
+    rm.add_argument("--check", action="store_true",
+                    help="report what would be removed or deleted; do nothing")
     rm.set_defaults(handler=cmd_rm)
 
 
@@ -189,7 +192,8 @@ def _argv_of(record: Any, ctx: CLIContext) -> list[str]:
 def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.engine import remove
 
-    result = remove(ctx.engine(), args.name, force=args.force, purge=args.purge,
+    result = remove(ctx.engine(check_mode=args.check), args.name, force=args.force,
+                    purge=args.purge,
                     missing_ok=args.missing_ok)
     if not ctx.json and not result.changed:
         print(f"{args.name}: absent")

@@ -8,13 +8,16 @@ the VM runs. With DRIVE it is that disk only (the original maqet's shape).
 from __future__ import annotations
 
 import argparse
-import datetime
-from typing import Any
+import time
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
 from maqet_engine.cli.output import human_size, table
 from maqet_engine.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _STATE_OF = {"create": "present", "delete": "absent", "load": "reverted"}
 
@@ -77,7 +80,7 @@ def render_list(vm: str, drive: str | None, snapshots: list[dict[str, Any]]) -> 
         return f"no snapshots of {where}"
     rows = []
     for s in snapshots:
-        created = datetime.datetime.fromtimestamp(s["created"]).strftime("%Y-%m-%d %H:%M:%S")
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["created"]))
         ram = human_size(s["vm_state_size"]) if s["vm_state"] else "-"
         drives = ",".join(s["drives"]) + ("" if s["complete"] else " (incomplete)")
         rows.append((s["name"], drives, ram, created, f"{s['vm_clock']:.1f}s"))

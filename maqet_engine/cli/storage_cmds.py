@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
 from maqet_engine.cli.output import human_size, table
 from maqet_engine.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:

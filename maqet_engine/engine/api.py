@@ -12,6 +12,7 @@ from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.errors import AlreadyExists, UsageError, VMNotFound
 from maqet_engine.spec import Spec
+from maqet_engine.state import Store
 
 STATES = ("present", "running", "stopped", "restarted", "absent")
 
@@ -112,15 +113,19 @@ def apply(
             if state in ("running", "restarted"):
                 result.record("started")
             return result
+        wanted = spec.data if spec is not None else record.spec_data
         wanted_hash = spec.hash if spec is not None else record.spec_hash
         running_hash = record.started_hash or record.spec_hash
         drift = record.status.is_active and running_hash != wanted_hash
         common = {"check_mode": ctx.check_mode}
         ladder = {"timeout": timeout, "force": force, **common}
         if state == "restarted" or (drift and recreate and state in ("present", "running")):
+            result.extend(_prepare_storage(ctx, store, wanted))
             result.extend(_lifecycle().restart(ctx.paths, store, vm_name, **ladder))
             drift = False
         elif state == "running":
+            if not record.status.is_active:
+                result.extend(_prepare_storage(ctx, store, wanted))
             result.extend(_lifecycle().ensure_running(ctx.paths, store, vm_name, **common))
         elif state == "stopped":
             result.extend(_lifecycle().ensure_stopped(ctx.paths, store, vm_name, **ladder))
@@ -142,6 +147,13 @@ def _apply_absent(
                 ctx.paths, store, name, timeout=timeout, force=force, check_mode=ctx.check_mode))
         definitions.ensure_absent(ctx, store, name, result, purge=purge)
     return result
+
+
+def _prepare_storage(ctx: EngineContext, store: Store, spec: dict[str, Any]) -> list[str]:
+    """Create the disks a start needs (missing images, overlays) and register them."""
+    from maqet_engine.storage import prepare_storage
+
+    return prepare_storage(ctx.paths, store, spec, check_mode=ctx.check_mode)
 
 
 def _lifecycle():  # noqa: ANN202 - module object

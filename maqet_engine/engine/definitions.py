@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import StateConflict
 from maqet_engine.spec import Spec
 from maqet_engine.state import Store, VMRecord
+from maqet_engine.storage import check_claims, purge_files
 
 
 def ensure_present(ctx: EngineContext, store: Store, spec: Spec, result: Result) -> VMRecord | None:
@@ -17,6 +16,8 @@ def ensure_present(ctx: EngineContext, store: Store, spec: Spec, result: Result)
     when the VM does not exist yet)."""
     record = store.get_vm(spec.name)
     result.after = spec.data
+    if record is None or record.spec_hash != spec.hash:
+        check_claims(store, spec)  # two VMs on one writable disk: refused before writing
     if record is None:
         result.before = None
         result.record("defined")
@@ -47,14 +48,11 @@ def ensure_absent(
             hint="stop it first or remove it with --force",
         )
     result.record("removed")
-    data_dir = ctx.paths.vm_data(name).root
-    if purge and data_dir.exists():
-        result.record(f"purged {data_dir}")
-    if ctx.check_mode:
-        return
-    store.delete_vm(name)
-    if purge:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    if not ctx.check_mode:
+        store.delete_vm(name)
+    if purge:  # only files maqet created (disks, logs); user-supplied disks are kept
+        for path in purge_files(ctx.paths, store, name, check_mode=ctx.check_mode):
+            result.record(f"deleted {path}")
 
 
 def finish(ctx: EngineContext, store: Store, name: str, result: Result) -> Result:

@@ -112,14 +112,17 @@ def test_rm(maqet_home, tmp_path, capsys):
     assert (code, out.strip()) == (0, "vm1: absent")
 
 
-def test_rm_purge_deletes_the_vm_directory(maqet_home, tmp_path, capsys):
+def test_rm_purge_deletes_logs_but_keeps_user_files(maqet_home, tmp_path, capsys):
     run(capsys, "add", "-c", str(write_config(tmp_path, MINIMAL)))
     vm_dir = maqet_home / "data" / "vms" / "vm1"
     vm_dir.mkdir(parents=True)
     (vm_dir / "runner.log").write_text("x")
+    (vm_dir / "mine.img").write_text("user data")
+    code, data = run_json(capsys, "rm", "vm1", "--purge", "--check")
+    assert (vm_dir / "runner.log").exists() and data["actions"][-1].endswith("runner.log")
     code, data = run_json(capsys, "rm", "vm1", "--purge")
-    assert code == 0 and data["actions"] == ["removed", f"purged {vm_dir}"]
-    assert not vm_dir.exists()
+    assert code == 0 and data["actions"] == ["removed", f"deleted {vm_dir / 'runner.log'}"]
+    assert sorted(p.name for p in vm_dir.iterdir()) == ["mine.img"]
 
 
 @pytest.mark.parametrize(
