@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from ansible_helpers import QEMU, AnsibleSandbox
 
-pytestmark = pytest.mark.ansible
-
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[AnsibleSandbox]:
