@@ -25,7 +25,8 @@ def make_unsafe(value):
     if is_sequence(value):
         return type(value)(make_unsafe(item) for item in value)
     if isinstance(value, bytes):
-        return wrap_var(value) if _TEMPLATE_CHARS.search(value.decode("utf-8", "replace")) else value
+        text = value.decode("utf-8", "replace")
+        return wrap_var(value) if _TEMPLATE_CHARS.search(text) else value
     if isinstance(value, str):
         return wrap_var(value) if _TEMPLATE_CHARS.search(value) else value
     return value
