@@ -150,15 +150,15 @@ def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine.engine.view import vm_view
+    from maqet_engine.engine.view import qemu_argv, vm_view
 
     with ctx.store() as store:
         record = store.require_vm(args.name)
     if args.argv:
-        argv = _argv_of(record, ctx)
+        argv = qemu_argv(record, ctx.paths)
         ctx.emit(argv, shlex.join(argv))
         return C.EXIT_OK
-    view = vm_view(record, ctx.paths)
+    view = vm_view(record, ctx.paths, with_argv=ctx.json)
     if ctx.json:
         ctx.emit(view)
         return C.EXIT_OK
@@ -178,15 +178,6 @@ def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
     ]
     print(key_values(pairs))
     return C.EXIT_OK
-
-
-def _argv_of(record: Any, ctx: CLIContext) -> list[str]:
-    from maqet_engine.spec import Spec, build_argv, resolve_accel
-
-    spec = Spec.from_json(record.spec_json)
-    return build_argv(spec, runtime=ctx.paths.vm_runtime(record.id),
-                      data=ctx.paths.vm_data(record.name),
-                      accel=resolve_accel(spec.data["accel"]))
 
 
 def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:

@@ -25,6 +25,9 @@ _EXPORTS = {
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",
     "vm_view": "maqet_engine.engine.view",
+    "qemu_argv": "maqet_engine.engine.view",
+    "apply_snapshot": "maqet_engine.snapshots.api",
+    "list_snapshots": "maqet_engine.snapshots.api",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -59,6 +59,6 @@ def finish(ctx: EngineContext, store: Store, name: str, result: Result) -> Resul
     """Fill in the VM view of a result after converging."""
     record = store.get_vm(name)
     if record is not None:
-        result.vm = vm_view(record, ctx.paths)
+        result.vm = vm_view(record, ctx.paths, with_argv=True)
         result.restart_required = record.restart_required
     return result

@@ -10,8 +10,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def vm_view(record: VMRecord, paths: Paths, live: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JSON-able description of one VM; ``live`` overlays the runner's view."""
+def qemu_argv(record: VMRecord, paths: Paths) -> list[str]:
+    """The QEMU command line the runner builds for this VM's stored definition."""
+    from maqet_engine.spec import Spec, build_argv, resolve_accel
+
+    spec = Spec.from_json(record.spec_json)
+    accel = record.accel if record.status.is_active and record.accel else None
+    return build_argv(spec, runtime=paths.vm_runtime(record.id), data=paths.vm_data(record.name),
+                      accel=accel or resolve_accel(spec.data["accel"]))
+
+
+def vm_view(record: VMRecord, paths: Paths, live: dict[str, Any] | None = None, *,
+            with_argv: bool = False) -> dict[str, Any]:
+    """JSON-able description of one VM; ``live`` overlays the runner's view.
+    ``with_argv`` adds the QEMU command line (imports the spec package: not for ls)."""
     spec = record.spec_data
     data_paths = paths.vm_data(record.name)
     view: dict[str, Any] = {
@@ -38,6 +50,8 @@ def vm_view(record: VMRecord, paths: Paths, live: dict[str, Any] | None = None) 
             "serial_log": str(data_paths.serial_log),
         },
     }
+    if with_argv:
+        view["argv"] = qemu_argv(record, paths)
     if live:
         view.update(live)
     return view

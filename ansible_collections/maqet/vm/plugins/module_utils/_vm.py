@@ -120,14 +120,14 @@ def describe_vms(ctx, name=None, *, live=False):
         else:
             records = store.list_vms()
         if not live:
-            return [vm_view(record, ctx.paths) for record in records]
+            return [vm_view(record, ctx.paths, with_argv=True) for record in records]
         from maqet_engine import lifecycle
 
         views = []
         for record in records:
             runtime = lifecycle.runtime_view(ctx.paths, store, record)
             fresh = store.get_vm(record.name) or record
-            views.append(vm_view(fresh, ctx.paths, live=runtime))
+            views.append(vm_view(fresh, ctx.paths, live=runtime, with_argv=True))
         return views
 
 
