@@ -14,5 +14,8 @@ export ANSIBLE_HOME="$scratch/ansible" ANSIBLE_LOCAL_TEMP="$scratch/ansible-tmp"
 echo "== ruff"
 ruff check .
 
+echo "== ansible collection: sanity, units, built artifact"
+bash scripts/ansible-checks.sh
+
 echo "== pytest"
 pytest -p no:cacheprovider tests "$@"
