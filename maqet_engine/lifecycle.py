@@ -117,10 +117,13 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         if runner_alive(paths, record):  # another process started it while we waited
             return []
         cleanup_stale(paths, store, name)
-        from maqet_engine.runner.spawn import spawn_runner
+        from maqet_engine.runner.spawn import qemu_launch_argv, spawn_runner
 
+        # A live QEMU is re-adopted as it is; otherwise the runner launches the command
+        # line built here (the runner never imports the spec package).
+        argv = None if qemu_alive(paths, record) else qemu_launch_argv(record, paths)
         try:
-            ready = spawn_runner(name, paths)
+            ready = spawn_runner(name, paths, qemu_argv=argv)
         except StateConflict:  # a runner started outside the start lock won the race
             return []
     return ["adopted" if ready.get("adopted") else "started"]

@@ -1,14 +1,19 @@
-"""``python -m maqet_engine.runner --name NAME --ready-fd N``: the runner of one VM.
+"""``python -m maqet_engine.runner --name NAME --ready-fd N [--data D --runtime R --config C]``:
+the runner of one VM.
 
 Spawned detached by :mod:`maqet_engine.runner.spawn` (MAQET_HOME comes from the
-environment). Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain ->
-control socket -> readiness line on the ready fd -> serve until QEMU exits ->
-record the exit -> remove sockets -> release the lock -> exit.
+environment unless the spawner's roots are given). Its stdin carries one JSON object
+from the spawner, ``{"qemu_argv": [...]}``: the QEMU command line, built from the spec
+by the spawner so that this process never imports the spec package (``/dev/null`` is
+fine when it will only re-adopt a live QEMU).
+
+Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
+readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
+sockets -> release the lock -> exit.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -19,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, StateConflict
+from maqet_engine.errors import MaqetError, StateConflict, UsageError
 from maqet_engine.paths import Paths, resolve_paths
 from maqet_engine.runner import liveness
+
+_OPTIONS = ("--name", "--ready-fd", "--data", "--runtime", "--config")
 
 
 def _report(ready_fd: int | None, message: dict[str, Any]) -> None:
@@ -34,15 +41,48 @@ def _report(ready_fd: int | None, message: dict[str, Any]) -> None:
         os.close(ready_fd)
 
 
-async def _serve(name: str, paths: Paths, ready_fd: int | None, lock_fd: list[int],
-                 log: logging.Logger) -> int:
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """``--option value`` pairs of :data:`_OPTIONS` (argparse would cost ~0.3 MiB per runner
+    for an internal command line that only the spawner writes). ``--name`` is required."""
+    if len(argv) % 2:
+        raise UsageError(f"runner arguments must be '--option value' pairs, got {argv!r}")
+    args: dict[str, str] = {}
+    for option, value in zip(argv[::2], argv[1::2], strict=True):
+        if option not in _OPTIONS:
+            raise UsageError(f"unknown runner option {option!r}",
+                             hint=f"options: {', '.join(_OPTIONS)}")
+        args[option[2:].replace("-", "_")] = value
+    if "name" not in args:
+        raise UsageError("the runner needs --name NAME")
+    return args
+
+
+def read_launch(stream: Any) -> list[str] | None:
+    """The QEMU command line the spawner wrote to our stdin (None when there is none)."""
+    data = stream.read(C.IPC_MAX_MESSAGE_BYTES + 1) if stream is not None else b""
+    if len(data) > C.IPC_MAX_MESSAGE_BYTES:
+        raise UsageError("the runner's launch data exceeds the IPC size limit")
+    if not data.strip():
+        return None
+    try:
+        launch = json.loads(data)
+    except ValueError as err:
+        raise UsageError(f"the runner's launch data is not JSON: {err}") from err
+    argv = launch.get("qemu_argv") if isinstance(launch, dict) else None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise UsageError("the runner's launch data has no 'qemu_argv' list of strings")
+    return argv
+
+
+async def _serve(name: str, paths: Paths, qemu_argv: list[str] | None, ready_fd: int | None,
+                 lock_fd: list[int], log: logging.Logger) -> int:
     from maqet_engine.runner.handlers import Handlers
     from maqet_engine.runner.server import ControlServer
     from maqet_engine.runner.vm import SupervisedVM
     from maqet_engine.state import Store
 
     store = Store.open(paths.db, create=False)
-    vm = SupervisedVM(name, paths, store, log)
+    vm = SupervisedVM(name, paths, store, log, qemu_argv=qemu_argv)
     try:
         ready = await vm.start()
         server = ControlServer(vm.runtime.control_socket, Handlers(vm).dispatch, log)
@@ -71,45 +111,42 @@ def _release(lock_fd: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maqet_engine.runner")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--ready-fd", type=int, default=None)
-    parser.add_argument("--data", type=Path, help="data root (default: from the environment)")
-    parser.add_argument("--runtime", type=Path, help="runtime root")
-    parser.add_argument("--config", type=Path, help="config root")
-    args = parser.parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    name = args["name"]
     paths = resolve_paths()
-    if args.data and args.runtime:  # the spawner's paths, whatever our environment says
-        paths = Paths(data=args.data, runtime=args.runtime, config=args.config or paths.config)
-    data = paths.vm_data(args.name)
+    if "data" in args and "runtime" in args:  # the spawner's paths, whatever our env says
+        paths = Paths(data=Path(args["data"]), runtime=Path(args["runtime"]),
+                      config=Path(args["config"]) if "config" in args else paths.config)
+    data = paths.vm_data(name)
     data.root.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         filename=data.runner_log, level=logging.INFO,
         format=f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
-    log = logging.getLogger(f"maqet.runner.{args.name}")
+    log = logging.getLogger(f"maqet.runner.{name}")
     import faulthandler
     import signal
 
     log_stream = logging.getLogger().handlers[0].stream  # type: ignore[attr-defined]
     faulthandler.register(signal.SIGUSR1, file=log_stream)  # `kill -USR1 PID`: stacks to the log
-    ready_fd = args.ready_fd
+    ready_fd = int(args["ready_fd"]) if "ready_fd" in args else None
     if ready_fd is not None:
         os.set_inheritable(ready_fd, False)  # QEMU must not hold the spawner's pipe open
     lock_fd: list[int] = []  # emptied when released
     try:
+        qemu_argv = read_launch(sys.stdin.buffer if sys.stdin is not None else None)
         from maqet_engine.state import Store
 
         with Store.open(paths.db, create=False) as store:
-            record = store.require_vm(args.name)
+            record = store.require_vm(name)
         runtime = paths.ensure_runtime(record.id)
         fd = liveness.acquire(runtime.lock_file, blocking=False)
         if fd is None:
-            raise StateConflict(f"VM {args.name!r} already has a runner",
+            raise StateConflict(f"VM {name!r} already has a runner",
                                 hint="it is already running")
         lock_fd.append(fd)
         log.info("runner started (lock %s)", runtime.lock_file)
-        return asyncio.run(_serve(args.name, paths, ready_fd, lock_fd, log))
+        return asyncio.run(_serve(name, paths, qemu_argv, ready_fd, lock_fd, log))
     except MaqetError as err:
         log.error("%s", err)
         _report(ready_fd, {"ok": False, "error": err.to_dict()})

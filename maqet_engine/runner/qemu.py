@@ -15,17 +15,18 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from maqet_engine import constants as C
+from maqet_engine.frozen import Frozen
 from maqet_engine.runner.liveness import qemu_alive
 
 
-@dataclass(frozen=True)
-class ExitInfo:
-    """How QEMU ended. ``code``/``signal`` are None for an adopted (non-child) QEMU."""
+class ExitInfo(Frozen):
+    """How QEMU ended. ``code``/``signal`` are None for an adopted (non-child) QEMU.
+    (A :class:`Frozen` record, not a dataclass: the runner does not import dataclasses.)"""
 
+    __slots__ = ("code", "signal")
     code: int | None
     signal: int | None
 
@@ -93,10 +94,11 @@ class QEMUProcess:
     def _on_exit(self) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._pidfd)
-        info = ExitInfo(None, None)
+        info = ExitInfo(code=None, signal=None)
         if self._popen is not None:
             code = self._popen.wait()
-            info = ExitInfo(code, None) if code >= 0 else ExitInfo(None, -code)
+            info = (ExitInfo(code=code, signal=None) if code >= 0
+                    else ExitInfo(code=None, signal=-code))
         if self._exit is not None and not self._exit.done():
             self._exit.set_result(info)
 

@@ -1,5 +1,9 @@
 """Start a detached runner and wait for its readiness line (no polling, no sleeps).
 
+The spawner builds QEMU's command line from the spec (:func:`qemu_launch_argv`) and
+writes it to the runner's stdin as ``{"qemu_argv": [...]}``: the runner itself never
+imports the spec package (it would cost every running VM ~4 MiB of memory).
+
 The runner gets the write end of an ``os.pipe`` as ``--ready-fd``; it writes one JSON
 line when QEMU answers QMP (``{"ok": true, ...}``) or when it fails
 (``{"ok": false, "error": {...}}``), then closes it. EOF without a line means the
@@ -8,6 +12,7 @@ runner died: its log tail says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,6 +31,20 @@ from maqet_engine.errors import (
 )
 from maqet_engine.paths import Paths
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from maqet_engine.state import VMRecord
+
+
+def qemu_launch_argv(record: VMRecord, paths: Paths) -> list[str]:
+    """QEMU's command line for ``record`` (spec code, imported here, not in the runner)."""
+    from maqet_engine.spec import Spec, build_argv, resolve_accel
+
+    spec = Spec.from_json(record.spec_json)
+    accel = resolve_accel(spec.data.get("accel", C.DEFAULT_ACCEL))
+    return build_argv(spec, runtime=paths.vm_runtime(record.id),
+                      data=paths.vm_data(record.name), accel=accel)
+
 
 def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of a log file ('' when missing)."""
@@ -40,9 +59,12 @@ def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
-def spawn_runner(name: str, paths: Paths, *, timeout: float = C.RUNNER_READY_TIMEOUT_S,
-                 ) -> dict[str, Any]:
+def spawn_runner(name: str, paths: Paths, *, qemu_argv: list[str] | None,
+                 timeout: float = C.RUNNER_READY_TIMEOUT_S) -> dict[str, Any]:
     """Spawn the runner of VM ``name`` in a new session; return its readiness message.
+
+    ``qemu_argv`` (from :func:`qemu_launch_argv`) is what the runner launches when there is
+    no live QEMU to re-adopt; None lets it only re-adopt.
 
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
@@ -56,11 +78,12 @@ def spawn_runner(name: str, paths: Paths, *, timeout: float = C.RUNNER_READY_TIM
                 [sys.executable, "-m", C.RUNNER_MODULE, "--name", name,
                  "--ready-fd", str(write_fd), "--data", str(paths.data),
                  "--runtime", str(paths.runtime), "--config", str(paths.config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,),
+                stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
                 start_new_session=True, close_fds=True, env=_runner_env(),
             )
     finally:
         os.close(write_fd)
+    _send_launch(proc, qemu_argv)
     try:
         line = _read_line(read_fd, timeout)
     finally:
@@ -87,6 +110,17 @@ def spawn_runner(name: str, paths: Paths, *, timeout: float = C.RUNNER_READY_TIM
         raise error_from_dict(error)
     message["runner_pid"] = proc.pid
     return message
+
+
+def _send_launch(proc: subprocess.Popen[bytes], qemu_argv: list[str] | None) -> None:
+    """Write the launch data to the runner's stdin and close it (EOF ends its read). A
+    runner that died first is reported by the ready pipe's EOF, not here."""
+    assert proc.stdin is not None
+    data = json.dumps({"qemu_argv": qemu_argv}).encode() if qemu_argv else b""
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(data)
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
 
 
 def _read_line(fd: int, timeout: float) -> bytes | None:

@@ -31,7 +31,7 @@ from maqet_engine.errors import (
 from maqet_engine.paths import Paths
 from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, bind_qmp_socket, read_from, with_qmp_fd
 from maqet_engine.runner.serial import SerialDrain
-from maqet_engine.state import Store, VMRecord, VMStatus
+from maqet_engine.state import Store, VMStatus
 
 _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
                   "prelaunch": VMStatus.PAUSED, "inmigrate": VMStatus.PAUSED,
@@ -39,20 +39,13 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
                   "shutdown": VMStatus.STOPPING}
 
 
-def qemu_argv(record: VMRecord, paths: Paths) -> tuple[list[str], str]:
-    """QEMU's command line for ``record`` and the accelerator chosen (spec code)."""
-    from maqet_engine.spec import Spec, build_argv, resolve_accel
-
-    spec = Spec.from_json(record.spec_json)
-    accel = resolve_accel(spec.data.get("accel", C.DEFAULT_ACCEL))
-    argv = build_argv(spec, runtime=paths.vm_runtime(record.id), data=paths.vm_data(record.name),
-                      accel=accel)
-    return argv, accel
-
-
 class SupervisedVM:
-    def __init__(self, name: str, paths: Paths, store: Store, log: logging.Logger) -> None:
+    def __init__(self, name: str, paths: Paths, store: Store, log: logging.Logger, *,
+                 qemu_argv: list[str] | None) -> None:
+        """``qemu_argv``: QEMU's command line as the spawner built it from the spec (None
+        when there is none: then only a live QEMU can be re-adopted)."""
         self.name = name
+        self.qemu_argv = qemu_argv
         self.paths = paths
         self.store = store
         self.log = log
@@ -87,12 +80,15 @@ class SupervisedVM:
             exit_future = self.proc.exit_future()
             await self._connect(exit_future, log_offset=None)
         else:
+            if self.qemu_argv is None:
+                # The spawner saw a live QEMU to re-adopt, which exited meanwhile.
+                raise RunnerUnavailable(f"QEMU of {self.name!r} exited before its new runner "
+                                        "could re-adopt it",
+                                        hint=f"start it again with 'maqet start {self.name}'")
             self._remove_sockets(include_qmp=True)
-            argv, accel = qemu_argv(self.record, self.paths)
-            self.accel = accel
             listener = bind_qmp_socket(self.runtime.qmp_socket)
             try:
-                argv = with_qmp_fd(argv, self.runtime.qmp_socket, listener.fileno())
+                argv = with_qmp_fd(self.qemu_argv, self.runtime.qmp_socket, listener.fileno())
                 log_offset = _size(self.data.qemu_log)
                 self.log.info("launching QEMU: %s", " ".join(argv))
                 try:
@@ -151,7 +147,7 @@ class SupervisedVM:
             if not exit_future.done():  # connection refused: QEMU is dying; wait for it
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(exit_future), C.KILL_TIMEOUT_S)
-            info = exit_future.result() if exit_future.done() else ExitInfo(None, None)
+            info = exit_future.result() if exit_future.done() else ExitInfo(code=None, signal=None)
             tail = _launch_tail(self.data.qemu_log, log_offset)
             if exit_future.done():
                 raise QEMULaunchError(f"QEMU exited during start ({info.describe()})",
