@@ -131,6 +131,14 @@ def test_screendump_writes_a_valid_png(vms, running, tmp_path):
     assert width > 0 and height > 0
 
 
+def test_runner_process_maps_no_openssl(vms, running):
+    """The runner only uses Unix sockets: OpenSSL (~4.5 MiB per runner) stays unloaded."""
+    pid = vms.record(running).runner_pid
+    with open(f"/proc/{pid}/maps") as fh:
+        mapped = {line.split()[-1] for line in fh if "/" in line}
+    assert not [m for m in mapped if "libssl" in m or "libcrypto" in m or "/_ssl." in m]
+
+
 def test_ipc_to_a_stopped_vm_is_a_state_conflict(vms):
     name = vms.define()
     with vms.store() as store, pytest.raises(StateConflict):

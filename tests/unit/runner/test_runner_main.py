@@ -1,10 +1,13 @@
-"""The runner's entry point: its own small argument parser and the launch data on
-stdin. No QEMU."""
+"""The runner's entry point: its own small argument parser, the launch data on stdin,
+and what the runner process imports (no OpenSSL, no spec package). No QEMU."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -32,3 +35,37 @@ def test_read_launch():
                 b" " * (C.IPC_MAX_MESSAGE_BYTES + 1) + b"{}"):
         with pytest.raises(UsageError):
             read_launch(io.BytesIO(bad))
+
+
+def test_runner_process_has_no_openssl_and_no_spec(tmp_path):
+    """Run the entry point as ``python -m`` does (a VM that does not exist: it exits at
+    once), then import everything the runner serves with, and list what got loaded."""
+    script = textwrap.dedent("""
+        import json, runpy, sys
+        sys.argv = ["maqet_engine.runner", "--name", "nosuchvm"]
+        try:
+            runpy.run_module("maqet_engine.runner", run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            code = exit.code
+        import maqet_engine.runner.handlers, maqet_engine.runner.server, maqet_engine.runner.vm
+        from qemu.qmp import QMPClient
+        QMPClient("x")
+        ssl = sys.modules["ssl"]
+        try:
+            ssl.SSLContext()
+            refused = False
+        except RuntimeError:
+            refused = True
+        print(json.dumps({"code": code, "modules": sorted(sys.modules), "refused": refused}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={"MAQET_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                 "PYTHONPATH": ":".join(sys.path)},
+                            stdin=subprocess.DEVNULL, timeout=60, check=True)
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["code"] == C.EXIT_NOT_FOUND  # VMNotFound, reported like any runner error
+    assert report["refused"]
+    loaded = set(report["modules"])
+    assert not loaded & {"_ssl", "_hashlib", "argparse", "dataclasses", "maqet_engine.spec"}, \
+        sorted(loaded & {"_ssl", "_hashlib", "argparse", "dataclasses", "maqet_engine.spec"})
+    assert "asyncio" in loaded and "qemu.qmp" in loaded
