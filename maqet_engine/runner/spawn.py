@@ -75,7 +75,9 @@ def spawn_runner(name: str, paths: Paths, *, qemu_argv: list[str] | None,
     try:
         with open(runner_log, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", C.RUNNER_MODULE, "--name", name,
+                # -P: no cwd on sys.path, so the caller's directory cannot shadow the
+                # maqet_engine that _runner_env() puts on PYTHONPATH.
+                [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
                  "--ready-fd", str(write_fd), "--data", str(paths.data),
                  "--runtime", str(paths.runtime), "--config", str(paths.config)],
                 stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
