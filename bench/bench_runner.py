@@ -90,20 +90,21 @@ async def raw_graceful_stop(argv: list[str], workdir: Path) -> float:
     qmp_path, serial_path = workdir / "g-qmp.sock", workdir / "g-serial.sock"
     for p in (qmp_path, serial_path):
         p.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(qmp_path))
-    listener.listen(1)
+    listener, serial_listener = guest.listen_unix(qmp_path), guest.listen_unix(serial_path)
+    fds = (listener.fileno(), serial_listener.fileno())
+    console = guest.SerialConsole(serial_path)  # waits in the backlog until QEMU accepts
     proc = subprocess.Popen(
-        [*argv, "-chardev", f"socket,id=m,fd={listener.fileno()},server=on,wait=off",
+        [*argv, "-chardev", f"socket,id=m,fd={fds[0]},server=on,wait=off",
          "-mon", "chardev=m,mode=control",
-         "-chardev", f"socket,id=s,path={serial_path},server=on,wait=off", "-serial", "chardev:s"],
-        pass_fds=(listener.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "-chardev", f"socket,id=s,fd={fds[1]},server=on,wait=off", "-serial", "chardev:s"],
+        pass_fds=fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     listener.close()
+    serial_listener.close()
     try:
         qmp = QMPClient("raw-guest")
         await qmp.connect(str(qmp_path))
-        with guest.SerialConsole(serial_path, proc=proc) as console:
+        with console:
             console.wait_for(guest.GUEST_MARKER, timeout=60)
             t = time.perf_counter()
             await qmp.execute("system_powerdown")
@@ -116,6 +117,7 @@ async def raw_graceful_stop(argv: list[str], workdir: Path) -> float:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        console.close()  # idempotent
 
 
 def main() -> None:

@@ -5,9 +5,14 @@ Import as a plain module (``tests/conftest.py`` puts ``tests/guest`` on ``sys.pa
     import guest
 
     files = guest.ensure_guest()              # GuestFiles(kernel=..., initrd=...)
+    listener = guest.listen_unix(sock_path)   # bound before QEMU starts: no race
     argv = [..., "-kernel", str(files.kernel), "-initrd", str(files.initrd),
-            "-append", guest.GUEST_APPEND, "-accel", guest.test_accel(), ...]
-    with guest.SerialConsole(sock_path, proc=qemu) as console:
+            "-append", guest.GUEST_APPEND, "-accel", guest.test_accel(),
+            "-chardev", f"socket,id=s0,fd={listener.fileno()},server=on,wait=off",
+            "-serial", "chardev:s0", ...]
+    qemu = subprocess.Popen(argv, pass_fds=(listener.fileno(),))
+    listener.close()                           # QEMU holds it now
+    with guest.SerialConsole(sock_path) as console:
         console.wait_for(guest.GUEST_MARKER, timeout=60)
         console.send("echo hello-$((6*7))\\n")
         console.wait_for("hello-42", timeout=10)
@@ -25,11 +30,9 @@ import re
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 __all__ = [
     "BUILD_SCRIPT",
@@ -41,6 +44,7 @@ __all__ = [
     "SerialTimeout",
     "cache_root",
     "ensure_guest",
+    "listen_unix",
     "test_accel",
 ]
 
@@ -148,8 +152,28 @@ class SerialTimeout(TimeoutError):
     """``SerialConsole.wait_for`` did not see its pattern in time (or the console closed)."""
 
 
+def listen_unix(path: str | os.PathLike[str], backlog: int = 1) -> socket.socket:
+    """A listening Unix socket at ``path`` (replacing a stale file), for QEMU to inherit.
+
+    Pass its ``fileno()`` to QEMU (``-chardev socket,id=ID,fd=N,server=on,wait=off`` with
+    ``subprocess.Popen(..., pass_fds=(N,))``), then close this copy: QEMU accepts on it for
+    as long as it lives, and the path exists before QEMU starts, so nobody has to wait or
+    retry for QEMU to create it (the maqet runner does the same for QMP).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class SerialConsole:
-    """A QEMU serial chardev (``-chardev socket,path=...,server=on,wait=off``) for tests.
+    """A QEMU serial chardev (``-chardev socket,fd=N,server=on,wait=off``) for tests.
 
     A background thread reads the socket continuously for as long as the object is open, so
     QEMU's UART never stalls on a full socket buffer (a guest whose console is not drained
@@ -158,20 +182,16 @@ class SerialConsole:
     consumes the buffer up to the end of each match, so consecutive waits see new output only.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        connect_timeout: float = 10.0,
-        proc: subprocess.Popen[Any] | None = None,
-    ) -> None:
-        """Connect to the chardev socket at ``path``.
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Connect to the chardev socket at ``path``, which must already listen.
 
-        QEMU creates the socket during startup; nothing signals that, so connecting retries
-        for up to ``connect_timeout`` seconds (failing at once if ``proc`` has exited).
+        Bind it yourself before QEMU starts and hand QEMU the fd (:func:`listen_unix`,
+        ``-chardev socket,id=s0,fd=N,server=on,wait=off`` and ``pass_fds``): then the
+        socket exists before QEMU runs and connecting cannot race QEMU's startup. A
+        connection made before QEMU accepts waits in the listen backlog.
         """
         self.path = os.fspath(path)
-        self._sock = self._connect(connect_timeout, proc)
+        self._sock = self._connect()
         self._cond = threading.Condition()
         self._text = ""
         self._pending = ""  # incomplete escape sequence at the end of the last chunk
@@ -183,26 +203,17 @@ class SerialConsole:
         )
         self._reader.start()
 
-    def _connect(self, timeout: float, proc: subprocess.Popen[Any] | None) -> socket.socket:
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.path)
-                return sock
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                sock.close()
-                if proc is not None and proc.poll() is not None:
-                    raise ConnectionError(
-                        f"QEMU exited with code {proc.returncode} before {self.path} appeared"
-                    ) from exc
-                if time.monotonic() >= deadline:
-                    raise ConnectionError(
-                        f"no serial socket at {self.path} after {timeout:.1f} s"
-                    ) from exc
-                time.sleep(delay)  # the socket's creation is not observable otherwise
-                delay = min(delay * 2, 0.1)
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise ConnectionError(
+                f"nothing listens on {self.path}: bind it before starting QEMU and pass the fd "
+                "(guest.listen_unix + -chardev socket,fd=N,server=on,wait=off + pass_fds)"
+            ) from exc
+        return sock
 
     def _read_forever(self) -> None:
         try:

@@ -90,11 +90,16 @@ def boot(guest_files: guest.GuestFiles, tmp_path: Path) -> Iterator[Callable[...
     qemu = _binary("qemu-system-x86_64")
     # AF_UNIX paths are limited to 108 bytes and pytest's tmp_path is long: sockets go to /tmp.
     sockdir = Path(tempfile.mkdtemp(prefix="maqet-guest-", dir="/tmp"))
-    started: list[tuple[subprocess.Popen[bytes], guest.SerialConsole | None]] = []
+    started: list[tuple[subprocess.Popen[bytes], guest.SerialConsole]] = []
 
     def _boot(disk: Path | None = None) -> BootedGuest:
         n = len(started)
         qmp_socket, serial_socket = sockdir / f"qmp{n}.sock", sockdir / f"serial{n}.sock"
+        # Both sockets are bound and listening before QEMU starts, and QEMU inherits them:
+        # connecting can never race QEMU's startup (no retries, no sleeps).
+        qmp_listener = guest.listen_unix(qmp_socket)
+        serial_listener = guest.listen_unix(serial_socket)
+        fds = (qmp_listener.fileno(), serial_listener.fileno())
         argv = [
             qemu,
             "-machine", "q35",
@@ -106,8 +111,9 @@ def boot(guest_files: guest.GuestFiles, tmp_path: Path) -> Iterator[Callable[...
             "-initrd", str(guest_files.initrd),
             "-append", guest.GUEST_APPEND,
             "-no-reboot",
-            "-qmp", f"unix:{qmp_socket},server=on,wait=off",
-            "-chardev", f"socket,id=s0,path={serial_socket},server=on,wait=off",
+            "-chardev", f"socket,id=qmp0,fd={fds[0]},server=on,wait=off",
+            "-mon", "chardev=qmp0,mode=control",
+            "-chardev", f"socket,id=s0,fd={fds[1]},server=on,wait=off",
             "-serial", "chardev:s0",
         ]  # fmt: skip
         if disk is not None:
@@ -116,16 +122,26 @@ def boot(guest_files: guest.GuestFiles, tmp_path: Path) -> Iterator[Callable[...
                 "-device", "virtio-blk-pci,drive=disk0",
             ]  # fmt: skip
         log = tmp_path / f"qemu{n}.log"
-        with log.open("wb") as out:
-            start = time.monotonic()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        started.append((proc, None))
-        # -qmp comes first on the command line, so once the serial socket exists so does QMP's.
         try:
-            console = guest.SerialConsole(serial_socket, proc=proc)
-            started[-1] = (proc, console)
+            # Connected before QEMU runs: the connection waits in the backlog and QEMU
+            # accepts it when its main loop starts, long before the guest prints anything.
+            console = guest.SerialConsole(serial_socket)
+            try:
+                with log.open("wb") as out:
+                    start = time.monotonic()
+                    proc = subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=fds
+                    )
+            except BaseException:
+                console.close()
+                raise
+        finally:
+            qmp_listener.close()  # QEMU holds its own copies; its exit closes the sockets
+            serial_listener.close()
+        started.append((proc, console))
+        try:
             console.wait_for(guest.GUEST_MARKER, BOOT_TIMEOUT)
-        except (ConnectionError, guest.SerialTimeout) as exc:
+        except guest.SerialTimeout as exc:
             raise AssertionError(f"{exc}\nQEMU log:\n{log.read_text(errors='replace')}") from exc
         return BootedGuest(proc, console, qmp_socket, log, time.monotonic() - start)
 
@@ -136,8 +152,7 @@ def boot(guest_files: guest.GuestFiles, tmp_path: Path) -> Iterator[Callable[...
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
-            if console is not None:
-                console.close()
+            console.close()
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
