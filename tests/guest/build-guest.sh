@@ -235,7 +235,22 @@ while :; do
     usleep 10000
 done
 
+# The keyboard (QMP send-key: 'maqet keys', 'maqet type') types on tty1. Hold tty1 open from
+# here on, so keys sent right after the marker are queued in the tty, not dropped.
+command exec 3</dev/tty1 || echo "maqet-guest: no /dev/tty1, so no keyboard shell"
+
 echo ${MARKER}
+# A shell that reads the keyboard (tty1) and writes to the serial console, so what is typed
+# shows up in the serial log. Its own prompt, so it is not mistaken for the ttyS0 shell's.
+if [ -c /dev/tty1 ]; then
+    (
+        exec 3<&-
+        while :; do
+            setsid sh -c 'exec env PS1="maqet-tty1# " sh -i </dev/tty1 >/dev/ttyS0 2>&1'
+            usleep 100000
+        done
+    ) &
+fi
 # A shell on the serial console, forever (PID 1 must never exit).
 while :; do
     setsid cttyhack sh

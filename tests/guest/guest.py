@@ -37,6 +37,7 @@ from types import TracebackType
 __all__ = [
     "BUILD_SCRIPT",
     "GUEST_APPEND",
+    "GUEST_KEYBOARD_PROMPT",
     "GUEST_MARKER",
     "GUEST_PROMPT",
     "GuestFiles",
@@ -53,6 +54,11 @@ GUEST_MARKER = "MAQET-GUEST-READY"
 
 GUEST_PROMPT = "maqet-guest# "
 """The busybox shell's prompt on the serial console (it follows the marker)."""
+
+GUEST_KEYBOARD_PROMPT = "maqet-tty1# "
+"""Prompt of the second shell, which reads tty1 (the keyboard: QMP ``send-key``) and writes
+to the serial console. /init holds tty1 open before the marker, so keys sent after the
+marker are queued for it, never lost."""
 
 GUEST_APPEND = "console=ttyS0 panic=-1 quiet cryptomgr.notests"
 """Kernel command line for the guest (serial console, no reboot loop on panic, fast boot)."""
