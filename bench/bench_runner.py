@@ -11,7 +11,9 @@ Figures (medians):
 - ``maqet qmp NAME query-status`` CLI wall (new process each time). Target: <= 50 ms.
 - graceful stop: ``ensure_stopped`` wall vs the raw guest's ``system_powerdown`` -> exit,
   on the tiny test guest (TCG). Overhead = difference.
-- runner RSS (VmRSS of the runner process). Target: <= 15 MiB.
+- runner memory: VmRSS (the issue's target, <= 15 MiB), and PSS/USS from
+  /proc/PID/smaps_rollup (USS = private pages: what each additional runner costs; VmRSS
+  also counts libpython/libc/libsqlite pages shared with every other Python process).
 Not a test: it asserts nothing. Leaves no process behind (kills by PID in finally).
 """
 
@@ -33,6 +35,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
+
+
+def runner_memory(pid: int) -> dict[str, float]:
+    """MiB of one process: VmRSS (/proc/PID/status: every resident page, shared libraries
+    included), PSS (shared pages divided among their users) and USS (pages only this
+    process has: what one more runner costs), from /proc/PID/smaps_rollup."""
+    with open(f"/proc/{pid}/status") as fh:
+        status = {k: v.split() for k, _, v in (line.partition(":") for line in fh)}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        rollup = {k: v.split() for k, _, v in (line.partition(":") for line in fh) if v}
+    kib = {"rss": int(status["VmRSS"][0]), "pss": int(rollup["Pss"][0]),
+           "uss": int(rollup["Private_Clean"][0]) + int(rollup["Private_Dirty"][0]),
+           "anon": int(status["RssAnon"][0]), "file": int(status["RssFile"][0])}
+    return {key: value / 1024 for key, value in kib.items()}
 
 
 def median_ms(samples: list[float]) -> float:
@@ -168,7 +184,8 @@ def main() -> None:
             raw_starts.append(started)
             raw_rtts.append(rtt)
 
-        starts, rtts, clis, rss = [], [], [], []
+        starts, rtts, clis = [], [], []
+        memory: list[dict[str, float]] = []
         env = dict(os.environ)
         for run in range(args.runs):
             t = time.perf_counter()
@@ -176,8 +193,7 @@ def main() -> None:
             starts.append(time.perf_counter() - t)
             record = store.require_vm("fw")
             leftovers += [record.runner_pid, record.qemu_pid]
-            with open(f"/proc/{record.runner_pid}/status") as fh:
-                rss += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS")]
+            memory.append(runner_memory(record.runner_pid))
             with RunnerClient(paths.vm_runtime(record.id).control_socket) as client:
                 samples = []
                 for _ in range(args.rtt_runs):
@@ -226,7 +242,11 @@ def main() -> None:
     print(f"'maqet qmp' CLI wall     {cli:7.1f} ms   (target: <= 50 ms)")
     print(f"graceful stop            maqet {stop:7.1f} ms   raw QEMU {raw_stop:7.1f} ms   "
           f"+{stop - raw_stop:.1f} ms")
-    print(f"runner RSS               {statistics.median(rss):7.1f} MiB   (target: <= 15 MiB)")
+    mem = {key: statistics.median(m[key] for m in memory) for key in memory[0]}
+    print(f"runner VmRSS             {mem['rss']:7.1f} MiB   (anon {mem['anon']:.1f} + file "
+          f"{mem['file']:.1f}; target: <= 15 MiB)")
+    print(f"runner PSS / USS         {mem['pss']:7.1f} MiB / {mem['uss']:.1f} MiB   "
+          f"(USS: what one more running VM costs on top of QEMU)")
 
 
 if __name__ == "__main__":
