@@ -14,6 +14,7 @@ type           text                                         {"sent": N}
 screendump     path (absolute), format="png"                {"path": ..., "format": ...}
 serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
 serial_write   text                                         {"sent": N} (bytes to the UART)
+job            command, arguments={}, timeout               the concluded job (runner.jobs)
 =============  ===========================================  ============================
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import UsageError
+from maqet_engine.runner import jobs
 from maqet_engine.runner import keys as keymap
 from maqet_engine.runner.protocol import Request
 from maqet_engine.runner.vm import SupervisedVM
@@ -60,7 +62,7 @@ class Handlers:
             "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
             "screendump": self.screendump, "serial_wait": self.serial_wait,
-            "serial_write": self.serial_write,
+            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm),
         }
 
     async def dispatch(self, request: Request) -> Any:
