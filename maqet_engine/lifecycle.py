@@ -143,16 +143,25 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     if not alive:  # QEMU lives without a runner: adopt it, then stop it politely
         ensure_running(paths, store, name)
         record = store.require_vm(name)
-    with RunnerClient(_runtime(paths, record).control_socket,
-                      timeout=_stop_call_timeout(timeout)) as client:
-        try:
-            result = client.call("stop", timeout=timeout, force=force)
-        except RunnerUnavailable:
-            if runner_alive(paths, record):
-                raise
-            cleanup_stale(paths, store, name)  # it exited on its own meanwhile
-            return []
-        client.wait_closed(C.RUNNER_EXIT_TIMEOUT_S)  # the runner let go of its lock
+    # Taken before the stop, so the runner's exit can be awaited without a PID race.
+    runner_fd = liveness.open_pidfd(record.runner_pid, C.RUNNER_MODULE)
+    try:
+        with RunnerClient(_runtime(paths, record).control_socket,
+                          timeout=_stop_call_timeout(timeout)) as client:
+            try:
+                result = client.call("stop", timeout=timeout, force=force)
+            except RunnerUnavailable:
+                if runner_alive(paths, record):
+                    raise
+                cleanup_stale(paths, store, name)  # it exited on its own meanwhile
+                return []
+            client.wait_closed(C.RUNNER_EXIT_TIMEOUT_S)  # the runner let go of its lock
+        if runner_fd is not None:  # a confirmed stop leaves no maqet process behind
+            liveness.wait_pidfd(runner_fd, C.RUNNER_EXIT_TIMEOUT_S)
+            runner_fd = None
+    finally:
+        if runner_fd is not None:
+            os.close(runner_fd)
     return [describe_stop(result, timeout=timeout, force=force)]
 
 

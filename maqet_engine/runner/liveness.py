@@ -90,3 +90,30 @@ def qemu_alive(pid: int | None, marker: str) -> bool:
         return False
     needle = os.fsencode(marker)
     return any(needle in arg for arg in args)
+
+
+def open_pidfd(pid: int | None, marker: str) -> int | None:
+    """A pidfd of the live process ``pid`` whose command line contains ``marker``, to
+    wait for its exit later without a PID-reuse race (None when it is not there)."""
+    if not pid:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if qemu_alive(pid, marker):  # same checks: alive, not a zombie, the right program
+        return fd
+    os.close(fd)
+    return None
+
+
+def wait_pidfd(fd: int, timeout: float) -> bool:
+    """Block until the process behind ``fd`` exited (True) or ``timeout`` passed; closes
+    ``fd``."""
+    import select
+
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
