@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +21,21 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory,
     for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
         monkeypatch.setenv(var, str(fake_home / var.lower()))
     monkeypatch.delenv("MAQET_HOME", raising=False)
+
+
+QEMU_TOOLS = ("qemu-system-x86_64", "qemu-img", "qemu-io")
+
+
+@pytest.fixture(autouse=True)
+def _qemu_is_installed(request: pytest.FixtureRequest) -> None:
+    """A test marked ``qemu`` fails (never skips) when QEMU is missing: a skipped
+    integration suite would hide a broken install."""
+    if request.node.get_closest_marker("qemu") is None:
+        return
+    missing = [tool for tool in QEMU_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: install the Debian packages "
+                    "qemu-system-x86 and qemu-utils (bash scripts/setup.sh does)")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from maqet_engine.spec import parse_spec
 from maqet_engine.state import Store, VMRecord
 
 QEMU = shutil.which("qemu-system-x86_64")
-needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
 
 # Bounded waits (seconds) and what they usually take here under TCG.
 BOOT_TIMEOUT = 60.0  # boot to the marker: ~1.6 s
@@ -30,8 +29,6 @@ SERIAL_TIMEOUT = 20.0  # a shell command's output: ~0.1 s
 def guest_files() -> Any:
     import guest  # tests/guest/guest.py (tests/conftest.py puts it on sys.path)
 
-    if QEMU is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
     return guest.ensure_guest()
 
 

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import QEMU, wait_marker
+from conftest import wait_marker
 
 from maqet_engine import lifecycle
 from maqet_engine.errors import QEMULaunchError, StateConflict
 from maqet_engine.runner.client import RunnerClient
 from maqet_engine.state import VMStatus
 
-pytestmark = [pytest.mark.qemu, pytest.mark.skipif(QEMU is None, reason="no QEMU")]
+pytestmark = pytest.mark.qemu
 
 
 def wait_pid_exit(pid: int, timeout: float = 10.0) -> None:

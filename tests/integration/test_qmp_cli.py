@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import QEMU
 
 from maqet_engine import constants as C
 
-pytestmark = [pytest.mark.qemu, pytest.mark.skipif(QEMU is None, reason="no QEMU")]
+pytestmark = pytest.mark.qemu
 
 
 def maqet(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:

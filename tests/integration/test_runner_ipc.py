@@ -7,13 +7,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import QEMU, wait_marker
+from conftest import wait_marker
 
 from maqet_engine import constants as C
 from maqet_engine import lifecycle
 from maqet_engine.errors import QMPCommandError, StateConflict, UsageError
 
-pytestmark = [pytest.mark.qemu, pytest.mark.skipif(QEMU is None, reason="no QEMU")]
+pytestmark = pytest.mark.qemu
 
 
 def raw_exchange(path: Path, payload: bytes, *, timeout: float = 10.0) -> list[bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,8 +18,7 @@ from maqet_engine.errors import OperationTimeout, QMPCommandError
 from maqet_engine.runner import jobs
 from maqet_engine.runner.jobs import run_job
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                                reason="needs qemu-system-x86_64")
+pytestmark = pytest.mark.qemu
 CONNECT_TIMEOUT = 20.0  # QEMU -S connects to our QMP server in ~0.05 s
 
 

@@ -5,7 +5,6 @@ retention, one-disk live snapshots; and the offline view of the same images agre
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from maqet_engine.snapshots import ensure_snapshot, list_snapshots
 from maqet_engine.state import Store
 from maqet_engine.storage import prepare_storage
 
-pytestmark = [pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                                  reason="needs qemu-system-x86_64"), pytest.mark.qemu]
+pytestmark = pytest.mark.qemu
 # Bounded waits (seconds) and what they usually take here under TCG. (Not imported from
 # the integration conftest: 'conftest' is ambiguous when unit tests are collected too.)
 JOB_TIMEOUT = 60.0  # a live snapshot of this 256 MiB guest: ~1.2 s create, ~0.2 s load

@@ -4,7 +4,6 @@ the CLI's structured list."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from maqet_engine.state import Store
 from maqet_engine.state import storage_records as records
 from maqet_engine.storage import prepare_storage
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-img/qemu-io")
+pytestmark = pytest.mark.qemu
 
 
 def io(disk: Path, command: str) -> str:

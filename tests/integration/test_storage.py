@@ -4,7 +4,6 @@ purge of only what maqet created, orphans, and claims across VMs. No QEMU proces
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from maqet_engine.state import Store
 from maqet_engine.state import storage_records as records
 from maqet_engine.storage import check_claims, prepare_storage, purge_files, purge_orphans
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.qemu
 
 
 def define(home: Path, name: str, *storage: dict[str, Any], check: bool = True) -> Any:

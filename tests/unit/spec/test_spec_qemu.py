@@ -53,7 +53,6 @@ class _QMP:
         self.sock.close()
 
 
-@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"{QEMU} is not installed")
 @pytest.mark.parametrize(("machine", "memory"), [("q35", 64), (None, "65540K")],
                          ids=["q35", "default-machine-unaligned-memory"])
 def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memory: Any):
