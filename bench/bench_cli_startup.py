@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import compile_package
+
 HEAVY = ("asyncio", "qemu.qmp", "psutil", "yaml")
 
 
@@ -38,17 +40,6 @@ def heavy_imports(argv: list[str], env: dict[str, str]) -> list[str]:
     names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
              if line.startswith("import time:")}
     return sorted(names & set(HEAVY))
-
-
-def compile_package() -> None:
-    """Write the package's bytecode first, as an installed package has it: with
-    PYTHONDONTWRITEBYTECODE set (it is on our CI machines) an editable checkout
-    would otherwise compile every module from source at every start."""
-    import compileall
-
-    import maqet_engine
-
-    compileall.compile_dir(str(Path(maqet_engine.__file__).parent), quiet=1)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import compile_package
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
 
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rtt-runs", type=int, default=200)
     args = parser.parse_args()
+    compile_package()
 
     import guest
 
