@@ -16,6 +16,7 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.errors import MaqetError, RuntimeFailure, StateConflict, UsageError
 from maqet_engine.paths import Paths
+from maqet_engine.snapshots import qcow2
 from maqet_engine.snapshots.targets import Disk
 from maqet_engine.state import Store
 from maqet_engine.storage import qemu_img
@@ -36,8 +37,11 @@ class Offline:
             if not os.path.exists(disk.file):
                 result[disk.name] = []  # not created yet (maqet creates it at first start)
                 continue
-            result[disk.name] = qemu_img.snapshots(
-                disk.file, what=f"list snapshots of disk {disk.name} of VM {self.vm!r}")
+            try:  # the image's own snapshot table: no qemu-img process (see .qcow2)
+                result[disk.name] = qcow2.read_snapshots(disk.file)
+            except (qcow2.Unsupported, OSError):  # qemu-img knows, or says precisely why not
+                result[disk.name] = qemu_img.snapshots(
+                    disk.file, what=f"list snapshots of disk {disk.name} of VM {self.vm!r}")
         return result
 
     def _each(self, op: str, disks: list[Disk], name: str, verb: str) -> None:
