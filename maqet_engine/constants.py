@@ -150,3 +150,5 @@ SNAPSHOT_JOB_TIMEOUT_S: Final = 300.0  # a live snapshot writes all guest RAM
 SNAPSHOT_JOB_PREFIX: Final = "maqet-snap-"  # QMP job-id of maqet's snapshot jobs
 SNAPSHOT_JOB_EVENT: Final = "JOB_STATUS_CHANGE"
 SNAPSHOT_PROGRESS_AFTER_S: Final = 1.0  # show a progress line for anything slower
+PROGRESS_TICK_S: Final = 0.125  # redraw interval of a TTY progress bar
+PROGRESS_BAR_WIDTH: Final = 16  # cells of the indeterminate bar, brackets excluded

@@ -8,6 +8,7 @@ the VM runs. With DRIVE it is that disk only (the original maqet's shape).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from maqet_engine import constants as C
@@ -44,6 +45,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_snapshot(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.cli.progress import tty_progress
     from maqet_engine.snapshots import ensure_snapshot, list_snapshots
 
     operands = list(args.operands)
@@ -63,7 +65,7 @@ def cmd_snapshot(args: argparse.Namespace, ctx: CLIContext) -> int:
     result = ensure_snapshot(ctx.engine(check_mode=args.check), args.name, name,
                              state=_STATE_OF[args.action], drive=drive,
                              retention=args.retention, timeout=args.timeout,
-                             progress=ctx.progress)
+                             progress=tty_progress(ctx.json, sys.stderr))
     verb = "changed" if result["changed"] else "unchanged"
     if result["actions"]:
         human = f"{args.name}: {verb} ({'; '.join(result['actions'])})"

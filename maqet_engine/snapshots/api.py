@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from maqet_engine import constants as C
 from maqet_engine.errors import SnapshotNotFound, StateConflict, UsageError
@@ -29,6 +29,17 @@ from maqet_engine.state import Store, VMRecord
 from maqet_engine.state import storage_records as records
 
 Progress = Callable[[str], None]
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """A progress display that covers an operation from start to end (the CLI's TTY
+    bar); ``track(message)`` is entered before the operation and left after it."""
+
+    def track(self, message: str) -> contextlib.AbstractContextManager[object]: ...
+
+
+Reporter = Progress | Tracker
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -141,10 +152,16 @@ def _is_live(paths: Any, record: VMRecord) -> bool:
 
 
 @contextlib.contextmanager
-def _progress_after(progress: Progress | None, message: str) -> Iterator[None]:
-    """Call ``progress(message)`` once if the block is still running after a second."""
+def _progress_after(progress: Reporter | None, message: str) -> Iterator[None]:
+    """Report a block that runs longer than a second: a :class:`Tracker` covers the
+    whole block (``track(message)``, e.g. the CLI's TTY bar, which waits the second
+    itself); a plain callable is called once with ``message`` after a second."""
     if progress is None:
         yield
+        return
+    if isinstance(progress, Tracker):
+        with progress.track(message):
+            yield
         return
     timer = threading.Timer(C.SNAPSHOT_PROGRESS_AFTER_S, progress, (message,))
     timer.daemon = True
@@ -174,7 +191,7 @@ def list_snapshots(ctx: Any, vm: str, drive: str | None = None) -> list[dict[str
 def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
                     drive: str | None = None, retention: int | None = None,
                     check_mode: bool | None = None, timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S,
-                    progress: Progress | None = None, live: bool | None = None,
+                    progress: Reporter | None = None, live: bool | None = None,
                     ) -> dict[str, Any]:
     """Converge snapshot ``name`` of VM ``vm`` to ``state``.
 
@@ -185,7 +202,8 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
         the oldest; None = no pruning.
     :param check_mode: default ``ctx.check_mode``.
     :param timeout: seconds one snapshot operation may take.
-    :param progress: called with one line when an operation runs longer than a second.
+    :param progress: a callable called with one line when an operation runs longer than
+        a second, or a :class:`Tracker` whose ``track(message)`` covers each operation.
     :param live: None = live exactly when the VM runs; True/False insist on it (a
         :class:`StateConflict` when the VM's run state disagrees).
     :return: ``{"changed", "actions", "snapshots", "snapshot", "pruned", "vm", "name",
@@ -250,7 +268,7 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
             "live": scope.backend.live}
 
 
-def _create(scope: _Scope, name: str, progress: Progress | None) -> None:
+def _create(scope: _Scope, name: str, progress: Reporter | None) -> None:
     with _progress_after(progress, f"saving {scope.describe(name)}"):
         scope.backend.create(scope.disks, name, vm_wide=scope.vm_wide)
     scope.noted_created(name)
@@ -261,7 +279,7 @@ def _create(scope: _Scope, name: str, progress: Progress | None) -> None:
     scope.noted_created(name)  # now with its metadata row
 
 
-def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Progress | None) -> None:
+def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Reporter | None) -> None:
     holders = [d for d in scope.disks if d.name in entry["drives"]]
     with _progress_after(progress, f"deleting {scope.describe(name, entry)}"):
         scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
@@ -270,7 +288,7 @@ def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Progress 
 
 
 def _prune(scope: _Scope, keep_name: str, retention: int, before: dict[str, dict[str, Any]],
-           *, check: bool, progress: Progress | None) -> list[str]:
+           *, check: bool, progress: Reporter | None) -> list[str]:
     """Delete the oldest complete snapshots of the scope beyond ``retention``; returns
     their names."""
     entries = list(before.values()) if check else scope.list()
@@ -307,7 +325,7 @@ class SnapshotResult:
 def apply_snapshot(ctx: Any, *, vm: str, name: str, state: str = "present",
                    drive: str | None = None, live: bool | None = None,
                    retention: int | None = None, timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S,
-                   progress: Progress | None = None) -> SnapshotResult:
+                   progress: Reporter | None = None) -> SnapshotResult:
     """:func:`ensure_snapshot` with keyword-only VM and name, as a result object."""
     return SnapshotResult(ensure_snapshot(ctx, vm, name, state=state, drive=drive, live=live,
                                           retention=retention, timeout=timeout,
