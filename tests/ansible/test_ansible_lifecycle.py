@@ -8,27 +8,6 @@ from ansible_helpers import guest_definition
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 
-SERIAL_TIMEOUT = 20.0  # a shell command's output on the serial console: ~0.1 s
-
-
-def give_keyboard_a_shell(home, name: str) -> None:
-    """Start a shell on the keyboard's VT (tty1) whose output goes to the serial
-    console, so that keys typed through QMP can be read back in serial.log. Test
-    plumbing through the engine (no module writes to the serial port)."""
-    from maqet_engine import lifecycle
-    from maqet_engine.paths import resolve_paths
-    from maqet_engine.state import Store
-
-    paths = resolve_paths({"MAQET_HOME": str(home)})
-    with Store.open(paths.db, create=False) as store:
-        def call(method: str, **params):
-            return lifecycle.call(paths, store, name, method, **params)
-
-        call("serial_write", text="(PS1=vt$((0+1))@ setsid sh -c "
-                                  "'exec sh -i </dev/tty1 >/dev/ttyS0 2>&1' &)\n")
-        call("serial_wait", pattern="vt1@", since=0, timeout=SERIAL_TIMEOUT,
-             ipc_timeout=SERIAL_TIMEOUT + 5)
-
 
 def test_running_qmp_stopped_four_ways(sandbox, guest_ready, tmp_path):
     guest = guest_definition("e2e1")
@@ -37,7 +16,6 @@ def test_running_qmp_stopped_four_ways(sandbox, guest_ready, tmp_path):
     run = sandbox.playbook("running.yml", extra_vars={"guest": guest}, args=("--diff",))
     assert run.rc == 0, run.explain()
 
-    give_keyboard_a_shell(sandbox.home, guest["name"])
     run = sandbox.playbook("qmp.yml", extra_vars={"guest": guest, "shots": str(shots)})
     assert run.rc == 0, run.explain()
     assert (shots / "screen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
