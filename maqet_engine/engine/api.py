@@ -124,8 +124,9 @@ def apply(
             result.extend(_lifecycle().restart(ctx.paths, store, vm_name, **ladder))
             drift = False
         elif state == "running":
-            if not record.status.is_active:
-                result.extend(_prepare_storage(ctx, store, wanted))
+            # Idempotent (creates only missing files), so no guess from a status that
+            # may be stale (a crashed VM still recorded as running).
+            result.extend(_prepare_storage(ctx, store, wanted))
             result.extend(_lifecycle().ensure_running(ctx.paths, store, vm_name, **common))
         elif state == "stopped":
             result.extend(_lifecycle().ensure_stopped(ctx.paths, store, vm_name, **ladder))
