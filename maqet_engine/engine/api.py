@@ -77,6 +77,10 @@ def remove(
         return apply(ctx, name=name, state="absent", purge=purge, timeout=timeout)
     result = Result(name=name, state="absent")
     with ctx.open_store(create=True) as store:
+        if record.status.is_active and not ctx.check_mode:
+            # A VM recorded as running whose runner and QEMU are gone is recorded as
+            # crashed first, so it is not refused as "running".
+            _lifecycle().cleanup_stale(ctx.paths, store, name)
         definitions.ensure_absent(ctx, store, name, result, purge=purge)
     return result
 

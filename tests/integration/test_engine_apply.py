@@ -107,3 +107,16 @@ def test_rm_of_a_running_vm_needs_force(vms):
     assert result.changed and result.actions[-1] == "removed"
     assert result.actions[0].startswith("stopped (ACPI powerdown")
     assert not vms.our_pids()
+
+
+def test_rm_of_a_vm_that_died_unrecorded_is_not_refused(vms):
+    vms.names.append("app")
+    ctx = EngineContext(paths=vms.paths)
+    apply(ctx, spec=load_spec(ctx, config=guest_config(vms)), state="running")
+    assert vms.kill_all()  # runner and QEMU SIGKILLed: the store still says running
+    assert vms.record("app").status is VMStatus.RUNNING
+    result = remove(ctx, "app")
+    assert result.actions == ["removed"]
+    with vms.store() as store:
+        assert store.get_vm("app") is None
+        assert [e.kind for e in store.events("app")][-2:] == ["crashed", "removed"]
