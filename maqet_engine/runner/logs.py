@@ -53,11 +53,11 @@ def follow(path: Path, offset: int) -> Iterator[bytes]:
             if size > offset:
                 with open(path, "rb") as fh:
                     fh.seek(offset)
-                    data = fh.read(size - offset)
+                    data = fh.read(min(size - offset, C.LOG_FOLLOW_CHUNK))
                 offset += len(data)
                 yield data
                 continue
-            events = os.read(fd, 4096)  # blocks until the file changes
+            events = os.read(fd, C.INOTIFY_READ_BYTES)  # blocks until the file changes
             struct.unpack_from("iIII", events)  # at least one whole event arrived
     finally:
         os.close(fd)

@@ -137,7 +137,7 @@ def _read_line(fd: int, timeout: float) -> bytes | None:
             return None
         if not poller.poll(remaining * 1000):
             return None
-        chunk = os.read(fd, 65536)
+        chunk = os.read(fd, C.READY_PIPE_CHUNK)
         if not chunk:
             return data.strip() or b""
         data += chunk
