@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))  # guest.py: the tiny test guest
+sys.path.insert(0, str(REPO / "tests" / "support"))  # procs.py: processes a test caused
 
 
 @pytest.fixture(autouse=True)

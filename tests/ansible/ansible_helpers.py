@@ -108,21 +108,12 @@ class AnsibleSandbox:
     # --- cleanup ------------------------------------------------------------------------
     def our_pids(self) -> list[int]:
         """Processes (runners, QEMU) whose command line mentions this MAQET_HOME."""
+        from procs import pids_mentioning  # tests/support (on sys.path via tests/conftest.py)
+
         from maqet_engine.paths import resolve_paths
 
         paths = resolve_paths({"MAQET_HOME": str(self.home)})
-        needles = {os.fsencode(str(p)) for p in (self.home, paths.runtime, paths.data)}
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if any(n in cmdline for n in needles):
-                pids.append(int(entry))
-        return pids
+        return pids_mentioning(self.home, paths.runtime, paths.data)
 
     def cleanup(self) -> list[str]:
         """Stop and remove every VM of this home through the engine, then kill by PID
