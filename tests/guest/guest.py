@@ -33,6 +33,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maqet_engine.paths import Paths
 
 __all__ = [
     "BUILD_SCRIPT",
@@ -303,3 +307,27 @@ class SerialConsole:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# --- the guest behind a maqet runner ----------------------------------------------------
+BOOT_TIMEOUT = 60.0  # seconds to the marker; ~2 s under TCG here
+CONSOLE_TIMEOUT = 20.0  # seconds for a shell command's output; ~0.1 s
+
+
+def wait_console(paths: Paths, name: str, pattern: str, *, since: int = 0,
+                 timeout: float = CONSOLE_TIMEOUT) -> tuple[str, int]:
+    """Block (the runner's ``serial_wait``: woken by console output, no polling) until
+    the regex ``pattern`` appears on VM ``name``'s console after offset ``since``.
+    Returns the match and the offset after it. ``paths``: the installation's Paths."""
+    from maqet_engine import lifecycle
+    from maqet_engine.state import Store
+
+    with Store.open(paths.db) as store:
+        reply = lifecycle.call(paths, store, name, "serial_wait", pattern=pattern,
+                               since=since, timeout=timeout, ipc_timeout=timeout + 5)
+    return str(reply["match"]), int(reply["offset"])
+
+
+def wait_marker(paths: Paths, name: str, timeout: float = BOOT_TIMEOUT) -> int:
+    """Wait for the guest's ready marker in this boot; returns the console offset after it."""
+    return wait_console(paths, name, GUEST_MARKER, timeout=timeout)[1]

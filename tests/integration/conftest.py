@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,12 +16,6 @@ import pytest
 from maqet_engine.paths import Paths, resolve_paths
 from maqet_engine.spec import parse_spec
 from maqet_engine.state import Store, VMRecord
-
-QEMU = shutil.which("qemu-system-x86_64")
-
-# Bounded waits (seconds) and what they usually take here under TCG.
-BOOT_TIMEOUT = 60.0  # boot to the marker: ~1.6 s
-SERIAL_TIMEOUT = 20.0  # a shell command's output: ~0.1 s
 
 
 @pytest.fixture(scope="session")
@@ -65,19 +58,9 @@ class VMFactory:
             return store.require_vm(name)
 
     def our_pids(self) -> list[int]:
-        needles = [os.fsencode(str(self.paths.runtime)), os.fsencode(str(self.paths.data))]
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmdline = fh.read()
-            except OSError:
-                continue
-            if any(n in cmdline for n in needles):
-                pids.append(int(entry))
-        return pids
+        from procs import pids_mentioning  # tests/support (on sys.path via tests/conftest.py)
+
+        return pids_mentioning(self.paths.runtime, self.paths.data)
 
     def kill_all(self) -> list[int]:
         found = self.our_pids()
@@ -105,16 +88,3 @@ def vms(maqet_home: Path, guest_files: Any) -> Iterator[VMFactory]:
     leftovers = factory.kill_all()
     assert not factory.our_pids()
     del leftovers
-
-
-def wait_marker(paths: Paths, name: str, timeout: float = BOOT_TIMEOUT) -> int:
-    """Wait (through the runner's serial_wait) for the guest's ready marker; returns the
-    serial offset after it."""
-    import guest
-
-    from maqet_engine import lifecycle
-
-    with Store.open(paths.db) as store:
-        reply = lifecycle.call(paths, store, name, "serial_wait", pattern=guest.GUEST_MARKER,
-                               since=0, timeout=timeout, ipc_timeout=timeout + 5)
-    return int(reply["offset"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import guest
 import pytest
-from conftest import wait_marker
+from guest import wait_marker
 
 from maqet_engine.engine import EngineContext, apply, load_spec, remove
 from maqet_engine.errors import StateConflict

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_marker
+from guest import wait_marker
 
 from maqet_engine import lifecycle
 from maqet_engine.errors import QEMULaunchError, StateConflict

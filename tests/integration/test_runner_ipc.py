@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import wait_marker
+from guest import wait_marker
 
 from maqet_engine import constants as C
 from maqet_engine import lifecycle

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guest import wait_console, wait_marker
 
 from maqet_engine import lifecycle
 from maqet_engine.engine import apply
@@ -19,30 +20,16 @@ from maqet_engine.state import Store
 from maqet_engine.storage import prepare_storage
 
 pytestmark = pytest.mark.qemu
-# Bounded waits (seconds) and what they usually take here under TCG. (Not imported from
-# the integration conftest: 'conftest' is ambiguous when unit tests are collected too.)
+# Bounded wait (seconds) and what it usually takes here under TCG.
 JOB_TIMEOUT = 60.0  # a live snapshot of this 256 MiB guest: ~1.2 s create, ~0.2 s load
-BOOT_TIMEOUT = 60.0  # boot to the marker: ~1.6 s
-SERIAL_TIMEOUT = 20.0  # a shell command's output: ~0.1 s
 VMFactory = Any  # the 'vms' fixture of tests/integration/conftest.py
-
-
-def wait_marker(vms: VMFactory) -> None:
-    import guest
-
-    with vms.store() as store:
-        lifecycle.call(vms.paths, store, "vm1", "serial_wait", pattern=guest.GUEST_MARKER,
-                       since=0, timeout=BOOT_TIMEOUT, ipc_timeout=BOOT_TIMEOUT + 5)
 
 
 def shell(vms: VMFactory, command: str, done: str, since: int) -> tuple[str, int]:
     """Run ``command`` in the guest shell; wait for the regex ``done`` after ``since``."""
     with Store.open(vms.paths.db) as store:
         lifecycle.call(vms.paths, store, "vm1", "serial_write", text=command + "\n")
-        reply = lifecycle.call(vms.paths, store, "vm1", "serial_wait", pattern=done,
-                               since=since, timeout=SERIAL_TIMEOUT,
-                               ipc_timeout=SERIAL_TIMEOUT + 5)
-    return str(reply["match"]), int(reply["offset"])
+    return wait_console(vms.paths, "vm1", done, since=since)
 
 
 @pytest.fixture
@@ -52,7 +39,7 @@ def running(vms: VMFactory) -> EngineContext:
     ctx = EngineContext(paths=vms.paths)
     result = apply(ctx, name="vm1", state="running")  # creates both disks, then starts
     assert result.actions == ["created disk hdd (16M)", "created disk data (16M)", "started"]
-    wait_marker(vms)
+    wait_marker(vms.paths, "vm1")
     return ctx
 
 
