@@ -25,7 +25,6 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,14 +67,12 @@ async def raw_start_and_rtt(argv: list[str], workdir: Path, rtt_runs: int,
                             ) -> tuple[float, float, int]:
     """Spawn QEMU with a pre-bound QMP socket, time until query-status answers; then
     the median direct round trip. Returns (start s, rtt s, pid)."""
+    import guest
     from qemu.qmp import QMPClient
 
     path = workdir / "raw-qmp.sock"
-    path.unlink(missing_ok=True)
     start = time.perf_counter()
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
-    listener.listen(1)
+    listener = guest.listen_unix(path)
     proc = subprocess.Popen(
         [*argv, "-chardev", f"socket,id=m,fd={listener.fileno()},server=on,wait=off",
          "-mon", "chardev=m,mode=control"],

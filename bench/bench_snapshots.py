@@ -125,8 +125,7 @@ def bench_live(runs: int, home: Path) -> None:
         prepare_storage(paths, store, spec)
         try:
             lifecycle.ensure_running(paths, store, "live")
-            lifecycle.call(paths, store, "live", "serial_wait", pattern=guest.GUEST_MARKER,
-                           timeout=60, ipc_timeout=65)
+            guest.wait_marker(paths, "live")
             ctx = EngineContext(paths=paths)
             ours: dict[str, list[float]] = {"create": [], "load": []}
             for i in range(runs):
@@ -147,14 +146,20 @@ def bench_live(runs: int, home: Path) -> None:
                 await qmp.start_server(sock)
                 node = json.dumps({"driver": "qcow2", "node-name": "hdd",
                                    "file": {"driver": "file", "filename": str(disk)}})
+                serial = guest.listen_unix(home / "s.sock")  # pre-bound: no connect race
                 procs.append(subprocess.Popen([
                     "qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "256",
                     "-nodefaults", "-display", "none", "-no-reboot",
                     "-kernel", str(files.kernel), "-initrd", str(files.initrd),
-                    "-append", guest.GUEST_APPEND, "-serial", f"file:{home / 'serial.txt'}",
+                    "-append", guest.GUEST_APPEND,
+                    "-chardev", f"socket,id=s0,fd={serial.fileno()},server=on,wait=off",
+                    "-serial", "chardev:s0",
                     "-chardev", f"socket,id=mon,path={sock}", "-mon", "chardev=mon,mode=control",
                     "-blockdev", node, "-device", "virtio-blk-pci,drive=hdd,id=hdd"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    pass_fds=(serial.fileno(),)))
+                serial.close()
+                console = guest.SerialConsole(home / "s.sock")
                 await asyncio.wait_for(qmp.accept(), 20)
                 out: dict[str, list[float]] = {"create": [], "load": []}
 
@@ -169,10 +174,8 @@ def bench_live(runs: int, home: Path) -> None:
                     await qmp.execute("query-jobs")
                     await qmp.execute("job-dismiss", {"id": job_id})
 
-                deadline = time.monotonic() + 60  # boot to marker (~1.6 s)
-                while guest.GUEST_MARKER not in (home / "serial.txt").read_text(
-                        errors="replace") and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)  # bench only: a file-backed serial to watch
+                # boot to the marker (~2 s); the console thread wakes the wait, no polling
+                await asyncio.to_thread(console.wait_for, guest.GUEST_MARKER, 60.0)
                 for i in range(runs):
                     args = {"tag": f"s{i}", "vmstate": "hdd", "devices": ["hdd"]}
                     start = time.perf_counter()
@@ -182,6 +185,7 @@ def bench_live(runs: int, home: Path) -> None:
                     await job("snapshot-load", args, f"l{i}")
                     out["load"].append(time.perf_counter() - start)
                 await qmp.disconnect()
+                console.close()
                 return out
 
             base = asyncio.run(direct())
