@@ -146,12 +146,12 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="mqb", dir="/tmp"))
     os.environ["MAQET_HOME"] = str(home)
-    from maqet_engine import lifecycle
+    from maqet_engine.control.client import RunnerClient
+    from maqet_engine.definition import build_argv, parse_spec, resolve_accel
+    from maqet_engine.definition.model import Spec
+    from maqet_engine.engine import lifecycle
     from maqet_engine.paths import resolve_paths
-    from maqet_engine.runner.client import RunnerClient
-    from maqet_engine.spec import build_argv, parse_spec, resolve_accel
-    from maqet_engine.spec.model import Spec
-    from maqet_engine.state import Store
+    from maqet_engine.store import Store
 
     paths = resolve_paths()
     files = guest.ensure_guest()

@@ -53,12 +53,12 @@ def qemu_img(*args: str) -> None:
 
 def bench_offline(runs: int, home: Path) -> None:
     os.environ["MAQET_HOME"] = str(home)
+    from maqet_engine.definition import parse_spec
     from maqet_engine.engine.context import EngineContext
     from maqet_engine.paths import resolve_paths
     from maqet_engine.snapshots import ensure_snapshot
-    from maqet_engine.spec import parse_spec
-    from maqet_engine.state import Store
     from maqet_engine.storage import prepare_storage
+    from maqet_engine.store import Store
 
     paths = resolve_paths()
     spec = parse_spec({"name": "bench", "storage": [{"name": "hdd", "type": "qcow2",
@@ -103,14 +103,14 @@ def bench_live(runs: int, home: Path) -> None:
     import guest
     from qemu.qmp import EventListener, QMPClient
 
-    from maqet_engine import lifecycle
+    from maqet_engine.definition import parse_spec
+    from maqet_engine.engine import lifecycle
     from maqet_engine.engine.context import EngineContext
     from maqet_engine.errors import RuntimeFailure
     from maqet_engine.paths import resolve_paths
     from maqet_engine.snapshots import ensure_snapshot
-    from maqet_engine.spec import parse_spec
-    from maqet_engine.state import Store
     from maqet_engine.storage import prepare_storage
+    from maqet_engine.store import Store
 
     files = guest.ensure_guest()
     paths = resolve_paths()

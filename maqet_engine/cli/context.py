@@ -7,7 +7,7 @@ import sys
 from maqet_engine.cli.output import dump_json
 from maqet_engine.frozen import Frozen
 from maqet_engine.paths import Paths
-from maqet_engine.state import Store
+from maqet_engine.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Run-state commands: start, stop, restart, pause, resume, status, logs, and the QMP
-helpers qmp, keys, type, screendump. Thin: the logic lives in ``maqet_engine.lifecycle``
+helpers qmp, keys, type, screendump. Thin: the logic lives in ``maqet_engine.engine.lifecycle``
 (and, for start/stop/restart, goes through the engine's ``apply``)."""
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def cmd_restart(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 def _pause_resume(args: argparse.Namespace, ctx: CLIContext, paused: bool) -> int:
-    from maqet_engine import lifecycle
+    from maqet_engine.engine import lifecycle
 
     with ctx.store() as store:
         store.require_vm(args.name)
@@ -129,8 +129,8 @@ def cmd_resume(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 # --- status and logs ----------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine import lifecycle
     from maqet_engine.cli.output import key_values
+    from maqet_engine.engine import lifecycle
 
     with ctx.store() as store:
         record = store.require_vm(args.name)
@@ -159,7 +159,7 @@ def cmd_logs(args: argparse.Namespace, ctx: CLIContext) -> int:
     if not path.exists() and not args.follow:
         print(f"{args.name}: no {args.log} log yet ({path})", file=sys.stderr)
         return C.EXIT_OK
-    from maqet_engine.runner.logs import follow, tail_bytes
+    from maqet_engine.engine.logs import follow, tail_bytes
 
     out = sys.stdout.buffer
     offset = 0
@@ -176,7 +176,7 @@ def cmd_logs(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 # --- QMP helpers ------------------------------------------------------------------------------
 def _call(ctx: CLIContext, name: str, method: str, **params: Any) -> Any:
-    from maqet_engine import lifecycle
+    from maqet_engine.engine import lifecycle
 
     with ctx.store() as store:
         return lifecycle.call(ctx.paths, store, name, method, **params)

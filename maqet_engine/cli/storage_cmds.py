@@ -36,7 +36,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _entries(ctx: CLIContext, *, orphaned: bool) -> list[dict[str, Any]]:
-    from maqet_engine.state import storage_records as records
+    from maqet_engine.store import storage_records as records
 
     with ctx.store() as store:
         orphans = {r.path for r in records.orphaned_files(store)}

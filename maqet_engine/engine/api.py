@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
+from maqet_engine.definition import Spec
 from maqet_engine.engine import definitions
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.errors import AlreadyExists, UsageError, VMNotFound
-from maqet_engine.spec import Spec
-from maqet_engine.state import Store
+from maqet_engine.store import Store
 
 STATES = ("present", "running", "stopped", "restarted", "absent")
 
@@ -30,8 +30,8 @@ def load_spec(
     Relative paths in an inline mapping resolve against the current directory,
     those from files against the last file's directory.
     """
-    from maqet_engine.spec import load_definition, parse_spec
-    from maqet_engine.spec.merge import deep_merge
+    from maqet_engine.definition import load_definition, parse_spec
+    from maqet_engine.definition.merge import deep_merge
 
     raw, base_dir = load_definition(files, sets, name) if files else ({}, Path.cwd())
     if config is not None:
@@ -163,6 +163,6 @@ def _prepare_storage(ctx: EngineContext, store: Store, spec: dict[str, Any]) -> 
 
 def _lifecycle():  # noqa: ANN202 - module object
     """The runner-backed lifecycle, imported only when a run state is asked for."""
-    from maqet_engine import lifecycle
+    from maqet_engine.engine import lifecycle
 
     return lifecycle

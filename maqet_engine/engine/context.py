@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from maqet_engine import constants as C
 from maqet_engine.paths import Paths, resolve_paths
-from maqet_engine.state import Store
+from maqet_engine.store import Store
 
 
 @dataclass(frozen=True)

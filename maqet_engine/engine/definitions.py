@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from maqet_engine.definition import Spec
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import StateConflict
-from maqet_engine.spec import Spec
-from maqet_engine.state import Store, VMRecord
 from maqet_engine.storage import check_claims, purge_files
+from maqet_engine.store import Store, VMRecord
 
 
 def ensure_present(ctx: EngineContext, store: Store, spec: Spec, result: Result) -> VMRecord | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maqet_engine.paths import Paths
-from maqet_engine.state import VMRecord
+from maqet_engine.store import VMRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def qemu_argv(record: VMRecord, paths: Paths) -> list[str]:
     """The QEMU command line the runner builds for this VM's stored definition."""
-    from maqet_engine.spec import Spec, build_argv, resolve_accel
+    from maqet_engine.definition import Spec, build_argv, resolve_accel
 
     spec = Spec.from_json(record.spec_json)
     accel = record.accel if record.status.is_active and record.accel else None

@@ -1,22 +1,19 @@
-"""The per-VM runner: one small asyncio process that owns QEMU and its QMP connection.
+"""The per-VM runner process: one small asyncio program that owns QEMU and its QMP
+connection. Everything in this package runs *inside* that process; the caller side
+(spawning it, talking to it) is :mod:`maqet_engine.control`, and what both share (the
+wire format, the lock, process identity) is :mod:`maqet_engine.ipc`.
 
-Layout (the wire format apart from the handlers, as in qemu.qmp)::
-
-    protocol.py   newline-delimited JSON requests/replies, size limit     (pure)
-    keys.py       key names / text -> QMP send-key qcodes                 (pure)
-    liveness.py   "is a runner alive?" = is its lock file locked          (sync)
-    client.py     small synchronous client for the control socket        (sync, no asyncio)
-    spawn.py      build QEMU's argv from the spec, start a detached runner,
-                  wait for its readiness line                             (sync)
     __main__.py   ``python -m maqet_engine.runner --name NAME --ready-fd N``,
-                  QEMU's argv as JSON on stdin
-    qemu.py       launch or re-adopt QEMU, watch its exit through a pidfd (runner side)
-    vm.py         the supervised VM: QMP, events -> store, stop ladder    (runner side)
-    serial.py     drains the serial socket, serves serial_wait            (runner side)
-    handlers.py   IPC methods                                             (runner side)
-    server.py     the control socket: peer uid check, framing             (runner side)
+                  launch data (QEMU's argv) as JSON on stdin
+    qemu.py       launch or re-adopt QEMU, watch its exit through a pidfd
+    vm.py         the supervised VM: QMP, events -> store, stop ladder
+    states.py     the run-state machine: allowed transitions, one function
+    serial.py     drains the serial socket, serves serial_wait
+    jobs.py       QMP background jobs (snapshots) awaited by their events
+    keys.py       key names / text -> QMP send-key qcodes              (pure)
+    handlers.py   IPC methods
+    server.py     the control socket: peer uid check, framing
 
-Only the sync modules are imported by the CLI and the engine; asyncio and qemu.qmp
-load in the runner process alone. The runner process in turn imports neither the spec
-package nor ssl/OpenSSL (one runner per VM: its memory counts, see docs/runner.md).
+The runner imports neither the definition package nor ssl/OpenSSL (one runner per
+VM: its memory counts, see docs/runner.md). An architecture test enforces it.
 """

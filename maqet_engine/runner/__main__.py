@@ -1,7 +1,7 @@
 """``python -m maqet_engine.runner --name NAME --ready-fd N [--data D --runtime R --config C]``:
 the runner of one VM.
 
-Spawned detached by :mod:`maqet_engine.runner.spawn` (MAQET_HOME comes from the
+Spawned detached by :mod:`maqet_engine.control.spawn` (MAQET_HOME comes from the
 environment unless the spawner's roots are given). Its stdin carries one JSON object
 from the spawner, ``{"qemu_argv": [...]}``: the QEMU command line, built from the spec
 by the spawner so that this process never imports the spec package (``/dev/null`` is
@@ -52,8 +52,8 @@ from typing import Any  # noqa: E402
 
 from maqet_engine import constants as C  # noqa: E402
 from maqet_engine.errors import MaqetError, StateConflict, UsageError  # noqa: E402
+from maqet_engine.ipc import locks as liveness  # noqa: E402
 from maqet_engine.paths import Paths, resolve_paths  # noqa: E402
-from maqet_engine.runner import liveness  # noqa: E402
 
 _OPTIONS = ("--name", "--ready-fd", "--data", "--runtime", "--config")
 
@@ -106,7 +106,7 @@ async def _serve(name: str, paths: Paths, qemu_argv: list[str] | None, ready_fd:
     from maqet_engine.runner.handlers import Handlers
     from maqet_engine.runner.server import ControlServer
     from maqet_engine.runner.vm import SupervisedVM
-    from maqet_engine.state import Store
+    from maqet_engine.store import Store
 
     store = Store.open(paths.db, create=False)
     vm = SupervisedVM(name, paths, store, log, qemu_argv=qemu_argv)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     lock_fd: list[int] = []  # emptied when released
     try:
         qemu_argv = read_launch(sys.stdin.buffer if sys.stdin is not None else None)
-        from maqet_engine.state import Store
+        from maqet_engine.store import Store
 
         with Store.open(paths.db, create=False) as store:
             record = store.require_vm(name)

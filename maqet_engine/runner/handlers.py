@@ -26,9 +26,9 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import UsageError
+from maqet_engine.ipc.protocol import Request
 from maqet_engine.runner import jobs
 from maqet_engine.runner import keys as keymap
-from maqet_engine.runner.protocol import Request
 from maqet_engine.runner.vm import SupervisedVM
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]

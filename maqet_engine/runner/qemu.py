@@ -19,7 +19,7 @@ from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine.frozen import Frozen
-from maqet_engine.runner.liveness import qemu_alive
+from maqet_engine.ipc.locks import qemu_alive
 
 
 class ExitInfo(Frozen):

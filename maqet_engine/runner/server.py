@@ -17,7 +17,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import HostError, MaqetError
-from maqet_engine.runner import protocol
+from maqet_engine.ipc import protocol
 
 Dispatch = Callable[[protocol.Request], Awaitable[Any]]
 

@@ -31,7 +31,7 @@ from maqet_engine.errors import (
 from maqet_engine.paths import Paths
 from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, bind_qmp_socket, read_from, with_qmp_fd
 from maqet_engine.runner.serial import SerialDrain
-from maqet_engine.state import Store, VMStatus
+from maqet_engine.store import Store, VMStatus
 
 _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
                   "prelaunch": VMStatus.PAUSED, "inmigrate": VMStatus.PAUSED,

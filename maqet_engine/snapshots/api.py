@@ -25,8 +25,8 @@ from maqet_engine.errors import SnapshotNotFound, StateConflict, UsageError
 from maqet_engine.snapshots import targets
 from maqet_engine.snapshots.backends import Live, Offline, SnapshotInfo
 from maqet_engine.snapshots.targets import Disk
-from maqet_engine.state import Store, VMRecord
-from maqet_engine.state import storage_records as records
+from maqet_engine.store import Store, VMRecord
+from maqet_engine.store import storage_records as records
 
 Progress = Callable[[str], None]
 
@@ -146,7 +146,7 @@ class _Scope:
 
 
 def _is_live(paths: Any, record: VMRecord) -> bool:
-    from maqet_engine import lifecycle
+    from maqet_engine.engine import lifecycle
 
     return lifecycle.runner_alive(paths, record) or lifecycle.qemu_alive(paths, record)
 

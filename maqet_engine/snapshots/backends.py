@@ -18,8 +18,8 @@ from maqet_engine.errors import MaqetError, RuntimeFailure, StateConflict, Usage
 from maqet_engine.paths import Paths
 from maqet_engine.snapshots import qcow2
 from maqet_engine.snapshots.targets import Disk
-from maqet_engine.state import Store
 from maqet_engine.storage import qemu_img
+from maqet_engine.store import Store
 
 SnapshotInfo = dict[str, Any]
 
@@ -83,14 +83,14 @@ class Live:
         self.timeout = timeout
 
     def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        from maqet_engine import lifecycle
+        from maqet_engine.engine import lifecycle
 
         return lifecycle.call(self.paths, self.store, self.vm, "qmp", command=command,
                               arguments=arguments or {},
                               ipc_timeout=self.timeout + C.IPC_TIMEOUT_S)
 
     def _job(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        from maqet_engine import lifecycle
+        from maqet_engine.engine import lifecycle
 
         try:
             result: dict[str, Any] = lifecycle.call(

@@ -2,7 +2,7 @@
 image), refuse two VMs on one writable disk, purge only what maqet created.
 
 The storage *types* (keys, validation, QEMU arguments) live in
-``maqet_engine.spec.storage``; this package does what touches the host: qemu-img,
+``maqet_engine.definition.storage``; this package does what touches the host: qemu-img,
 files, and their registration in the state store (``state.storage_records``).
 """
 

@@ -13,10 +13,10 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from maqet_engine.definition import default_registry
 from maqet_engine.errors import StateConflict
-from maqet_engine.spec import default_registry
-from maqet_engine.state import Store
 from maqet_engine.storage.prepare import spec_data
+from maqet_engine.store import Store
 
 
 def file_uses(data: Mapping[str, Any]) -> Iterator[tuple[str, str, bool, str]]:

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
+from maqet_engine.definition.units import format_size
 from maqet_engine.errors import ConfigError
 from maqet_engine.paths import Paths
-from maqet_engine.spec.units import format_size
-from maqet_engine.state import Store
-from maqet_engine.state import storage_records as records
 from maqet_engine.storage import qemu_img
+from maqet_engine.store import Store
+from maqet_engine.store import storage_records as records
 
 _QCOW2_MAGIC = b"QFI\xfb"
 
 
 def spec_data(spec: Any) -> Mapping[str, Any]:
-    """A :class:`~maqet_engine.spec.Spec` or its ``data`` mapping."""
+    """A :class:`~maqet_engine.definition.Spec` or its ``data`` mapping."""
     return spec.data if hasattr(spec, "data") else spec
 
 

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from maqet_engine.paths import Paths
-from maqet_engine.state import Store
-from maqet_engine.state import storage_records as records
 from maqet_engine.storage.claims import file_uses
+from maqet_engine.store import Store
+from maqet_engine.store import storage_records as records
 
 
 def _used_by_others(store: Store, vm_name: str | None) -> dict[str, str]:

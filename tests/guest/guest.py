@@ -319,8 +319,8 @@ def wait_console(paths: Paths, name: str, pattern: str, *, since: int = 0,
     """Block (the runner's ``serial_wait``: woken by console output, no polling) until
     the regex ``pattern`` appears on VM ``name``'s console after offset ``since``.
     Returns the match and the offset after it. ``paths``: the installation's Paths."""
-    from maqet_engine import lifecycle
-    from maqet_engine.state import Store
+    from maqet_engine.engine import lifecycle
+    from maqet_engine.store import Store
 
     with Store.open(paths.db) as store:
         reply = lifecycle.call(paths, store, name, "serial_wait", pattern=pattern,

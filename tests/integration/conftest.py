@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from maqet_engine.definition import parse_spec
 from maqet_engine.paths import Paths, resolve_paths
-from maqet_engine.spec import parse_spec
-from maqet_engine.state import Store, VMRecord
+from maqet_engine.store import Store, VMRecord
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from guest import wait_marker
 
 from maqet_engine.engine import EngineContext, apply, load_spec, remove
 from maqet_engine.errors import StateConflict
-from maqet_engine.state import VMStatus
+from maqet_engine.store import VMStatus
 
 pytestmark = pytest.mark.qemu
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from guest import wait_marker
 
-from maqet_engine import lifecycle
+from maqet_engine.control.client import RunnerClient
+from maqet_engine.engine import lifecycle
 from maqet_engine.errors import QEMULaunchError, StateConflict
-from maqet_engine.runner.client import RunnerClient
-from maqet_engine.state import VMStatus
+from maqet_engine.store import VMStatus
 
 pytestmark = pytest.mark.qemu
 
@@ -199,9 +199,9 @@ def test_stale_sockets_and_lock_of_a_dead_runner_are_cleaned(vms):
 
 CONCURRENT_START = """
 import json, sys
-from maqet_engine import lifecycle
+from maqet_engine.engine import lifecycle
 from maqet_engine.paths import resolve_paths
-from maqet_engine.state import Store
+from maqet_engine.store import Store
 paths = resolve_paths()
 with Store.open(paths.db) as store:
     print(json.dumps(lifecycle.ensure_running(paths, store, sys.argv[1])))

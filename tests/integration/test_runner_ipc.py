@@ -10,7 +10,7 @@ import pytest
 from guest import wait_marker
 
 from maqet_engine import constants as C
-from maqet_engine import lifecycle
+from maqet_engine.engine import lifecycle
 from maqet_engine.errors import QMPCommandError, StateConflict, UsageError
 
 pytestmark = pytest.mark.qemu

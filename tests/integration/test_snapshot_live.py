@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from guest import wait_console, wait_marker
 
-from maqet_engine import lifecycle
-from maqet_engine.engine import apply
+from maqet_engine.engine import apply, lifecycle
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.errors import StateConflict
 from maqet_engine.snapshots import ensure_snapshot, list_snapshots
-from maqet_engine.state import Store
 from maqet_engine.storage import prepare_storage
+from maqet_engine.store import Store
 
 pytestmark = pytest.mark.qemu
 # Bounded wait (seconds) and what it usually takes here under TCG.

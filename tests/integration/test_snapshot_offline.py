@@ -15,9 +15,9 @@ from maqet_engine.engine.context import EngineContext
 from maqet_engine.errors import NotFoundError, SnapshotNotFound, StateConflict, UsageError
 from maqet_engine.paths import resolve_paths
 from maqet_engine.snapshots import apply_snapshot, ensure_snapshot, list_snapshots
-from maqet_engine.state import Store
-from maqet_engine.state import storage_records as records
 from maqet_engine.storage import prepare_storage
+from maqet_engine.store import Store
+from maqet_engine.store import storage_records as records
 
 pytestmark = pytest.mark.qemu
 

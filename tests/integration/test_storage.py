@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from maqet_engine.cli.main import main as maqet_main
+from maqet_engine.definition import parse_spec
 from maqet_engine.errors import ConfigError, StateConflict
 from maqet_engine.paths import resolve_paths
-from maqet_engine.spec import parse_spec
-from maqet_engine.state import Store
-from maqet_engine.state import storage_records as records
 from maqet_engine.storage import check_claims, prepare_storage, purge_files, purge_orphans
+from maqet_engine.store import Store
+from maqet_engine.store import storage_records as records
 
 pytestmark = pytest.mark.qemu
 

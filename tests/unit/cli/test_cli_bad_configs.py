@@ -14,7 +14,7 @@ from maqet_engine import constants as C
 from maqet_engine.cli.main import main
 
 CORPUS = yaml.safe_load(
-    (Path(__file__).parents[1] / "spec" / "bad_configs.yaml").read_text()
+    (Path(__file__).parents[1] / "definition" / "bad_configs.yaml").read_text()
 )
 
 

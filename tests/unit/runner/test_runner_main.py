@@ -66,6 +66,6 @@ def test_runner_process_has_no_openssl_and_no_spec(tmp_path):
     assert report["code"] == C.EXIT_NOT_FOUND  # VMNotFound, reported like any runner error
     assert report["refused"]
     loaded = set(report["modules"])
-    assert not loaded & {"_ssl", "_hashlib", "argparse", "dataclasses", "maqet_engine.spec"}, \
-        sorted(loaded & {"_ssl", "_hashlib", "argparse", "dataclasses", "maqet_engine.spec"})
+    forbidden = {"_ssl", "_hashlib", "argparse", "dataclasses", "maqet_engine.definition"}
+    assert not loaded & forbidden, sorted(loaded & forbidden)
     assert "asyncio" in loaded and "qemu.qmp" in loaded

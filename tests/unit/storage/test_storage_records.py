@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from maqet_engine.paths import resolve_paths
-from maqet_engine.state import Store
-from maqet_engine.state import storage_records as records
+from maqet_engine.store import Store
+from maqet_engine.store import storage_records as records
 
 
 def _store() -> Store:

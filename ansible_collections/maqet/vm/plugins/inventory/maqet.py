@@ -114,7 +114,7 @@ def read_vms(home):
     runner's lock file (no IPC), and an active VM whose runner and QEMU are gone is
     reported as ``crashed`` (the store is not modified).
     """
-    from maqet_engine import lifecycle
+    from maqet_engine.engine import lifecycle
 
     ctx = EngineContext.for_home(home, check_mode=True)
     vms = []

@@ -71,7 +71,7 @@ class QMPRequest:
         self.check_mode = module.check_mode
 
     def call(self, method, **params):
-        from maqet_engine import lifecycle
+        from maqet_engine.engine import lifecycle
 
         ipc_timeout = self.params["timeout"]
         with self.ctx.open_store(create=False) as store:

@@ -121,7 +121,7 @@ def describe_vms(ctx, name=None, *, live=False):
             records = store.list_vms()
         if not live:
             return [vm_view(record, ctx.paths, with_argv=True) for record in records]
-        from maqet_engine import lifecycle
+        from maqet_engine.engine import lifecycle
 
         views = []
         for record in records:

@@ -1,0 +1,67 @@
+"""The QEMU command line of a spec: a pure function of the spec and its paths."""
+
+from __future__ import annotations
+
+from maqet_engine import constants as C
+from maqet_engine.definition.machine import DeviceSlots
+from maqet_engine.definition.model import Spec
+from maqet_engine.definition.network import network_argv
+from maqet_engine.definition.qemuopts import opt_value
+from maqet_engine.definition.storage import StorageRegistry, default_registry
+from maqet_engine.paths import VMDataPaths, VMRuntimePaths
+
+_MIB = 1024 * 1024
+
+
+def memory_arg(n_bytes: int) -> str:
+    """``-m`` value: whole MiB as ``512M``, anything else exact as ``1000000b``."""
+    return f"{n_bytes // _MIB}M" if n_bytes % _MIB == 0 else f"{n_bytes}b"
+
+
+def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel: str,
+               registry: StorageRegistry | None = None) -> list[str]:
+    """QEMU's argv (``argv[0]`` is ``binary`` as written; the runner resolves it).
+
+    :param accel: the resolved accelerator (``kvm`` or ``tcg``), see ``resolve_accel``.
+    :param registry: storage types (default: :func:`default_registry`).
+    """
+    d = spec.data
+    name = d["name"]
+    argv = [d["binary"], "-name", f"{name},process={C.QEMU_PROCESS_PREFIX}{name}",
+            "-nodefaults", "-no-user-config", "-accel", accel]
+    if d["machine"] is not None:
+        argv += ["-machine", d["machine"]]
+    if d["memory"] is not None:
+        argv += ["-m", memory_arg(d["memory"])]
+    if d["cpu"] is not None:
+        argv += ["-smp", str(d["cpu"])]
+    if d["cpu_model"] is not None:
+        argv += ["-cpu", d["cpu_model"]]
+    serial = C.SERIAL_CHARDEV_ID
+    argv += [
+        "-qmp", f"unix:{opt_value(str(runtime.qmp_socket))},server=on,wait=off",
+        "-chardev", f"socket,id={serial},path={opt_value(str(runtime.serial_socket))},"
+        f"server=on,wait=off,logfile={opt_value(str(data.serial_log))},logappend=on",
+        "-serial", f"chardev:{serial}",
+        "-display", d["display"],
+        "-vga", d["vga"],
+    ]
+    for key, option in (("kernel", "-kernel"), ("initrd", "-initrd"), ("append", "-append")):
+        if d[key] is not None:
+            argv += [option, d[key]]
+    argv += _storage_argv(spec, registry or default_registry())
+    for index, nic in enumerate(d["network"]):
+        argv += network_argv(nic, index)
+    argv += d["arguments"]
+    return argv
+
+
+def _storage_argv(spec: Spec, registry: StorageRegistry) -> list[str]:
+    controllers: list[tuple[str, ...]] = []
+    devices: list[str] = []
+    slots = DeviceSlots(spec.data["machine"])
+    for entry in spec.data["storage"]:
+        parts = registry.get(entry["type"]).argv(entry, slots)
+        controllers += [c for c in parts.controllers if c not in controllers]
+        devices += parts.args
+    return [arg for controller in controllers for arg in controller] + devices

@@ -1,0 +1,256 @@
+"""The generic checker: one mapping of the definition against its schema fields.
+
+It refuses unknown keys (with "did you mean"), checks every value's type and range,
+fills in defaults and normalizes values (sizes to bytes, paths to absolute, MAC
+addresses to lower case). Cross-entry rules live with the entries they concern.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.definition.schema import Base, Exists, Field, Kind
+from maqet_engine.definition.units import SizeError, format_size, parse_size
+from maqet_engine.errors import ConfigError
+
+_SHOW_MAX = 240  # long enough for real paths, short enough for one line
+
+
+@dataclass(frozen=True)
+class PathContext:
+    """Directories relative paths are resolved against."""
+
+    definition_dir: Path
+    vm_dir: Path
+
+    def base(self, base: Base) -> Path:
+        return self.definition_dir if base is Base.DEFINITION else self.vm_dir
+
+
+def show(value: object) -> str:
+    """A value as it appears in messages: YAML-ish scalars, strings quoted, short."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Mapping):
+        text = "a mapping"
+    elif isinstance(value, list | tuple):
+        text = "a list"
+    else:
+        text = repr(value)
+    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
+
+
+def join(path: str, key: object) -> str:
+    """``storage[0]`` + ``size`` -> ``storage[0].size``; ints become indices."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def require_mapping(value: object, path: str, what: str) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{show(value)} is not a mapping", path=path,
+                          hint=f"write {what} as 'key: value' lines")
+    return value
+
+
+def require_list(value: object, path: str, example: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{show(value)} is not a list", path=path,
+                          hint=f"write a YAML list such as {example}")
+    return value
+
+
+def unknown_key(key: object, allowed: Sequence[str], path: str,
+                elsewhere: Mapping[str, Iterable[str]] | None = None) -> ConfigError:
+    """The error for ``key`` not in ``allowed``; ``elsewhere`` maps other variants
+    (storage types) to their keys, to say where the key would belong."""
+    key_path = join(path, key if isinstance(key, str) else show(key))
+    owners = [name for name, keys in (elsewhere or {}).items() if key in keys]
+    if owners:
+        return ConfigError(
+            f"unknown key for this type; it belongs to type {', '.join(owners)}",
+            path=key_path, hint=f"allowed keys here: {', '.join(allowed)}",
+        )
+    close = (difflib.get_close_matches(key, allowed, n=1, cutoff=C.DID_YOU_MEAN_CUTOFF)
+             if isinstance(key, str) else [])
+    if close:
+        return ConfigError("unknown key", path=key_path, hint=f"did you mean {close[0]!r}?")
+    return ConfigError("unknown key", path=key_path, hint=f"allowed keys: {', '.join(allowed)}")
+
+
+def check_keys(raw: Mapping[Any, Any], allowed: Sequence[str], path: str,
+               elsewhere: Mapping[str, Iterable[str]] | None = None) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise unknown_key(key, allowed, path, elsewhere)
+
+
+def check_section(raw: Mapping[Any, Any], fields: Sequence[Field], path: str,
+                  ctx: PathContext | None,
+                  elsewhere: Mapping[str, Iterable[str]] | None = None) -> dict[str, Any]:
+    """Validate and normalize one mapping; returns every field's key (defaults filled).
+
+    ``Kind.ENTRIES`` values are only checked to be lists; their items are the
+    caller's business.
+    """
+    check_keys(raw, [f.key for f in fields], path, elsewhere)
+    present = {f.key for f in fields if raw.get(f.key) is not None}
+    for f in fields:
+        if f.key not in present and f.required:
+            raise ConfigError("is required", path=join(path, f.key), hint=describe(f))
+        for needed in f.requires if f.key in present else ():
+            if needed not in present:
+                raise ConfigError(f"needs {needed!r}, which is not set",
+                                  path=join(path, f.key),
+                                  hint=f"set {needed!r} or remove {f.key!r}")
+    out: dict[str, Any] = {}
+    for f in fields:
+        value = raw.get(f.key)
+        out[f.key] = (deepcopy(f.default) if value is None
+                      else check_value(value, f, join(path, f.key), ctx))
+    return out
+
+
+def check_value(value: object, f: Field, path: str, ctx: PathContext | None) -> Any:
+    """Check one non-null value against its field and return it normalized."""
+    match f.kind:
+        case Kind.STR:
+            return _check_str(value, f, path)
+        case Kind.INT:
+            return _check_int(value, f, path)
+        case Kind.BOOL:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{show(value)} is not a boolean", path=path,
+                                  hint="use true or false")
+            return value
+        case Kind.ENUM:
+            if not isinstance(value, str) or value not in f.choices:
+                raise ConfigError(f"{show(value)} is not allowed", path=path,
+                                  hint=describe(f))
+            return value
+        case Kind.SIZE:
+            return _check_size(value, f, path)
+        case Kind.PATH:
+            if ctx is None or f.base is None:  # pragma: no cover - schema bug
+                raise AssertionError(f"no base directory for path field {f.key}")
+            return check_path(value, path, base=ctx.base(f.base), exists=f.exists)
+        case Kind.STR_LIST:
+            items = require_list(value, path, "[a, b]")
+            return [_check_str(item, f, join(path, i), allow_empty=f.pattern is None)
+                    for i, item in enumerate(items)]
+        case Kind.ENTRIES:
+            return require_list(value, path, "[{...}, {...}] or '- key: value' items")
+        case Kind.MAC:
+            if not isinstance(value, str) or not C.MAC_RE.fullmatch(value):
+                raise ConfigError(f"{show(value)} is not a MAC address", path=path,
+                                  hint=describe(f))
+            return value.lower()
+        case Kind.IPV4:
+            try:
+                return str(ipaddress.IPv4Address(value if isinstance(value, str) else ""))
+            except ValueError:
+                raise ConfigError(f"{show(value)} is not an IPv4 address", path=path,
+                                  hint=describe(f)) from None
+    raise AssertionError(f"unhandled kind {f.kind}")  # pragma: no cover
+
+
+def _check_str(value: object, f: Field, path: str, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{show(value)} is not a string", path=path,
+                          hint="quote the value to make it a string")
+    if "\0" in value:
+        raise ConfigError("contains a NUL character", path=path, hint="remove it")
+    if not value and not allow_empty:
+        raise ConfigError("is empty", path=path, hint="remove the key to leave it unset")
+    if f.pattern is not None and not f.pattern.fullmatch(value):
+        raise ConfigError(f"{show(value)} is not a valid {f.what or f.key}", path=path,
+                          hint=f"use {f.pattern_help}")
+    return value
+
+
+def _check_int(value: object, f: Field, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{show(value)} is not an integer", path=path, hint=describe(f))
+    if (f.minimum is not None and value < f.minimum) or (
+        f.maximum is not None and value > f.maximum
+    ):
+        raise ConfigError(f"{value} is out of range", path=path, hint=describe(f))
+    return value
+
+
+def _check_size(value: object, f: Field, path: str) -> int:
+    try:
+        n_bytes = parse_size(value, bare_unit=f.bare_unit)
+    except SizeError as err:
+        raise ConfigError(f"{show(value)} {err}", path=path,
+                          hint="use a number with a unit such as 512M or 2G") from None
+    if f.minimum is not None and n_bytes < f.minimum:
+        raise ConfigError(f"{show(value)} is too small", path=path,
+                          hint=f"use at least {format_size(f.minimum)}")
+    if n_bytes <= 0:
+        raise ConfigError(f"{show(value)} is not more than zero", path=path,
+                          hint="use a number with a unit such as 512M or 2G")
+    return n_bytes
+
+
+def check_path(value: object, path: str, *, base: Path, exists: Exists | None) -> str:
+    """Absolute, normalized (``..`` folded, ``~`` expanded, symlinks kept) path."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{show(value)} is not a path", path=path,
+                          hint="use a non-empty string")
+    if "\0" in value:
+        raise ConfigError("contains a NUL character", path=path, hint="remove it")
+    resolved = os.path.normpath(base / Path(value).expanduser())
+    if exists is None:
+        return resolved
+    target = Path(resolved)
+    if not target.exists():
+        raise ConfigError(f"{show(value)} does not exist (looked for {resolved})",
+                          path=path, hint="relative paths start at the directory of the "
+                          "definition file")
+    if exists is Exists.FILE and target.is_dir():
+        raise ConfigError(f"{show(value)} is a directory, not a file", path=path,
+                          hint="give the path of a file")
+    if exists is Exists.DIR and not target.is_dir():
+        raise ConfigError(f"{show(value)} is not a directory", path=path,
+                          hint="give the path of a directory")
+    return resolved
+
+
+def describe(f: Field) -> str:
+    """What the field allows, as a hint: ``use an integer from 1 to 1024``."""
+    match f.kind:
+        case Kind.INT if f.minimum is not None and f.maximum is not None:
+            return f"use an integer from {f.minimum} to {f.maximum}"
+        case Kind.INT:
+            return "use an integer"
+        case Kind.ENUM if f.choices:
+            return f"use one of {', '.join(f.choices)}"
+        case Kind.MAC:
+            return "use six hex byte pairs such as 52:54:00:12:34:56 (quote it in YAML)"
+        case Kind.IPV4:
+            return "use a dotted IPv4 address such as 127.0.0.1"
+        case Kind.SIZE:
+            return "use a number with a unit such as 512M or 2G"
+        case Kind.BOOL:
+            return "use true or false"
+        case Kind.PATH if f.exists is not None:
+            return f"give the path of an existing {f.exists.value}"
+        case Kind.PATH:
+            return "give a path"
+        case Kind.ENTRIES:
+            return "give a list of mappings"
+        case _ if f.pattern is not None:
+            return f"use {f.pattern_help}"
+    return f"give a {f.kind.value}"

@@ -1,0 +1,100 @@
+"""Network entries: validation of the ``network`` list and their QEMU arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.definition.check import (
+    check_section,
+    join,
+    require_list,
+    require_mapping,
+    show,
+)
+from maqet_engine.definition.schema import FORWARD, NETWORK_TYPES
+from maqet_engine.errors import ConfigError
+
+_MULTICAST_BIT = 0x01
+
+
+def netdev_id(index: int) -> str:
+    """Id of the ``index``-th NIC's backend: ``net0``, ``net1``, ..."""
+    return f"{C.NETDEV_ID_PREFIX}{index}"
+
+
+def normalize_network(items: object, *, path: str) -> list[dict[str, Any]]:
+    """Validate and normalize the ``network`` list."""
+    entries: list[dict[str, Any]] = []
+    macs: dict[str, str] = {}
+    ports: dict[tuple[str, int], str] = {}
+    for index, raw in enumerate(require_list(items, path, "[{type: user}]")):
+        here = join(path, index)
+        entry = _normalize_entry(require_mapping(raw, here, "a network entry"), here)
+        mac = entry["mac"]
+        if mac is not None:
+            if int(mac[:2], 16) & _MULTICAST_BIT:
+                raise ConfigError(f"{show(mac)} is a multicast address", path=join(here, "mac"),
+                                  hint="a NIC needs a unicast address (even first byte) such "
+                                  "as 52:54:00:12:34:56")
+            if mac in macs:
+                raise ConfigError(f"{show(mac)} is already used by {macs[mac]}",
+                                  path=join(here, "mac"), hint="give each NIC its own MAC")
+            macs[mac] = here
+        if entry["type"] == "user":
+            entry["forward"] = _normalize_forwards(entry["forward"], join(here, "forward"),
+                                                   ports)
+        entries.append(entry)
+    return entries
+
+
+def _normalize_entry(raw: Mapping[Any, Any], path: str) -> dict[str, Any]:
+    type_name = raw.get("type")
+    choices = ", ".join(NETWORK_TYPES)
+    if type_name is None:
+        raise ConfigError("is required", path=join(path, "type"), hint=f"use one of {choices}")
+    if not isinstance(type_name, str) or type_name not in NETWORK_TYPES:
+        raise ConfigError(f"{show(type_name)} is not a network type", path=join(path, "type"),
+                          hint=f"use one of {choices}")
+    elsewhere = {other: section.keys() for other, section in NETWORK_TYPES.items()
+                 if other != type_name}
+    return check_section(raw, NETWORK_TYPES[type_name].fields, path, None, elsewhere)
+
+
+def _normalize_forwards(items: list[Any], path: str,
+                        ports: dict[tuple[str, int], str]) -> list[dict[str, Any]]:
+    forwards: list[dict[str, Any]] = []
+    for index, raw in enumerate(items):
+        here = join(path, index)
+        fwd = check_section(require_mapping(raw, here, "a forward entry"), FORWARD.fields,
+                            here, None)
+        key = (fwd["protocol"], fwd["host"])
+        if key in ports:
+            raise ConfigError(f"{fwd['host']}/{fwd['protocol']} is already forwarded by "
+                              f"{ports[key]}", path=join(here, "host"),
+                              hint="each host port can be forwarded once per protocol")
+        ports[key] = here
+        forwards.append(fwd)
+    return sorted(forwards, key=lambda f: (f["protocol"], f["host_address"], f["host"]))
+
+
+def network_argv(entry: Mapping[str, Any], index: int) -> list[str]:
+    """``-netdev`` and ``-device`` arguments of the ``index``-th normalized entry."""
+    nid = netdev_id(index)
+    match entry["type"]:
+        case "user":
+            netdev = f"user,id={nid}" + "".join(
+                f",hostfwd={f['protocol']}:{f['host_address']}:{f['host']}-:{f['guest']}"
+                for f in entry["forward"]
+            )
+        case "tap":
+            netdev = f"tap,id={nid},ifname={entry['ifname']},script=no,downscript=no"
+        case "bridge":
+            netdev = f"bridge,id={nid},br={entry['bridge']}"
+        case other:  # pragma: no cover - validation admits only the types above
+            raise ValueError(f"unknown network type {other!r}")
+    device = f"{entry['model']},netdev={nid}"
+    if entry["mac"] is not None:
+        device += f",mac={entry['mac']}"
+    return ["-netdev", netdev, "-device", device]

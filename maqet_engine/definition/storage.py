@@ -1,0 +1,328 @@
+"""Storage entries: one class per type, and the registry that maps ``type`` to it.
+
+A type declares its keys (:attr:`StorageType.fields`, on top of ``name`` and
+``type``), its extra rules (:meth:`StorageType.normalize`), what it holds exclusively
+(:meth:`StorageType.claims`) and its QEMU arguments (:meth:`StorageType.argv`).
+Adding a type is writing one class and registering it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from maqet_engine import constants as C
+from maqet_engine.definition.check import (
+    PathContext,
+    check_section,
+    join,
+    require_list,
+    require_mapping,
+    show,
+)
+from maqet_engine.definition.machine import DeviceSlots, NoSlotLeft
+from maqet_engine.definition.qemuopts import json_arg, opt_value
+from maqet_engine.definition.schema import STORAGE_COMMON, Base, Exists, Field, Kind
+from maqet_engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StorageArgs:
+    """QEMU arguments of one entry. ``controllers`` are emitted once per VM, before
+    every entry's ``args`` (a SCSI disk needs its controller first)."""
+
+    args: tuple[str, ...]
+    controllers: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A host resource an entry uses: two entries may share it only when neither
+    claims it ``exclusive`` (two read-only users of one image are fine)."""
+
+    key: str
+    value: str
+    exclusive: bool
+    hint: str = "use another one, or make both entries read-only"
+
+
+class StorageType(ABC):
+    """One storage type. Instances are stateless; a registry holds one of each."""
+
+    type_name: ClassVar[str]
+    doc: ClassVar[str]
+    fields: ClassVar[tuple[Field, ...]]
+
+    def all_fields(self) -> tuple[Field, ...]:
+        return STORAGE_COMMON + self.fields
+
+    def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
+        """Rules beyond single keys; ``entry`` already passed the field checks."""
+        return entry
+
+    def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:
+        return ()
+
+    @abstractmethod
+    def argv(self, entry: Mapping[str, Any], slots: DeviceSlots) -> StorageArgs:
+        """QEMU arguments for a normalized entry; ``slots`` places bus devices
+        (it raises :class:`NoSlotLeft` when the machine has no room)."""
+
+
+class StorageRegistry:
+    """Storage types by name, in registration order. Build one with
+    :func:`default_registry`; registering on it changes no other registry."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, StorageType] = {}
+
+    def register(self, cls: type[StorageType]) -> type[StorageType]:
+        """Add a type (usable as a decorator); a name may be registered once."""
+        name = cls.type_name
+        if name in self._types:
+            raise ValueError(f"storage type {name!r} is already registered")
+        self._types[name] = cls()
+        return cls
+
+    def get(self, type_name: str) -> StorageType:
+        """The type registered as ``type_name``; :class:`KeyError` if none."""
+        return self._types[type_name]
+
+    def types(self) -> tuple[str, ...]:
+        return tuple(self._types)
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+
+def _blockdev(name: str, driver: str, filename: str, readonly: bool) -> str:
+    protocol: dict[str, Any] = {"driver": "file", "filename": filename}
+    node: dict[str, Any] = {"driver": driver, "node-name": name}
+    if readonly:
+        protocol["read-only"] = True
+        node["read-only"] = True
+    node["file"] = protocol
+    return json_arg(node)
+
+
+_INTERFACE = Field("interface", Kind.ENUM, "Bus the guest sees the disk on. `scsi` adds "
+                   "one `virtio-scsi-pci` controller per VM. `ide` disks and CD-ROMs take "
+                   "the machine's IDE positions in order: 4 on `pc` (the default machine), "
+                   "6 on `q35`.",
+                   default=C.DEFAULT_DISK_INTERFACE, choices=C.DISK_INTERFACES)
+_READONLY = Field("readonly", Kind.BOOL, "Attach read-only (not with `interface: ide`).",
+                  default=False)
+
+
+class _DiskImage(StorageType):
+    """A writable disk image that maqet creates when it does not exist."""
+
+    def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
+        if entry["file"] is None:
+            entry["file"] = os.path.normpath(ctx.vm_dir / f"{entry['name']}.{self.type_name}")
+        target = Path(entry["file"])
+        if target.is_dir():
+            raise ConfigError(f"{show(entry['file'])} is a directory, not a disk image",
+                              path=join(path, "file"), hint="give the path of an image file")
+        if not target.exists() and entry["size"] is None and entry.get("backing") is None:
+            raise ConfigError(f"is required: {entry['file']} does not exist yet and maqet "
+                              "creates it", path=join(path, "size"),
+                              hint="give the size of the new disk such as 10G, or point "
+                              "'file' at an existing image")
+        if entry["readonly"] and entry["interface"] == "ide":
+            raise ConfigError("cannot be true with interface 'ide' (QEMU's ide-hd has no "
+                              "read-only mode)", path=join(path, "readonly"),
+                              hint="use interface virtio or scsi for a read-only disk")
+        return entry
+
+    def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:
+        return (Claim("file", entry["file"], exclusive=not entry["readonly"]),)
+
+    def argv(self, entry: Mapping[str, Any], slots: DeviceSlots) -> StorageArgs:
+        name = entry["name"]
+        blockdev = _blockdev(name, self.type_name, entry["file"], entry["readonly"])
+        ids = f"drive={name},id={name}"
+        match entry["interface"]:
+            case "ide":
+                device = f"ide-hd{slots.ide()},{ids}"
+                return StorageArgs(("-blockdev", blockdev, "-device", device))
+            case "scsi":
+                controller = ("-device", f"{C.SCSI_CONTROLLER_MODEL},id={C.SCSI_CONTROLLER_ID}")
+                device = f"scsi-hd,bus={C.SCSI_CONTROLLER_ID}.0,{ids}"
+                return StorageArgs(("-blockdev", blockdev, "-device", device), (controller,))
+        return StorageArgs(("-blockdev", blockdev, "-device", f"virtio-blk-pci,{ids}"))
+
+
+def _file_field(kind: str) -> Field:
+    return Field("file", Kind.PATH, f"The {kind} image, relative to the VM's own directory "
+                 "(never the current directory); created there when it does not exist.",
+                 base=Base.VM_DIR, default_doc="`<name>." + kind + "` in the VM's directory")
+
+
+def _size_field() -> Field:
+    return Field("size", Kind.SIZE, "Size of a disk maqet creates; a bare number is bytes, "
+                 "as with qemu-img. Required when `file` does not exist (and no `backing`).",
+                 bare_unit=C.DISK_BARE_UNIT)
+
+
+class Qcow2Storage(_DiskImage):
+    type_name = "qcow2"
+    doc = "A qcow2 disk image; may be a linked clone (overlay) of a `backing` image."
+    fields = (
+        _file_field("qcow2"),
+        _size_field(),
+        _INTERFACE,
+        _READONLY,
+        Field("backing", Kind.PATH, "Base image for a new overlay (linked clone), relative "
+              "to the directory of the definition file; must exist. Used only when `file` "
+              "is created; the base itself is never written.",
+              base=Base.DEFINITION, exists=Exists.FILE),
+    )
+
+
+class RawStorage(_DiskImage):
+    type_name = "raw"
+    doc = "A raw disk image (or a block device)."
+    fields = (_file_field("raw"), _size_field(), _INTERFACE, _READONLY)
+
+
+class CdromStorage(StorageType):
+    type_name = "cdrom"
+    doc = "An ISO image on an IDE CD-ROM drive (takes an IDE position); always read-only."
+    fields = (
+        Field("file", Kind.PATH, "The ISO image, relative to the directory of the "
+              "definition file; must exist.", required=True,
+              base=Base.DEFINITION, exists=Exists.FILE),
+    )
+
+    def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:
+        return (Claim("file", entry["file"], exclusive=False),)
+
+    def argv(self, entry: Mapping[str, Any], slots: DeviceSlots) -> StorageArgs:
+        name = entry["name"]
+        blockdev = _blockdev(name, "raw", entry["file"], readonly=True)
+        device = f"ide-cd{slots.ide()},drive={name},id={name}"
+        return StorageArgs(("-blockdev", blockdev, "-device", device))
+
+
+class VirtfsStorage(StorageType):
+    type_name = "virtfs"
+    doc = ("A host directory shared with the guest over 9p (`mount -t 9p -o trans=virtio "
+           "TAG /mnt`).")
+    fields = (
+        Field("path", Kind.PATH, "Host directory to share, relative to the directory of "
+              "the definition file; must exist. System directories (" +
+              ", ".join(f"`{p}`" for p in sorted(C.DANGEROUS_SHARE_PATHS)) +
+              ") are refused, after following symlinks, unless `allow_dangerous`.",
+              required=True, base=Base.DEFINITION, exists=Exists.DIR),
+        Field("mount_tag", Kind.STR, "Tag the guest mounts; unique within the VM.",
+              default_doc="the entry's `name`", pattern=C.MOUNT_TAG_RE,
+              pattern_help=C.MOUNT_TAG_HELP, what="mount tag"),
+        Field("security_model", Kind.ENUM, "How guest file ownership and modes are stored "
+              "(see QEMU's `-fsdev`).", default=C.DEFAULT_VIRTFS_SECURITY_MODEL,
+              choices=C.VIRTFS_SECURITY_MODELS),
+        Field("readonly", Kind.BOOL, "Share read-only.", default=False),
+        Field("allow_dangerous", Kind.BOOL, "Allow sharing a system directory.",
+              default=False),
+    )
+
+    def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
+        if entry["mount_tag"] is None:
+            entry["mount_tag"] = entry["name"]
+        real = os.path.realpath(entry["path"])
+        if real in C.DANGEROUS_SHARE_PATHS and not entry["allow_dangerous"]:
+            shown = real if real == entry["path"] else f"{entry['path']} (really {real})"
+            raise ConfigError(f"{shown} is a host system directory; sharing it lets the "
+                              "guest read or change it", path=join(path, "path"),
+                              hint="set allow_dangerous: true on this entry if that is "
+                              "what you want")
+        return entry
+
+    def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:
+        return (Claim("mount_tag", entry["mount_tag"], exclusive=True,
+                      hint="give each share its own mount_tag"),)
+
+    def argv(self, entry: Mapping[str, Any], slots: DeviceSlots) -> StorageArgs:
+        name = entry["name"]
+        fsdev = (f"local,id={name},path={opt_value(entry['path'])},"
+                 f"security_model={entry['security_model']}")
+        if entry["readonly"]:
+            fsdev += ",readonly=on"
+        device = f"virtio-9p-pci,fsdev={name},mount_tag={entry['mount_tag']}"
+        return StorageArgs(("-fsdev", fsdev, "-device", device))
+
+
+BUILTIN_STORAGE_TYPES: tuple[type[StorageType], ...] = (
+    Qcow2Storage, RawStorage, VirtfsStorage, CdromStorage,
+)
+
+
+def default_registry() -> StorageRegistry:
+    """A new registry holding the built-in types (a fresh instance on every call)."""
+    registry = StorageRegistry()
+    for cls in BUILTIN_STORAGE_TYPES:
+        registry.register(cls)
+    return registry
+
+
+def normalize_storage(items: object, *, path: str, ctx: PathContext,
+                      registry: StorageRegistry) -> list[dict[str, Any]]:
+    """Validate and normalize the ``storage`` list."""
+    entries: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    claimed: dict[tuple[str, str], tuple[str, bool]] = {}
+    for index, raw in enumerate(require_list(items, path, "[{name: disk, type: qcow2}]")):
+        here = join(path, index)
+        entry = _normalize_entry(require_mapping(raw, here, "a storage entry"), here, ctx,
+                                 registry)
+        if entry["name"] in names:
+            raise ConfigError(f"{show(entry['name'])} is already the name of "
+                              f"{names[entry['name']]}", path=join(here, "name"),
+                              hint="storage names must be unique within the VM")
+        names[entry["name"]] = here
+        for claim in registry.get(entry["type"]).claims(entry):
+            key = (claim.key, claim.value)
+            if key in claimed and (claim.exclusive or claimed[key][1]):
+                raise ConfigError(f"{show(claim.value)} is already used by {claimed[key][0]}",
+                                  path=join(here, claim.key), hint=claim.hint)
+            claimed.setdefault(key, (here, claim.exclusive))
+        entries.append(entry)
+    return entries
+
+
+def _normalize_entry(raw: Mapping[Any, Any], path: str, ctx: PathContext,
+                     registry: StorageRegistry) -> dict[str, Any]:
+    type_name = raw.get("type")
+    choices = ", ".join(registry.types())
+    if type_name is None:
+        raise ConfigError("is required", path=join(path, "type"), hint=f"use one of {choices}")
+    if not isinstance(type_name, str) or type_name not in registry:
+        raise ConfigError(f"{show(type_name)} is not a storage type", path=join(path, "type"),
+                          hint=f"use one of {choices}")
+    kind = registry.get(type_name)
+    elsewhere = {other: [f.key for f in registry.get(other).all_fields()]
+                 for other in registry.types() if other != type_name}
+    fields = tuple(replace(f, choices=registry.types()) if f.key == "type" else f
+                   for f in kind.all_fields())
+    entry = check_section(raw, fields, path, ctx, elsewhere)
+    if entry["name"] == C.SCSI_CONTROLLER_ID:
+        raise ConfigError(f"{show(entry['name'])} is reserved for the SCSI controller",
+                          path=join(path, "name"), hint="choose another name")
+    return kind.normalize(entry, path=path, ctx=ctx)
+
+
+def check_device_slots(entries: list[dict[str, Any]], *, machine: str | None, path: str,
+                       registry: StorageRegistry) -> None:
+    """Refuse storage the machine has no room for (QEMU would fail at start)."""
+    slots = DeviceSlots(machine)
+    for index, entry in enumerate(entries):
+        try:
+            registry.get(entry["type"]).argv(entry, slots)
+        except NoSlotLeft as err:
+            raise ConfigError(f"no room for this device: {err}", path=join(path, index),
+                              hint="attach disks with interface virtio or scsi instead of "
+                              "ide") from None

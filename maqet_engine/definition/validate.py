@@ -1,0 +1,67 @@
+"""From a raw definition mapping to a :class:`Spec`: strict checks, normalization."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.definition.check import PathContext, check_keys, check_section, show
+from maqet_engine.definition.model import Spec
+from maqet_engine.definition.network import normalize_network
+from maqet_engine.definition.schema import TOP
+from maqet_engine.definition.storage import (
+    StorageRegistry,
+    check_device_slots,
+    default_registry,
+    normalize_storage,
+)
+from maqet_engine.errors import ConfigError
+from maqet_engine.paths import Paths
+
+
+def validate_vm_name(name: object) -> str:
+    """Return ``name`` if it is a valid VM name, else raise :class:`ConfigError`.
+
+    VM names become directory names and QEMU's ``-name``, so only
+    ``constants.VM_NAME_RE`` passes: no ``/``, ``..``, spaces, NUL or commas.
+    """
+    if not isinstance(name, str) or not C.VM_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{show(name)} is not a valid VM name", path="name",
+                          hint=f"use {C.VM_NAME_HELP}")
+    return name
+
+
+def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
+               registry: StorageRegistry | None = None) -> Spec:
+    """Validate and normalize a definition (as returned by ``load_definition``).
+
+    :param base_dir: what relative paths outside the VM's directory start from.
+    :param paths: the installation's paths; disk files default into the VM's directory.
+    :param registry: storage types (default: :func:`default_registry`).
+    :raise ConfigError: the first problem found, with its dotted key path.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the definition is {show(raw)}, not a mapping",
+                          hint="write it as 'key: value' lines, starting with 'name:'")
+    check_keys(raw, TOP.keys(), "")  # before "name is required": 'nmae:' is a typo
+    name = raw.get("name")
+    if name is None:
+        raise ConfigError("is required", path="name",
+                          hint="set 'name:' in the definition or pass --name")
+    validate_vm_name(name)
+    ctx = PathContext(definition_dir=Path(os.path.abspath(base_dir)),
+                      vm_dir=paths.vm_data(name).root)
+    data = check_section(raw, TOP.fields, "", ctx)
+    registry = registry or default_registry()
+    data["storage"] = normalize_storage(data["storage"], path="storage", ctx=ctx,
+                                        registry=registry)
+    check_device_slots(data["storage"], machine=data["machine"], path="storage",
+                       registry=registry)
+    data["network"] = normalize_network(data["network"], path="network")
+    data["tags"] = sorted(set(data["tags"]))
+    if isinstance(data["binary"], str) and "/" in data["binary"]:
+        data["binary"] = os.path.normpath(ctx.definition_dir / Path(data["binary"]).expanduser())
+    return Spec(data)
