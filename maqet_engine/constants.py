@@ -116,12 +116,17 @@ IPC_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 30.0
 QUIT_TIMEOUT_S: Final = 5.0
 KILL_TIMEOUT_S: Final = 5.0
+# Bound on each QMP call of the stop ladder: a wedged (SIGSTOPped) QEMU never answers,
+# and SIGKILL must still be reached. A stop returns within timeout + 2 x this + the
+# waits after quit and kill (docs/runner.md).
+QMP_LADDER_CALL_TIMEOUT_S: Final = 0.5
 QEMU_LOG_TAIL_LINES: Final = 10
 
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner
 RUNNER_MODULE: Final = "maqet_engine.runner"
 QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
+QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqet show --argv)
 QMP_SOCKET_BACKLOG: Final = 16
 IPC_BACKLOG: Final = 64
 IPC_STATUS_TIMEOUT_S: Final = 5.0  # status/view queries must not hang a `maqet status`

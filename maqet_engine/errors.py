@@ -18,6 +18,7 @@ carries the process exit code the CLI uses (``docs/cli.md``)::
      |    +-- RunnerUnavailable     exit 5  no runner answers for a running VM
      |    +-- OperationTimeout      exit 5  something did not finish in time
      +-- HostError                  exit 6  missing binary, permissions, disk full
+          +-- QEMUNotFound          exit 6  the QEMU binary is not installed
           +-- StateStoreError       exit 6  the SQLite store cannot be used
 
 Wrappers keep their cause (``raise ... from err``); ``asyncio.CancelledError`` is
@@ -41,6 +42,9 @@ class MaqetError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
+        # Set by the engine when the failing call had already changed something (a
+        # definition stored before QEMU failed to start): that partial Result.
+        self.result: Any = None
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -137,6 +141,10 @@ class HostError(MaqetError):
     exit_code = C.EXIT_HOST
 
 
+class QEMUNotFound(HostError):
+    pass
+
+
 class StateStoreError(HostError):
     pass
 
@@ -147,7 +155,7 @@ _REMOTE_TYPES: dict[str, type[MaqetError]] = {
     for cls in (
         MaqetError, UsageError, ConfigError, NotFoundError, SnapshotNotFound, ConflictError,
         AlreadyExists, StateConflict, RuntimeFailure, RunnerUnavailable, OperationTimeout,
-        HostError, StateStoreError,
+        HostError, QEMUNotFound, StateStoreError,
     )
 }
 

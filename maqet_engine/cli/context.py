@@ -1,36 +1,37 @@
-"""What every CLI handler gets: paths, output mode, the engine context."""
+"""What every CLI handler gets: the engine context, the output mode, progress."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from maqet_engine.cli.output import dump_json
-from maqet_engine.frozen import Frozen
-from maqet_engine.paths import Paths
-from maqet_engine.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
-    from maqet_engine.engine.context import EngineContext
+    from maqet_engine.engine import EngineContext, Result
 
 
-class CLIContext(Frozen):
+class CLIContext:
     """Built once per command by ``cli.main``."""
 
-    __slots__ = ("paths", "json", "debug")
-    paths: Paths
-    json: bool
-    debug: bool
+    __slots__ = ("base", "json", "debug")
+
+    def __init__(self, *, base: EngineContext, json: bool, debug: bool) -> None:
+        self.base = base
+        self.json = json
+        self.debug = debug
 
     def engine(self, *, check_mode: bool = False) -> EngineContext:
-        from maqet_engine.engine.context import EngineContext
+        """The engine context of this command (with check mode when asked)."""
+        if check_mode == self.base.check_mode:
+            return self.base
+        import dataclasses
 
-        return EngineContext(paths=self.paths, check_mode=check_mode)
-
-    def store(self, *, create: bool = False) -> Store:
-        return Store.open(self.paths.db, create=create)
+        return dataclasses.replace(self.base, check_mode=check_mode)
 
     def emit(self, data: Any, human: str | None = None) -> None:
         """Print ``data`` as JSON with --json, else the human text (if any)."""
@@ -39,7 +40,23 @@ class CLIContext(Frozen):
         elif human:
             print(human)
 
-    def progress(self, message: str) -> None:
-        """One progress line on stderr for slow steps (TTY only, never in --json)."""
-        if not self.json and sys.stderr.isatty():
-            print(f"{message}...", file=sys.stderr, flush=True)
+    def emit_result(self, result: Result, unchanged: str = "unchanged") -> None:
+        """A Result: its dict with --json, else ``NAME: changed (actions)``."""
+        if self.json:
+            dump_json(result.to_dict())
+            return
+        print(f"{result.name}: " + (f"changed ({', '.join(result.describe())})"
+                                    if result.changed else unchanged))
+
+    @contextlib.contextmanager
+    def progress(self, message: str) -> Iterator[None]:
+        """A TTY progress bar for a step that may take more than a second (nothing with
+        --json or when stderr is not a terminal)."""
+        from maqet_engine.cli.progress import tty_progress
+
+        tracker = tty_progress(self.json, sys.stderr)
+        if tracker is None:
+            yield
+            return
+        with tracker.track(message):
+            yield

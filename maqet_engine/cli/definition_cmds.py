@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
 from maqet_engine.cli.output import human_size, key_values, table
+from maqet_engine.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-if TYPE_CHECKING:
-    from maqet_engine.engine.result import Result
+    from maqet_engine.engine import Result
+
+# The desired states (the engine's STATES, spelled here so that --help does not
+# import the engine's API; a unit test keeps them equal).
+STATES = ("present", "running", "paused", "stopped", "restarted", "absent")
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -29,18 +34,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                                   description="Converge a VM to the desired state and "
                                   "report what changed.")
     _definition_options(apply, required=False)
-    apply.add_argument("--state", default="present",
-                       choices=("present", "running", "stopped", "restarted", "absent"))
+    apply.add_argument("--state", default="present", choices=STATES)
     apply.add_argument("--recreate", action="store_true",
                        help="restart a running VM whose definition changed")
-    apply.add_argument("--timeout", type=float, default=C.STOP_TIMEOUT_S,
+    apply.add_argument("--timeout", type=seconds, default=C.STOP_TIMEOUT_S,
                        help="seconds to wait for a graceful stop (default %(default)s)")
-    apply.add_argument("--force", action="store_true", help="skip the graceful stop")
+    apply.add_argument("--force", action="store_true",
+                       help="stop without waiting for the guest: QMP quit, then SIGKILL")
     apply.add_argument("--purge", action="store_true",
                        help="with --state absent: delete the VM's directory and created disks")
     apply.add_argument("--check", action="store_true", help="report what would change; do nothing")
     apply.add_argument("--diff", action="store_true",
-                       help="show the definition before and after")
+                       help="show the run status and definition before and after")
     apply.set_defaults(handler=cmd_apply)
 
     ls = subparsers.add_parser("ls", parents=[common], help="list VMs")
@@ -48,12 +53,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
     show = subparsers.add_parser("show", parents=[common], help="show one VM")
     show.add_argument("name")
-    show.add_argument("--argv", action="store_true", help="print the exact QEMU command line")
+    show.add_argument("--argv", action="store_true",
+                      help="print the QEMU command line (QMP_FD stands for the number of the "
+                      "QMP socket's file descriptor)")
     show.set_defaults(handler=cmd_show)
 
     rm = subparsers.add_parser("rm", parents=[common], help="remove a VM definition")
     rm.add_argument("name")
-    rm.add_argument("--force", action="store_true", help="stop the VM first if it runs")
+    rm.add_argument("--force", action="store_true",
+                    help="a running VM is stopped first, without waiting for the guest "
+                    "(QMP quit, then SIGKILL); without it a running VM is refused")
+    rm.add_argument("--timeout", type=seconds, default=C.STOP_TIMEOUT_S,
+                    help=argparse.SUPPRESS)
     rm.add_argument("--purge", action="store_true",
                     help="also delete the files maqet created for it (disks, logs); "
                     "disks you supplied are kept")
@@ -64,19 +75,36 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     rm.set_defaults(handler=cmd_rm)
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0 (``nan``, ``inf``, ``-1``: no)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _definition_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("-c", "--config", action="append", type=Path, default=[],
-                        required=required, metavar="FILE",
-                        help="YAML definition; repeat to deep-merge (later wins)")
+    parser.add_argument("-d", "--definition", action="append", type=Path, default=[],
+                        dest="files", metavar="FILE",
+                        help="YAML definition file; repeat to deep-merge (later wins)"
+                        + (" (required)" if required else ""))
+    # The first spelling of the option (kept so that scripts do not break).
+    parser.add_argument("-c", "--config", action="append", type=Path, dest="files",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--name", help="VM name (overrides the files)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="override one key, e.g. --set memory=1G --set storage.0.size=4G")
 
 
-def _load_spec(args: argparse.Namespace, ctx: CLIContext) -> Any:
-    from maqet_engine.engine import load_spec
+def _load(args: argparse.Namespace, ctx: CLIContext) -> Any:
+    from maqet_engine.engine import load_definition
 
-    return load_spec(ctx.engine(), files=args.config, name=args.name, sets=args.sets)
+    return load_definition(ctx.engine(), files=args.files, name=args.name, sets=args.sets)
 
 
 def _print_result(ctx: CLIContext, result: Result, *, diff: bool = False) -> None:
@@ -84,8 +112,8 @@ def _print_result(ctx: CLIContext, result: Result, *, diff: bool = False) -> Non
         ctx.emit(result.to_dict())
         return
     verb = "changed" if result.changed else "unchanged"
-    lines = [f"{result.name}: {verb}" + (f" ({', '.join(result.actions)})"
-                                         if result.actions else "")]
+    actions = result.describe()
+    lines = [f"{result.name}: {verb}" + (f" ({', '.join(actions)})" if actions else "")]
     if result.restart_required:
         lines.append(f"{result.name}: restart required to apply the new definition "
                      "(apply --recreate, or restart it)")
@@ -108,57 +136,55 @@ def _render_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 def cmd_add(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.engine import define
 
-    result = define(ctx.engine(), _load_spec(args, ctx))
+    if not args.files:
+        raise UsageError("add needs a definition: -d FILE")
+    result = define(ctx.engine(), _load(args, ctx))
     _print_result(ctx, result)
     return C.EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.engine import apply
-    from maqet_engine.errors import UsageError
 
-    spec = _load_spec(args, ctx) if args.config else None
+    spec = _load(args, ctx) if args.files else None
     if spec is None and not args.name:
-        raise UsageError("apply needs -c FILE or --name NAME")
+        raise UsageError("apply needs -d FILE or --name NAME")
     if spec is None and args.sets:
-        raise UsageError("--set needs -c FILE: it overrides a definition")
-    if args.state not in ("present", "absent"):
-        ctx.progress(f"{args.state} {spec.name if spec else args.name}")
-    result = apply(ctx.engine(check_mode=args.check), spec=spec, name=args.name,
-                   state=args.state, recreate=args.recreate, timeout=args.timeout,
-                   force=args.force, purge=args.purge)
+        raise UsageError("--set needs -d FILE: it overrides a definition")
+    name = spec.name if spec else args.name
+    slow = args.state not in ("present", "absent") and not args.check
+    with ctx.progress(f"{args.state} {name}") if slow else contextlib.nullcontext():
+        result = apply(ctx.engine(check_mode=args.check), spec=spec, name=args.name,
+                       state=args.state, recreate=args.recreate, timeout=args.timeout,
+                       force=args.force, purge=args.purge)
     _print_result(ctx, result, diff=args.diff)
     return C.EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine.engine.view import vm_view
+    from maqet_engine.engine import list_vms
 
-    with ctx.store() as store:
-        records = store.list_vms()
+    views = list_vms(ctx.engine()).data
     if ctx.json:
-        ctx.emit([vm_view(r, ctx.paths) for r in records])
+        ctx.emit(views)
         return C.EXIT_OK
     rows = []
-    for r in records:
-        spec = r.spec_data
-        rows.append((r.name, r.status.value, spec.get("cpu"), human_size(spec.get("memory")),
-                     ",".join(spec.get("tags") or [])))
+    for view in views:
+        spec = view["spec"]
+        rows.append((view["name"], view["status"], spec.get("cpu"),
+                     human_size(spec.get("memory")), ",".join(view["tags"])))
     print(table(("NAME", "STATUS", "CPUS", "MEMORY", "TAGS"), rows) if rows else
-          "no VMs defined (add one with 'maqet add -c FILE')")
+          "no VMs defined (add one with 'maqet add -d FILE')")
     return C.EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine.engine.view import qemu_argv, vm_view
+    from maqet_engine.engine import show
 
-    with ctx.store() as store:
-        record = store.require_vm(args.name)
+    view = show(ctx.engine(), args.name).data
     if args.argv:
-        argv = qemu_argv(record, ctx.paths)
-        ctx.emit(argv, shlex.join(argv))
+        ctx.emit(view["argv"], shlex.join(view["argv"]))
         return C.EXIT_OK
-    view = vm_view(record, ctx.paths, with_argv=ctx.json)
     if ctx.json:
         ctx.emit(view)
         return C.EXIT_OK
@@ -184,8 +210,7 @@ def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.engine import remove
 
     result = remove(ctx.engine(check_mode=args.check), args.name, force=args.force,
-                    purge=args.purge,
-                    missing_ok=args.missing_ok)
+                    purge=args.purge, missing_ok=args.missing_ok, timeout=args.timeout)
     if not ctx.json and not result.changed:
         print(f"{args.name}: absent")
         return C.EXIT_OK

@@ -58,9 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         from maqet_engine.cli.context import CLIContext
-        from maqet_engine.paths import resolve_paths
+        from maqet_engine.engine import EngineContext
 
-        ctx = CLIContext(paths=resolve_paths(), json=as_json, debug=debug)
+        ctx = CLIContext(base=EngineContext.from_env(), json=as_json, debug=debug)
         return int(args.handler(args, ctx))
     except MaqetError as err:
         return _report(err, as_json, debug)
@@ -82,12 +82,18 @@ def _report(err: MaqetError, as_json: bool, debug: bool) -> int:
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
+    partial = getattr(err, "result", None)  # what the call changed before it failed
     if as_json:
         from maqet_engine.cli.output import dump_json
 
-        dump_json({"error": err.to_dict()})
+        data = {"error": err.to_dict(), "changed": bool(partial and partial.changed)}
+        if partial is not None:
+            data["result"] = partial.to_dict()
+        dump_json(data)
     else:
-        print(f"maqet: error: {err}", file=sys.stderr)
+        done = f" (changed before the error: {', '.join(partial.describe())})" \
+            if partial is not None and partial.changed else ""
+        print(f"maqet: error: {err}{done}", file=sys.stderr)
     return err.exit_code
 
 

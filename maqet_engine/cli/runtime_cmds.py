@@ -1,17 +1,17 @@
 """Run-state commands: start, stop, restart, pause, resume, status, logs, and the QMP
-helpers qmp, keys, type, screendump. Thin: the logic lives in ``maqet_engine.engine.lifecycle``
-(and, for start/stop/restart, goes through the engine's ``apply``)."""
+helpers qmp, keys, type, wait, screendump. Thin: each is one call of the engine's
+facade (``maqet_engine.engine``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
+from maqet_engine.cli.definition_cmds import seconds
 from maqet_engine.errors import UsageError
 
 TYPE_CHECKING = False
@@ -33,10 +33,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                                  cmd_stop),
                                 ("restart", "stop (as 'stop') and start again", cmd_restart)):
         parser = add(name, text, handler)
-        parser.add_argument("--timeout", type=float, default=C.STOP_TIMEOUT_S,
+        parser.add_argument("--timeout", type=seconds, default=C.STOP_TIMEOUT_S,
                             help="seconds the guest gets to power off (default %(default)s)")
         parser.add_argument("--force", action="store_true",
-                            help="skip the ACPI powerdown: QMP quit, then SIGKILL")
+                            help="do not wait for the guest: QMP quit, then SIGKILL")
     add("pause", "pause a running VM's vCPUs", cmd_pause)
     add("resume", "resume a paused VM", cmd_resume)
     add("status", "run state: runner, QEMU, accelerator, last exit", cmd_status)
@@ -70,7 +70,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                "terminal escapes stripped) appears on the VM's serial console, counting "
                "from the start of this boot unless --since gives a later offset.")
     wait.add_argument("pattern")
-    wait.add_argument("--timeout", type=float, default=C.SERIAL_WAIT_TIMEOUT_S,
+    wait.add_argument("--timeout", type=seconds, default=C.SERIAL_WAIT_TIMEOUT_S,
                       help="seconds to wait (default %(default)s)")
     wait.add_argument("--since", type=int, default=0, metavar="OFFSET",
                       help="only text after this offset (printed by an earlier wait)")
@@ -79,64 +79,56 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 # --- start / stop ---------------------------------------------------------------------------
-def _apply(args: argparse.Namespace, ctx: CLIContext, state: str, unchanged: str) -> int:
-    from maqet_engine.engine import apply
+_DOING = {"start": "starting", "stop": "stopping", "restart": "restarting"}
 
-    extra = {"timeout": args.timeout, "force": args.force} if state != "running" else {}
-    if sys.stderr.isatty() and not ctx.json:
-        ctx.progress(f"{'starting' if state == 'running' else state.rstrip('ed') + 'ing'} "
-                     f"{args.name}")
-    result = apply(ctx.engine(), name=args.name, state=state, **extra)
-    if ctx.json:
-        ctx.emit(result.to_dict())
-    else:
-        print(f"{args.name}: {', '.join(result.actions) if result.actions else unchanged}")
+
+def _run_state(args: argparse.Namespace, ctx: CLIContext, verb: str, unchanged: str) -> int:
+    from maqet_engine import engine
+
+    extra = {"timeout": args.timeout, "force": args.force} if verb != "start" else {}
+    with ctx.progress(f"{_DOING[verb]} {args.name}"):
+        result = getattr(engine, verb)(ctx.engine(), args.name, **extra)
+    _emit_actions(ctx, result, unchanged)
     return C.EXIT_OK
+
+
+def _emit_actions(ctx: CLIContext, result: Any, unchanged: str) -> None:
+    actions = result.describe()
+    ctx.emit(result.to_dict(), f"{result.name}: {', '.join(actions) if actions else unchanged}")
 
 
 def cmd_start(args: argparse.Namespace, ctx: CLIContext) -> int:
-    return _apply(args, ctx, "running", "already running")
+    return _run_state(args, ctx, "start", "already running")
 
 
 def cmd_stop(args: argparse.Namespace, ctx: CLIContext) -> int:
-    return _apply(args, ctx, "stopped", "already stopped")
+    return _run_state(args, ctx, "stop", "already stopped")
 
 
 def cmd_restart(args: argparse.Namespace, ctx: CLIContext) -> int:
-    return _apply(args, ctx, "restarted", "restarted")
-
-
-def _pause_resume(args: argparse.Namespace, ctx: CLIContext, paused: bool) -> int:
-    from maqet_engine.engine import lifecycle
-
-    with ctx.store() as store:
-        store.require_vm(args.name)
-        op = lifecycle.pause if paused else lifecycle.resume
-        actions = op(ctx.paths, store, args.name)
-    unchanged = "already paused" if paused else "already running"
-    ctx.emit({"name": args.name, "changed": bool(actions), "actions": actions},
-             f"{args.name}: {', '.join(actions) if actions else unchanged}")
-    return C.EXIT_OK
+    return _run_state(args, ctx, "restart", "restarted")
 
 
 def cmd_pause(args: argparse.Namespace, ctx: CLIContext) -> int:
-    return _pause_resume(args, ctx, True)
+    from maqet_engine.engine import pause
+
+    _emit_actions(ctx, pause(ctx.engine(), args.name), "already paused")
+    return C.EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, ctx: CLIContext) -> int:
-    return _pause_resume(args, ctx, False)
+    from maqet_engine.engine import resume
+
+    _emit_actions(ctx, resume(ctx.engine(), args.name), "already running")
+    return C.EXIT_OK
 
 
 # --- status and logs ----------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.cli.output import key_values
-    from maqet_engine.engine import lifecycle
+    from maqet_engine.engine import status
 
-    with ctx.store() as store:
-        record = store.require_vm(args.name)
-        view = lifecycle.runtime_view(ctx.paths, store, record)
-        events = [e.to_dict() for e in store.events(args.name, limit=5)]
-    view = {"name": args.name, **view, "events": events}
+    view = status(ctx.engine(), args.name).data
     if ctx.json:
         ctx.emit(view)
         return C.EXIT_OK
@@ -147,41 +139,28 @@ def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
              ("qmp status", view.get("qmp_status")), ("runner", runner),
              ("qemu pid", view["qemu_pid"] if view["qemu_alive"] else None),
              ("accel", view["accel"]), ("last exit", view["last_exit"])]
+    if view["status"] != view["recorded_status"]:
+        pairs.append(("note", view["reason"]))
     print(key_values(pairs))
     return C.EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace, ctx: CLIContext) -> int:
-    with ctx.store() as store:
-        store.require_vm(args.name)
-    data = ctx.paths.vm_data(args.name)
-    path = {"serial": data.serial_log, "qemu": data.qemu_log, "runner": data.runner_log}[args.log]
+    from maqet_engine.engine import log_path, read_log
+
+    path = log_path(ctx.engine(), args.name, args.log)
     if not path.exists() and not args.follow:
         print(f"{args.name}: no {args.log} log yet ({path})", file=sys.stderr)
         return C.EXIT_OK
-    from maqet_engine.engine.logs import follow, tail_bytes
-
     out = sys.stdout.buffer
-    offset = 0
-    if path.exists():
-        content, offset = tail_bytes(path, args.lines)
-        out.write(content)
+    for chunk in read_log(ctx.engine(), args.name, args.log, lines=args.lines,
+                          follow=args.follow):
+        out.write(chunk)
         out.flush()
-    if args.follow:
-        for chunk in follow(path, offset):
-            out.write(chunk)
-            out.flush()
     return C.EXIT_OK
 
 
 # --- QMP helpers ------------------------------------------------------------------------------
-def _call(ctx: CLIContext, name: str, method: str, **params: Any) -> Any:
-    from maqet_engine.engine import lifecycle
-
-    with ctx.store() as store:
-        return lifecycle.call(ctx.paths, store, name, method, **params)
-
-
 def parse_qmp_arguments(args_json: str | None, pairs: list[str]) -> dict[str, Any]:
     """``--args JSON`` and/or ``key=value`` words (value: JSON if it parses, else text)."""
     arguments: dict[str, Any] = {}
@@ -205,35 +184,42 @@ def parse_qmp_arguments(args_json: str | None, pairs: list[str]) -> dict[str, An
 
 
 def cmd_qmp(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.engine import qmp
+
     arguments = parse_qmp_arguments(args.args_json, args.pairs)
-    result = _call(ctx, args.name, "qmp", command=args.command, arguments=arguments)
-    json.dump(result, sys.stdout, indent=2, sort_keys=True)
+    result = qmp(ctx.engine(), args.name, args.command, arguments)
+    json.dump(result.data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     return C.EXIT_OK
 
 
 def cmd_keys(args: argparse.Namespace, ctx: CLIContext) -> int:
-    result = _call(ctx, args.name, "keys", keys=args.keys)
-    ctx.emit(result, None)
+    from maqet_engine.engine import send_keys
+
+    ctx.emit(send_keys(ctx.engine(), args.name, args.keys).data, None)
     return C.EXIT_OK
 
 
 def cmd_type(args: argparse.Namespace, ctx: CLIContext) -> int:
-    result = _call(ctx, args.name, "type", text=args.text.replace("\\n", "\n"))
-    ctx.emit(result, None)
+    from maqet_engine.engine import type_text
+
+    ctx.emit(type_text(ctx.engine(), args.name, args.text.replace("\\n", "\n")).data, None)
     return C.EXIT_OK
 
 
 def cmd_wait(args: argparse.Namespace, ctx: CLIContext) -> int:
-    ctx.progress(f"waiting for {args.pattern!r} on {args.name}'s console")
-    result = _call(ctx, args.name, "serial_wait", pattern=args.pattern, since=args.since,
-                   timeout=args.timeout, ipc_timeout=args.timeout + C.IPC_TIMEOUT_S)
-    ctx.emit(result, f"{args.name}: {result['match']} (offset {result['offset']})")
+    from maqet_engine.engine import wait_console
+
+    with ctx.progress(f"waiting for {args.pattern!r} on {args.name}'s console"):
+        found = wait_console(ctx.engine(), args.name, args.pattern, since=args.since,
+                             timeout=args.timeout).data
+    ctx.emit(found, f"{args.name}: {found['match']} (offset {found['offset']})")
     return C.EXIT_OK
 
 
 def cmd_screendump(args: argparse.Namespace, ctx: CLIContext) -> int:
-    target = Path(os.path.abspath(args.output))  # the caller's cwd, not QEMU's
-    result = _call(ctx, args.name, "screendump", path=str(target), format=C.SCREENDUMP_FORMAT)
-    ctx.emit(result, str(target))
+    from maqet_engine.engine import screendump
+
+    result = screendump(ctx.engine(), args.name, args.output)
+    ctx.emit(result.data, result.data["path"])
     return C.EXIT_OK

@@ -4,7 +4,6 @@ maqet created (registered with their owner VM), and those whose VM is gone."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from maqet_engine import constants as C
 from maqet_engine.cli.context import CLIContext
@@ -35,27 +34,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     rm.set_defaults(handler=cmd_rm)
 
 
-def _entries(ctx: CLIContext, *, orphaned: bool) -> list[dict[str, Any]]:
-    from maqet_engine.store import storage_records as records
-
-    with ctx.store() as store:
-        orphans = {r.path for r in records.orphaned_files(store)}
-        rows = records.orphaned_files(store) if orphaned else records.all_files(store)
-    entries = []
-    for row in rows:
-        data = row.to_dict()
-        try:
-            stat = os.stat(row.path)
-            data.update(exists=True, size=stat.st_size, allocated=stat.st_blocks * 512)
-        except OSError:
-            data.update(exists=False, size=None, allocated=None)
-        data["orphaned"] = row.path in orphans
-        entries.append(data)
-    return entries
-
-
 def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
-    entries = _entries(ctx, orphaned=args.orphaned)
+    from maqet_engine.engine import storage_files
+
+    entries = storage_files(ctx.engine(), orphaned=args.orphaned).data
     if not entries:
         human = "no orphaned files" if args.orphaned else "no files created by maqet"
     else:
@@ -68,15 +50,15 @@ def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine.storage import purge_orphans
+    from maqet_engine.engine import purge_orphaned_storage
 
     if not args.orphaned:  # pragma: no cover - argparse requires it
         raise UsageError("storage rm needs --orphaned")
-    with ctx.store() as store:
-        deleted = purge_orphans(ctx.paths, store, check_mode=args.check)
+    result = purge_orphaned_storage(ctx.engine(check_mode=args.check))
+    deleted = result.data
     verb = "would delete" if args.check else "deleted"
     human = (f"{verb} {len(deleted)} orphaned file(s):\n" + "\n".join(f"  {p}" for p in deleted)
              if deleted else "no orphaned files")
-    ctx.emit({"changed": bool(deleted), "deleted": [str(p) for p in deleted],
-              "check_mode": args.check}, human)
+    ctx.emit({"changed": result.changed, "deleted": deleted, "check_mode": args.check,
+              "actions": result.actions}, human)
     return C.EXIT_OK

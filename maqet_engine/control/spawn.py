@@ -1,8 +1,11 @@
 """Start a detached runner and wait for its readiness line (no polling, no sleeps).
 
-The spawner builds QEMU's command line from the spec (:func:`qemu_launch_argv`) and
-writes it to the runner's stdin as ``{"qemu_argv": [...]}``: the runner itself never
-imports the spec package (it would cost every running VM ~4 MiB of memory).
+The spawner binds QEMU's QMP listening socket itself, has the engine build QEMU's
+command line around that socket's fd (the command line is built once, and is exactly
+what runs), and writes it to the runner's stdin as ``{"qemu_argv": [...], "qmp_fd":
+N}``; the runner inherits the fd under the same number and hands it to QEMU. So the
+socket exists before QEMU starts (no connect race) and the runner never imports the
+definition package (it would cost every running VM ~4 MiB of memory).
 
 The runner gets the write end of an ``os.pipe`` as ``--ready-fd``; it writes one JSON
 line when QEMU answers QMP (``{"ok": true, ...}``) or when it fails
@@ -16,9 +19,11 @@ import contextlib
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +34,23 @@ from maqet_engine.errors import (
     RunnerUnavailable,
     error_from_dict,
 )
-from maqet_engine.paths import Paths
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from maqet_engine.store import VMRecord
+from maqet_engine.paths import Paths, VMRuntimePaths
 
 
-def qemu_launch_argv(record: VMRecord, paths: Paths) -> list[str]:
-    """QEMU's command line for ``record`` (spec code, imported here, not in the runner)."""
-    from maqet_engine.definition import Spec, build_argv, resolve_accel
-
-    spec = Spec.from_json(record.spec_json)
-    accel = resolve_accel(spec.data.get("accel", C.DEFAULT_ACCEL))
-    return build_argv(spec, runtime=paths.vm_runtime(record.id),
-                      data=paths.vm_data(record.name), accel=accel)
+def bind_qmp_socket(path: Path) -> socket.socket:
+    """QEMU's QMP listening socket at ``path`` (a stale one is replaced), mode 0600. QEMU
+    keeps listening on it for as long as it lives, so a new runner can reconnect."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fsencode(path))
+        os.chmod(path, 0o600)
+        sock.listen(C.QMP_SOCKET_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
@@ -59,20 +66,29 @@ def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
-def spawn_runner(name: str, paths: Paths, *, qemu_argv: list[str] | None,
+def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
+                 qemu_argv: Callable[[int], list[str]] | None,
                  timeout: float = C.RUNNER_READY_TIMEOUT_S) -> dict[str, Any]:
     """Spawn the runner of VM ``name`` in a new session; return its readiness message.
 
-    ``qemu_argv`` (from :func:`qemu_launch_argv`) is what the runner launches when there is
-    no live QEMU to re-adopt; None lets it only re-adopt.
+    ``qemu_argv`` builds the command line the runner launches when there is no live
+    QEMU to re-adopt, given the fd of the QMP socket bound here; None lets the runner
+    only re-adopt.
 
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
     """
     runner_log = paths.vm_data(name).runner_log
     runner_log.parent.mkdir(parents=True, exist_ok=True)
+    launch: dict[str, Any] | None = None
+    qmp: socket.socket | None = None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
+        pass_fds = [write_fd]
+        if qemu_argv is not None:
+            qmp = bind_qmp_socket(runtime.qmp_socket)
+            launch = {"qemu_argv": qemu_argv(qmp.fileno()), "qmp_fd": qmp.fileno()}
+            pass_fds.append(qmp.fileno())
         with open(runner_log, "ab") as log:
             proc = subprocess.Popen(
                 # -P: no cwd on sys.path, so the caller's directory cannot shadow the
@@ -80,12 +96,17 @@ def spawn_runner(name: str, paths: Paths, *, qemu_argv: list[str] | None,
                 [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
                  "--ready-fd", str(write_fd), "--data", str(paths.data),
                  "--runtime", str(paths.runtime), "--config", str(paths.config)],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
+                stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
                 start_new_session=True, close_fds=True, env=_runner_env(),
             )
+    except BaseException:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
-    _send_launch(proc, qemu_argv)
+        if qmp is not None:
+            qmp.close()  # the runner holds its own copy
+    _send_launch(proc, launch)
     try:
         line = _read_line(read_fd, timeout)
     finally:
@@ -114,11 +135,11 @@ def spawn_runner(name: str, paths: Paths, *, qemu_argv: list[str] | None,
     return message
 
 
-def _send_launch(proc: subprocess.Popen[bytes], qemu_argv: list[str] | None) -> None:
+def _send_launch(proc: subprocess.Popen[bytes], launch: dict[str, Any] | None) -> None:
     """Write the launch data to the runner's stdin and close it (EOF ends its read). A
     runner that died first is reported by the ready pipe's EOF, not here."""
     assert proc.stdin is not None
-    data = json.dumps({"qemu_argv": qemu_argv}).encode() if qemu_argv else b""
+    data = json.dumps(launch).encode() if launch else b""
     with contextlib.suppress(BrokenPipeError):
         proc.stdin.write(data)
     with contextlib.suppress(BrokenPipeError):

@@ -19,10 +19,14 @@ def memory_arg(n_bytes: int) -> str:
 
 
 def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel: str,
+               qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
                registry: StorageRegistry | None = None) -> list[str]:
     """QEMU's argv (``argv[0]`` is ``binary`` as written; the runner resolves it).
 
     :param accel: the resolved accelerator (``kvm`` or ``tcg``), see ``resolve_accel``.
+    :param qmp_fd: the fd of the QMP listening socket the spawner bound (QEMU inherits
+        it). Views pass nothing and show :data:`~maqet_engine.constants.QMP_FD_PLACEHOLDER`:
+        the one part of a shown command line that differs from what runs.
     :param registry: storage types (default: :func:`default_registry`).
     """
     d = spec.data
@@ -39,7 +43,8 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
         argv += ["-cpu", d["cpu_model"]]
     serial = C.SERIAL_CHARDEV_ID
     argv += [
-        "-qmp", f"unix:{opt_value(str(runtime.qmp_socket))},server=on,wait=off",
+        "-chardev", f"socket,id={C.QMP_CHARDEV_ID},fd={qmp_fd},server=on,wait=off",
+        "-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control",
         "-chardev", f"socket,id={serial},path={opt_value(str(runtime.serial_socket))},"
         f"server=on,wait=off,logfile={opt_value(str(data.serial_log))},logappend=on",
         "-serial", f"chardev:{serial}",

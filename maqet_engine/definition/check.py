@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -180,6 +181,10 @@ def _check_str(value: object, f: Field, path: str, *, allow_empty: bool = False)
 
 
 def _check_int(value: object, f: Field, path: str) -> int:
+    # A string of ASCII digits is a number: what Ansible passes for "{{ n }}" with
+    # -e n=2, or an INI inventory variable.
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{show(value)} is not an integer", path=path, hint=describe(f))
     if (f.minimum is not None and value < f.minimum) or (
@@ -187,6 +192,9 @@ def _check_int(value: object, f: Field, path: str) -> int:
     ):
         raise ConfigError(f"{value} is out of range", path=path, hint=describe(f))
     return value
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def _check_size(value: object, f: Field, path: str) -> int:

@@ -1,11 +1,19 @@
-"""The desired-state API every front end (CLI, Ansible modules, Python) shares.
+"""The engine's facade: the one way in for every front end (the ``maqet`` CLI, the
+``maqet.vm`` Ansible collection, Python users). Front ends import this package and
+:mod:`maqet_engine.errors`, nothing else (an architecture test enforces it).
 
-``apply()`` converges one VM to ``present / running / stopped / restarted /
-absent`` and returns a :class:`Result` (changed, diff, actions, the VM). With
-``check_mode`` it computes the same result without side effects.
+Every call takes an :class:`EngineContext` (where the installation lives, check mode)
+and returns a :class:`Result`: ``changed``, ``actions``, ``before``/``after``, the VM's
+view and ``data``. See docs/api.md::
 
-Names are resolved lazily (PEP 562) so that importing a light submodule such as
-``engine.view`` does not pull in the spec package: ``maqet ls`` stays fast.
+    from maqet_engine import engine
+
+    ctx = engine.EngineContext.for_home("/tmp/maqet-demo")
+    spec = engine.load_definition(ctx, definition={"name": "vm1", "memory": "256M"})
+    result = engine.apply(ctx, spec=spec, state="present")
+
+Names are resolved lazily (PEP 562), so importing the facade stays cheap: ``maqet ls``
+pays only for what it calls.
 """
 
 from __future__ import annotations
@@ -16,18 +24,27 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+_API = "maqet_engine.engine.api"
+_OPS = "maqet_engine.engine.operations"
 _EXPORTS = {
-    "STATES": "maqet_engine.engine.api",
-    "apply": "maqet_engine.engine.api",
-    "define": "maqet_engine.engine.api",
-    "load_spec": "maqet_engine.engine.api",
-    "remove": "maqet_engine.engine.api",
+    # definitions and desired state
+    "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
+    # run state
+    "start": _OPS, "stop": _OPS, "restart": _OPS, "pause": _OPS, "resume": _OPS,
+    # reading
+    "list_vms": _OPS, "show": _OPS, "status": _OPS, "read_log": _OPS, "log_path": _OPS,
+    "LOGS": _OPS,
+    # requests to a running VM
+    "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
+    "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
+    "write_console": _OPS,
+    # snapshots and storage
+    "snapshot": _OPS, "list_snapshots": _OPS, "storage_files": _OPS,
+    "purge_orphaned_storage": _OPS,
+    # the contract
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",
-    "vm_view": "maqet_engine.engine.view",
-    "qemu_argv": "maqet_engine.engine.view",
-    "apply_snapshot": "maqet_engine.snapshots.api",
-    "list_snapshots": "maqet_engine.snapshots.api",
+    "describe_action": "maqet_engine.engine.result",
 }
 
 __all__ = sorted(_EXPORTS)

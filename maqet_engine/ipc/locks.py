@@ -1,6 +1,6 @@
 """Is a VM's runner alive? The runner holds an exclusive ``flock`` on its lock file
 for its whole life, so the answer is "is that lock taken" — never a PID guess (PIDs
-are reused; zombies are not alive)."""
+are reused; zombies are not alive). Which process QEMU is: :mod:`.procs`."""
 
 from __future__ import annotations
 
@@ -71,49 +71,4 @@ def acquire(lock_file: Path, *, blocking: bool) -> int | None:
             continue
         if (current.st_dev, current.st_ino) == (st.st_dev, st.st_ino):
             return fd
-        os.close(fd)
-
-
-def qemu_alive(pid: int | None, marker: str) -> bool:
-    """``pid`` is a live (not zombie) process whose command line contains ``marker``
-    (a VM's runtime directory: unique per VM id, so a reused PID does not match)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            args = fh.read().split(b"\0")
-    except (OSError, IndexError):
-        return False
-    if state in (b"Z", b"X"):  # a zombie is not a running VM
-        return False
-    needle = os.fsencode(marker)
-    return any(needle in arg for arg in args)
-
-
-def open_pidfd(pid: int | None, marker: str) -> int | None:
-    """A pidfd of the live process ``pid`` whose command line contains ``marker``, to
-    wait for its exit later without a PID-reuse race (None when it is not there)."""
-    if not pid:
-        return None
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    if qemu_alive(pid, marker):  # same checks: alive, not a zombie, the right program
-        return fd
-    os.close(fd)
-    return None
-
-
-def wait_pidfd(fd: int, timeout: float) -> bool:
-    """Block until the process behind ``fd`` exited (True) or ``timeout`` passed; closes
-    ``fd``."""
-    import select
-
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
         os.close(fd)

@@ -3,9 +3,10 @@ the runner of one VM.
 
 Spawned detached by :mod:`maqet_engine.control.spawn` (MAQET_HOME comes from the
 environment unless the spawner's roots are given). Its stdin carries one JSON object
-from the spawner, ``{"qemu_argv": [...]}``: the QEMU command line, built from the spec
-by the spawner so that this process never imports the spec package (``/dev/null`` is
-fine when it will only re-adopt a live QEMU).
+from the spawner, ``{"qemu_argv": [...], "qmp_fd": N}``: the QEMU command line, built
+from the spec by the spawner so that this process never imports the definition
+package, and the inherited fd of the QMP listening socket that command line names
+(``/dev/null`` is fine when it will only re-adopt a live QEMU).
 
 Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
 readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
@@ -52,7 +53,11 @@ from typing import Any  # noqa: E402
 
 from maqet_engine import constants as C  # noqa: E402
 from maqet_engine.errors import MaqetError, StateConflict, UsageError  # noqa: E402
-from maqet_engine.ipc import locks as liveness  # noqa: E402
+from maqet_engine.ipc import locks  # noqa: E402
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from maqet_engine.runner.vm import Launch
 from maqet_engine.paths import Paths, resolve_paths  # noqa: E402
 
 _OPTIONS = ("--name", "--ready-fd", "--data", "--runtime", "--config")
@@ -84,8 +89,11 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     return args
 
 
-def read_launch(stream: Any) -> list[str] | None:
-    """The QEMU command line the spawner wrote to our stdin (None when there is none)."""
+def read_launch(stream: Any) -> Launch | None:
+    """What the spawner wrote to our stdin: QEMU's command line and the QMP socket fd it
+    names (None when there is nothing to launch: re-adopt only)."""
+    from maqet_engine.runner.vm import Launch
+
     data = stream.read(C.IPC_MAX_MESSAGE_BYTES + 1) if stream is not None else b""
     if len(data) > C.IPC_MAX_MESSAGE_BYTES:
         raise UsageError("the runner's launch data exceeds the IPC size limit")
@@ -98,10 +106,13 @@ def read_launch(stream: Any) -> list[str] | None:
     argv = launch.get("qemu_argv") if isinstance(launch, dict) else None
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise UsageError("the runner's launch data has no 'qemu_argv' list of strings")
-    return argv
+    qmp_fd = launch.get("qmp_fd")
+    if not isinstance(qmp_fd, int) or isinstance(qmp_fd, bool) or qmp_fd < 0:
+        raise UsageError("the runner's launch data has no 'qmp_fd' (the QMP socket's fd)")
+    return Launch(argv=argv, qmp_fd=qmp_fd)
 
 
-async def _serve(name: str, paths: Paths, qemu_argv: list[str] | None, ready_fd: int | None,
+async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int | None,
                  lock_fd: list[int], log: logging.Logger) -> int:
     from maqet_engine.runner.handlers import Handlers
     from maqet_engine.runner.server import ControlServer
@@ -109,7 +120,7 @@ async def _serve(name: str, paths: Paths, qemu_argv: list[str] | None, ready_fd:
     from maqet_engine.store import Store
 
     store = Store.open(paths.db, create=False)
-    vm = SupervisedVM(name, paths, store, log, qemu_argv=qemu_argv)
+    vm = SupervisedVM(name, paths, store, log, launch=launch)
     try:
         ready = await vm.start()
         server = ControlServer(vm.runtime.control_socket, Handlers(vm).dispatch, log)
@@ -161,19 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         os.set_inheritable(ready_fd, False)  # QEMU must not hold the spawner's pipe open
     lock_fd: list[int] = []  # emptied when released
     try:
-        qemu_argv = read_launch(sys.stdin.buffer if sys.stdin is not None else None)
+        launch = read_launch(sys.stdin.buffer if sys.stdin is not None else None)
         from maqet_engine.store import Store
 
         with Store.open(paths.db, create=False) as store:
             record = store.require_vm(name)
         runtime = paths.ensure_runtime(record.id)
-        fd = liveness.acquire(runtime.lock_file, blocking=False)
+        fd = locks.acquire(runtime.lock_file, blocking=False)
         if fd is None:
             raise StateConflict(f"VM {name!r} already has a runner",
                                 hint="it is already running")
         lock_fd.append(fd)
         log.info("runner started (lock %s)", runtime.lock_file)
-        return asyncio.run(_serve(name, paths, qemu_argv, ready_fd, lock_fd, log))
+        return asyncio.run(_serve(name, paths, launch, ready_fd, lock_fd, log))
     except MaqetError as err:
         log.error("%s", err)
         _report(ready_fd, {"ok": False, "error": err.to_dict()})

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine.frozen import Frozen
-from maqet_engine.ipc.locks import qemu_alive
+from maqet_engine.ipc import procs
 
 
 class ExitInfo(Frozen):
@@ -43,8 +42,10 @@ class ExitInfo(Frozen):
 
 
 class QEMUProcess:
-    def __init__(self, pid: int, pidfd: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, pid: int, pidfd: int, popen: subprocess.Popen[bytes] | None,
+                 started: int | None) -> None:
         self.pid = pid
+        self.started = started  # start time (ipc.procs): with the pid, QEMU's identity
         self._pidfd = pidfd
         self._popen = popen
         self._exit: asyncio.Future[ExitInfo] | None = None
@@ -66,21 +67,17 @@ class QEMUProcess:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=pass_fds,
                 start_new_session=True, close_fds=True,
             )
-        return cls(popen.pid, os.pidfd_open(popen.pid), popen)
+        pidfd = os.pidfd_open(popen.pid)  # our child: it cannot be reaped before this
+        return cls(popen.pid, pidfd, popen, procs.start_time(popen.pid))
 
     @classmethod
-    def adopt(cls, pid: int, marker: str) -> QEMUProcess | None:
-        """Take over a running QEMU if ``pid`` is alive and its command line contains
-        ``marker`` (the VM's runtime directory, unique per VM id). None otherwise."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except (ProcessLookupError, OSError):
+    def adopt(cls, pid: int | None, started: int | None) -> QEMUProcess | None:
+        """Take over the running QEMU (``pid``, ``started``) the store recorded; None
+        when that very process is gone (a reused PID is another process)."""
+        pidfd = procs.open_pidfd(pid, started)
+        if pidfd is None or pid is None:
             return None
-        # Checked after pidfd_open: the pidfd pins this very process from here on.
-        if not qemu_alive(pid, marker):
-            os.close(pidfd)
-            return None
-        return cls(pid, pidfd, None)
+        return cls(pid, pidfd, None, started)
 
     # --- watching and signalling ----------------------------------------------------
     def exit_future(self) -> asyncio.Future[ExitInfo]:
@@ -109,33 +106,6 @@ class QEMUProcess:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._pidfd)
-
-
-def bind_qmp_socket(path: Path) -> socket.socket:
-    """The QMP listening socket, bound by the runner and handed to QEMU as an fd: the
-    path exists before QEMU starts (no connect race), QEMU keeps listening on it for
-    as long as it lives (a new runner can reconnect)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(os.fsencode(path))
-    os.chmod(path, 0o600)
-    sock.listen(C.QMP_SOCKET_BACKLOG)
-    return sock
-
-
-def with_qmp_fd(argv: list[str], qmp_socket: Path, fd: int) -> list[str]:
-    """Replace ``-qmp unix:<qmp_socket>,...`` by a monitor on the pre-bound ``fd``."""
-    prefix = f"unix:{qmp_socket}"
-    for index, arg in enumerate(argv[:-1]):
-        if arg == "-qmp" and argv[index + 1].split(",", 1)[0] == prefix:
-            return [
-                *argv[:index],
-                "-chardev", f"socket,id={C.QMP_CHARDEV_ID},fd={fd},server=on,wait=off",
-                "-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control",
-                *argv[index + 2:],
-            ]
-    raise ValueError(f"the QEMU command line has no '-qmp {prefix},...' monitor")
 
 
 def read_from(path: Path, offset: int, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:

@@ -1,11 +1,10 @@
 """The VM a runner supervises: QEMU (launched or re-adopted), its QMP connection,
 QMP events -> state store, the serial drain, and the stop ladder.
 
-Status transitions written here (supervisor-style, each with an event)::
-
-    starting -> running <-> paused
-    running/paused -> stopping -> stopped | crashed
-    any -> stopped | crashed          (QEMU exited: code/signal + reason in last_exit)
+Start-up runs in phases, launch (or adopt) then post-launch, and a failed start always
+cleans up: the QEMU this runner launched is killed and the failure recorded. Every
+status change goes through :meth:`SupervisedVM.transition`, which checks it against
+the table in :mod:`.states` and records it with an event.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,16 @@ from maqet_engine.errors import (
     MaqetError,
     OperationTimeout,
     QEMULaunchError,
+    QEMUNotFound,
     QMPCommandError,
     RunnerUnavailable,
     StateConflict,
 )
+from maqet_engine.frozen import Frozen
+from maqet_engine.ipc import procs
 from maqet_engine.paths import Paths
-from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, bind_qmp_socket, read_from, with_qmp_fd
+from maqet_engine.runner import states
+from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, read_from
 from maqet_engine.runner.serial import SerialDrain
 from maqet_engine.store import Store, VMStatus
 
@@ -39,13 +44,22 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
                   "shutdown": VMStatus.STOPPING}
 
 
+class Launch(Frozen):
+    """What the spawner hands a runner that must start QEMU: the command line (built
+    from the spec by the caller) and the pre-bound QMP listening socket it names."""
+
+    __slots__ = ("argv", "qmp_fd")
+    argv: list[str]
+    qmp_fd: int
+
+
 class SupervisedVM:
     def __init__(self, name: str, paths: Paths, store: Store, log: logging.Logger, *,
-                 qemu_argv: list[str] | None) -> None:
-        """``qemu_argv``: QEMU's command line as the spawner built it from the spec (None
-        when there is none: then only a live QEMU can be re-adopted)."""
+                 launch: Launch | None) -> None:
+        """``launch``: how to start QEMU (None when there is nothing to launch: then
+        only a live QEMU can be re-adopted)."""
         self.name = name
-        self.qemu_argv = qemu_argv
+        self.launch = launch
         self.paths = paths
         self.store = store
         self.log = log
@@ -57,76 +71,135 @@ class SupervisedVM:
         self.serial = SerialDrain(self.runtime.serial_socket, log.getChild("serial"))
         self.accel: str | None = None
         self.adopted = False
-        self.status = VMStatus.STARTING
+        self.status = self.record.status  # where this runner begins (see states.py)
         self.exited = asyncio.Event()
         self.exit_result: dict[str, Any] = {}
         self._shutdown: dict[str, Any] | None = None  # data of the SHUTDOWN event
         self._panicked = False
         self._internal_error = False
         self._kill_sent = False
+        self._escalate = asyncio.Event()  # a forced stop arrived during a polite one
         self._stop_task: asyncio.Task[dict[str, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
-    # --- start ---------------------------------------------------------------------
+    # --- the one way the run status changes ------------------------------------------
+    def transition(self, status: VMStatus, event: str, data: dict[str, Any] | None = None, *,
+                   critical: bool = False, **fields: Any) -> None:
+        """Move to ``status`` (checked against :mod:`.states`), record it with ``fields``
+        and the event ``event`` in the store. A store failure is logged and the VM goes
+        on (never kill a guest over bookkeeping) unless ``critical`` (start-up: then the
+        caller aborts the start)."""
+        states.check(self.status, status)
+        if status != self.status:
+            self.log.info("status %s -> %s (%s)", self.status.value, status.value, event)
+        self.status = status
+        try:
+            self.store.update_runtime(self.name, status=status, event=event,
+                                      event_data=data or {}, **fields)
+        except MaqetError as err:
+            self.log.error("cannot record %s: %s", event, err)
+            if critical:
+                raise
+
+    # --- start: launch or adopt, then post-launch; cleanup always runs ---------------------
     async def start(self) -> dict[str, Any]:
         """Launch QEMU, or re-adopt the live one the store names. Returns the
-        readiness message for the spawner."""
+        readiness message for the spawner. A failed start leaves no QEMU it launched."""
         previous = self.record.status
-        if previous.is_active and self.record.qemu_pid:
-            self.proc = QEMUProcess.adopt(self.record.qemu_pid, str(self.runtime.root))
-        if self.proc is not None:
-            self.adopted = True
-            self.log.info("re-adopting QEMU pid %d", self.proc.pid)
-            exit_future = self.proc.exit_future()
-            await self._connect(exit_future, log_offset=None)
-        else:
-            if self.qemu_argv is None:
-                # The spawner saw a live QEMU to re-adopt, which exited meanwhile.
-                raise RunnerUnavailable(f"QEMU of {self.name!r} exited before its new runner "
-                                        "could re-adopt it",
-                                        hint=f"start it again with 'maqet start {self.name}'")
-            self._remove_sockets(include_qmp=True)
-            listener = bind_qmp_socket(self.runtime.qmp_socket)
-            try:
-                argv = with_qmp_fd(self.qemu_argv, self.runtime.qmp_socket, listener.fileno())
-                log_offset = _size(self.data.qemu_log)
-                self.log.info("launching QEMU: %s", " ".join(argv))
-                try:
-                    self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log,
-                                                   pass_fds=(listener.fileno(),))
-                except OSError as err:
-                    raise QEMULaunchError(f"cannot run {argv[0]}: {err.strerror}",
-                                          argv=argv) from err
-            finally:
-                listener.close()  # QEMU owns it now: its death closes the socket
-            self._write(status=VMStatus.STARTING, runner_pid=_pid(), qemu_pid=self.proc.pid,
-                        event="starting", event_data={"qemu_pid": self.proc.pid})
-            exit_future = self.proc.exit_future()
-            try:
-                await self._connect(exit_future, log_offset=log_offset)
-            except MaqetError as err:
-                self._write(status=_inactive(previous), runner_pid=None, qemu_pid=None,
-                            last_exit=str(err), stopped_at=time.time(),
-                            event="start_failed", event_data={"error": str(err)})
-                raise
+        adoptable = previous.is_active
+        proc = (QEMUProcess.adopt(self.record.qemu_pid, self.record.qemu_start)
+                if adoptable else None)
+        try:
+            if proc is not None:
+                if self.launch is not None:  # the QEMU to launch instead came back to life
+                    with contextlib.suppress(OSError):
+                        os.close(self.launch.qmp_fd)
+                await self._adopt(proc)
+            else:
+                await self._launch()
+            return await self._post_launch()
+        except BaseException as err:
+            await self._abort_start(previous, err)
+            raise
+
+    async def _launch(self) -> None:
+        if self.launch is None:
+            # The spawner saw a live QEMU to re-adopt, which exited meanwhile.
+            raise RunnerUnavailable(f"QEMU of {self.name!r} exited before its new runner "
+                                    "could re-adopt it", hint="start it again")
+        if self.status.is_active:  # recorded active, but that QEMU is gone: fresh start
+            self.status = VMStatus.CRASHED
+        argv, qmp_fd = self.launch.argv, self.launch.qmp_fd
+        with contextlib.suppress(FileNotFoundError):
+            self.runtime.serial_socket.unlink()
+        log_offset = _size(self.data.qemu_log)
+        self.log.info("launching QEMU: %s", " ".join(argv))
+        try:
+            self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log,
+                                           pass_fds=(qmp_fd,))
+        except FileNotFoundError as err:
+            raise QEMUNotFound(f"QEMU binary {argv[0]!r} not found",
+                               hint="install it (Debian: apt install qemu-system-x86) or "
+                               "set 'binary' in the definition") from err
+        except OSError as err:
+            raise QEMULaunchError(f"cannot run {argv[0]}: {err.strerror}", argv=argv) from err
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(qmp_fd)  # QEMU owns the listening socket now
+        self.transition(VMStatus.STARTING, "starting", {"qemu_pid": self.proc.pid},
+                        critical=True, runner_pid=os.getpid(), runner_start=_own_start(),
+                        qemu_pid=self.proc.pid, qemu_start=self.proc.started)
+        await self._connect(self.proc.exit_future(), log_offset=log_offset)
+
+    async def _adopt(self, proc: QEMUProcess) -> None:
+        self.proc = proc
+        self.adopted = True
+        self.log.info("re-adopting QEMU pid %d", proc.pid)
+        await self._connect(proc.exit_future(), log_offset=None)
+
+    async def _post_launch(self) -> dict[str, Any]:
+        assert self.proc is not None
         await self.serial.start()
+        exit_future = self.proc.exit_future()
         self._tasks.append(asyncio.create_task(self._watch_exit(exit_future), name="qemu-exit"))
-        qmp_status = await self._execute("query-status")
-        kvm = await self._execute("query-kvm")
+        qmp_status = await self._execute("query-status", bound=C.QMP_CONNECT_TIMEOUT_S)
+        kvm = await self._execute("query-kvm", bound=C.QMP_CONNECT_TIMEOUT_S)
         self.accel = "kvm" if kvm.get("enabled") else "tcg"
-        self.status = _STATUS_OF_QMP.get(qmp_status["status"], VMStatus.RUNNING)
-        fields: dict[str, Any] = {"status": self.status, "runner_pid": _pid(),
-                                  "qemu_pid": self.proc.pid, "accel": self.accel}
+        status = _STATUS_OF_QMP.get(qmp_status["status"], VMStatus.RUNNING)
+        fields: dict[str, Any] = {"runner_pid": os.getpid(), "runner_start": _own_start(),
+                                  "qemu_pid": self.proc.pid, "qemu_start": self.proc.started,
+                                  "accel": self.accel}
         if not self.adopted:
             fields.update(started_at=time.time(), stopped_at=None, last_exit=None,
                           started_hash=self.record.spec_hash)
         kind = "adopted" if self.adopted else "started"
-        self._write(**fields, event=kind, event_data={"qemu_pid": self.proc.pid,
-                                                       "accel": self.accel})
+        if self.adopted and status == VMStatus.STOPPING:
+            status = self.status  # a stop was under way: QMP cannot tell
+        self.transition(status, kind, {"qemu_pid": self.proc.pid, "accel": self.accel},
+                        critical=True, **fields)
         if qmp_status["status"] == C.QMP_STATUS_INTERNAL_ERROR:
             await self._internal_error_stop()
         return {"ok": True, "qemu_pid": self.proc.pid, "adopted": self.adopted,
                 "accel": self.accel, "status": self.status.value}
+
+    async def _abort_start(self, previous: VMStatus, err: BaseException) -> None:
+        """Cleanup of a failed start: kill the QEMU this runner launched (never one it
+        was adopting), and record why, unless QEMU's exit was recorded already."""
+        launched = self.proc is not None and not self.adopted
+        if launched and self.proc is not None and not self.exited.is_set():
+            self._kill_sent = True
+            self.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.proc.exit_future()),
+                                       C.KILL_TIMEOUT_S)
+        if self.adopted or self.exited.is_set():
+            return
+        reason = str(err) if isinstance(err, MaqetError) else f"{type(err).__name__}: {err}"
+        # Back to the status before the start (nothing launched: it stays as it is).
+        final = _inactive(previous) if self.status == VMStatus.STARTING else self.status
+        self.transition(final, "start_failed", {"error": reason}, runner_pid=None,
+                        runner_start=None, qemu_pid=None, qemu_start=None, last_exit=reason,
+                        stopped_at=time.time())
 
     async def _connect(self, exit_future: asyncio.Future[ExitInfo], *,
                        log_offset: int | None) -> None:
@@ -177,8 +250,7 @@ class SupervisedVM:
             elif kind == "RESUME" and self.status != VMStatus.STOPPING:
                 status = VMStatus.RUNNING
             if status is not None and not self.exited.is_set():
-                self.status = status
-                self._write(status=status, event=kind, event_data=data)
+                self.transition(status, kind, data)
             else:
                 self._event(kind, data)
             if kind == "STOP" and not self.exited.is_set():
@@ -193,22 +265,22 @@ class SupervisedVM:
         self.log.error("guest stopped with internal-error (KVM emulation failure?)")
         self._internal_error = True
         with contextlib.suppress(MaqetError, QMPError):
-            await self._execute("quit")
+            await self._execute("quit", bound=C.QMP_LADDER_CALL_TIMEOUT_S)
 
     async def _watch_exit(self, exit_future: asyncio.Future[ExitInfo]) -> None:
         info = await exit_future
         status, reason = self._classify(info)
         self.log.info("QEMU exited: %s (%s)", reason, status.value)
-        self.status = status
         with contextlib.suppress(Exception):
-            await self.qmp.disconnect()
+            await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
         self._remove_sockets(include_qmp=True)
         self.exit_result = {"status": status.value, "reason": reason, "code": info.code,
                             "signal": info.signal}
         try:
-            self._write(status=status, runner_pid=None, qemu_pid=None, stopped_at=time.time(),
-                        last_exit=reason, event=status.value, event_data=self.exit_result)
+            self.transition(status, status.value, self.exit_result, runner_pid=None,
+                            runner_start=None, qemu_pid=None, qemu_start=None,
+                            stopped_at=time.time(), last_exit=reason)
         finally:
             if self.proc is not None:
                 self.proc.close()
@@ -238,11 +310,20 @@ class SupervisedVM:
         return VMStatus.CRASHED, f"QEMU exited without a shutdown event; {how}"
 
     # --- QMP ------------------------------------------------------------------------------
-    async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+    async def _execute(self, command: str, arguments: dict[str, Any] | None = None, *,
+                       bound: float | None = None) -> Any:
+        """One QMP command; ``bound`` caps the wait for QEMU's reply (a QEMU that is
+        stopped or wedged never answers)."""
         try:
-            return await self.qmp.execute(command, arguments)
+            if bound is None:
+                return await self.qmp.execute(command, arguments)
+            return await asyncio.wait_for(self.qmp.execute(command, arguments), bound)
         except ExecuteError as err:
             raise QMPCommandError(command, err.error_class, err.error.error.desc) from err
+        except TimeoutError as err:
+            raise OperationTimeout(f"QEMU did not answer QMP {command} within {bound:g} s",
+                                   hint="QEMU is hung or stopped (SIGSTOP?); stop it with "
+                                   "force") from err
         except QMPError as err:
             raise RunnerUnavailable(f"QMP {command} failed: {err}",
                                     hint="QEMU is exiting or exited") from err
@@ -260,55 +341,80 @@ class SupervisedVM:
         if self.status == wanted:
             return {"changed": False, "status": wanted.value}
         await self._execute("stop" if paused else "cont")
-        self.status = wanted
-        self._write(status=wanted)
+        self.transition(wanted, "paused" if paused else "resumed")
         return {"changed": True, "status": wanted.value}
 
     # --- stop ladder --------------------------------------------------------------------
     async def stop(self, *, timeout: float, force: bool) -> dict[str, Any]:
-        """powerdown (unless force) -> quit -> SIGKILL; returns after QEMU exited."""
+        """powerdown (unless force) -> quit -> SIGKILL; returns after QEMU exited.
+
+        Every QMP call on the way is bounded, so a wedged QEMU reaches SIGKILL. Callers
+        that arrive during a stop join it; a forced one cuts a polite wait short. A
+        ladder that fails is forgotten: the next stop starts a new one.
+        """
         if self.exited.is_set():
             return {"rung": None, "elapsed": 0.0, **self.exit_result}
-        if self._stop_task is None:
+        if force:
+            self._escalate.set()
+        if self._stop_task is None or self._stop_task.done():
             self._stop_task = asyncio.create_task(self._ladder(timeout, force), name="stop")
-        return await asyncio.shield(self._stop_task)
+        task = self._stop_task
+        try:
+            return await asyncio.shield(task)
+        except MaqetError:
+            if self._stop_task is task:
+                self._stop_task = None
+            raise
 
     async def _ladder(self, timeout: float, force: bool) -> dict[str, Any]:
         start = time.monotonic()
         polite = not force and self.status != VMStatus.PAUSED  # ACPI needs a running guest
-        self.status = VMStatus.STOPPING
-        self._write(status=VMStatus.STOPPING, event="stop_requested",
-                    event_data={"timeout": timeout, "force": force})
+        if self.status != VMStatus.STOPPING:
+            self.transition(VMStatus.STOPPING, "stop_requested",
+                            {"timeout": timeout, "force": force})
         rungs: list[tuple[str, float]] = [("powerdown", timeout)] if polite else []
         rungs += [("quit", C.QUIT_TIMEOUT_S), ("kill", C.KILL_TIMEOUT_S)]
         for rung, wait in rungs:
-            self.log.info("stop: %s (wait up to %g s)", rung, wait)
             if self.exited.is_set():
                 break
+            if rung == "powerdown" and self._escalate.is_set():
+                continue
+            self.log.info("stop: %s (wait up to %g s)", rung, wait)
+            self._event("stop_rung", {"rung": rung, "wait": wait})
             if rung == "kill":
                 self._kill_sent = True
                 assert self.proc is not None
-                self.proc.send_signal(9)
+                self.proc.send_signal(signal.SIGKILL)
             else:
-                with contextlib.suppress(MaqetError):
-                    await self._execute("system_powerdown" if rung == "powerdown" else "quit")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.exited.wait(), wait)
+                command = "system_powerdown" if rung == "powerdown" else "quit"
+                try:
+                    await self._execute(command, bound=C.QMP_LADDER_CALL_TIMEOUT_S)
+                except MaqetError as err:  # unanswered: QEMU never took it, go on at once
+                    self.log.warning("stop: %s: %s", rung, err)
+                    continue
+            await self._wait_exit(wait, escalate=rung == "powerdown")
             if self.exited.is_set():
                 return {"rung": rung, "elapsed": round(time.monotonic() - start, 3),
                         **self.exit_result}
         if self.exited.is_set():
             return {"rung": None, "elapsed": round(time.monotonic() - start, 3),
                     **self.exit_result}
-        raise OperationTimeout(f"QEMU of {self.name!r} did not exit even after SIGKILL")
+        raise OperationTimeout(f"QEMU of {self.name!r} did not exit even after SIGKILL",
+                               hint="it may be stuck in the kernel (D state); see "
+                               f"/proc/{self.proc.pid if self.proc else '?'}/stack")
+
+    async def _wait_exit(self, wait: float, *, escalate: bool) -> None:
+        """Wait up to ``wait`` s for QEMU's exit (or for a forced stop, when ``escalate``)."""
+        waiters = [asyncio.ensure_future(self.exited.wait())]
+        if escalate:
+            waiters.append(asyncio.ensure_future(self._escalate.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     # --- helpers --------------------------------------------------------------------------
-    def _write(self, **fields: Any) -> None:
-        try:
-            self.store.update_runtime(self.name, **fields)
-        except MaqetError as err:  # the store is the record, but never kill QEMU over it
-            self.log.error("cannot record state: %s", err)
-
     def _event(self, kind: str, data: dict[str, Any]) -> None:
         try:
             self.store.add_event(self.name, kind, data)
@@ -334,10 +440,8 @@ class SupervisedVM:
         await self.serial.close()
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
+def _own_start() -> int:
+    return procs.own_start_time()
 
 
 def _size(path: Path) -> int:

@@ -8,11 +8,6 @@ image's own snapshot table offline (:mod:`.qcow2`, falling back to ``qemu-img in
 live.
 """
 
-from maqet_engine.snapshots.api import (
-    SnapshotResult,
-    apply_snapshot,
-    ensure_snapshot,
-    list_snapshots,
-)
+from maqet_engine.snapshots.api import ensure_snapshot, list_snapshots
 
-__all__ = ["SnapshotResult", "apply_snapshot", "ensure_snapshot", "list_snapshots"]
+__all__ = ["ensure_snapshot", "list_snapshots"]

@@ -17,10 +17,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from maqet_engine import constants as C
+from maqet_engine.engine.result import Result
 from maqet_engine.errors import SnapshotNotFound, StateConflict, UsageError
 from maqet_engine.snapshots import targets
 from maqet_engine.snapshots.backends import Live, Offline, SnapshotInfo
@@ -144,11 +144,19 @@ class _Scope:
         ram = (entry["vm_state"] if entry else self.backend.live)
         return f"snapshot {name} ({'RAM and ' if ram else ''}disks {disks})"
 
+    def action(self, verb: str, name: str, entry: dict[str, Any] | None = None,
+               **details: Any) -> dict[str, Any]:
+        """A snapshot action: ``create_snapshot``, ``delete_snapshot``,
+        ``revert_snapshot`` with the snapshot, its scope and whether RAM is involved."""
+        ram = bool(entry["vm_state"] if entry else self.backend.live) and self.vm_wide
+        return {"action": verb, "snapshot": name, "drive": self.drive,
+                "disks": [d.name for d in self.disks], "ram": ram, **details}
+
 
 def _is_live(paths: Any, record: VMRecord) -> bool:
-    from maqet_engine.engine import lifecycle
+    from maqet_engine.engine import runstate
 
-    return lifecycle.runner_alive(paths, record) or lifecycle.qemu_alive(paths, record)
+    return runstate.probe(paths, record).active
 
 
 @contextlib.contextmanager
@@ -173,7 +181,7 @@ def _progress_after(progress: Reporter | None, message: str) -> Iterator[None]:
 
 
 # --- public API ----------------------------------------------------------------------------
-def list_snapshots(ctx: Any, vm: str, drive: str | None = None) -> list[dict[str, Any]]:
+def list_snapshots(ctx: Any, vm: str, drive: str | None = None) -> Result:
     """The VM's snapshots (VM-wide view, or one drive's), oldest first, read from the
     images themselves (qemu-img JSON offline, QMP live) plus maqet's metadata.
 
@@ -184,15 +192,16 @@ def list_snapshots(ctx: Any, vm: str, drive: str | None = None) -> list[dict[str
     """
     with ctx.open_store(create=False) as store:
         record = store.require_vm(vm)
-        return _Scope(ctx.paths, store, record, drive, C.SNAPSHOT_JOB_TIMEOUT_S,
-                      for_change=False).list()
+        found = _Scope(ctx.paths, store, record, drive, C.SNAPSHOT_JOB_TIMEOUT_S,
+                       for_change=False).list()
+    return Result(name=vm, state="list", data=found)
 
 
 def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
                     drive: str | None = None, retention: int | None = None,
                     check_mode: bool | None = None, timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S,
                     progress: Reporter | None = None, live: bool | None = None,
-                    ) -> dict[str, Any]:
+                    ) -> Result:
     """Converge snapshot ``name`` of VM ``vm`` to ``state``.
 
     :param ctx: an ``EngineContext`` (``paths``, ``check_mode``, ``open_store``).
@@ -206,10 +215,10 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
         a second, or a :class:`Tracker` whose ``track(message)`` covers each operation.
     :param live: None = live exactly when the VM runs; True/False insist on it (a
         :class:`StateConflict` when the VM's run state disagrees).
-    :return: ``{"changed", "actions", "snapshots", "snapshot", "pruned", "vm", "name",
-        "state", "drive", "live"}``; ``snapshots`` is the scope's list after the change
-        (before it in check mode), ``snapshot`` this one's entry in it (None if absent),
-        ``pruned`` the names deleted by ``retention``.
+    :return: a Result whose ``data`` is ``{"snapshots", "snapshot", "pruned", "name",
+        "drive", "live"}``; ``snapshots`` is the scope's list after the change (before it
+        in check mode), ``snapshot`` this one's entry in it (None if absent), ``pruned``
+        the names deleted by ``retention``.
     :raise SnapshotNotFound: ``reverted`` to a snapshot that does not exist.
     :raise UsageError: bad name/state/retention, raw disks, no qcow2 disk.
     :raise QMPCommandError: QEMU refused (its message; job failures ``JobFailed``).
@@ -224,7 +233,7 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
         raise UsageError(f"retention {retention!r} must be a whole number >= 1",
                          hint="omit it to keep every snapshot")
     check = ctx.check_mode if check_mode is None else check_mode
-    actions: list[str] = []
+    actions: list[dict[str, Any]] = []
     with ctx.open_store(create=False) as store:
         record = store.require_vm(vm)
         scope = _Scope(ctx.paths, store, record, drive, timeout, for_change=True, live=live)
@@ -233,14 +242,15 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
         if state == "present" and not (entry and entry["complete"]):
             if entry is not None:  # on some disks only: make it whole again
                 holders = [d for d in scope.disks if d.name in entry["drives"]]
-                actions.append(f"deleted incomplete {scope.describe(name)}")
+                actions.append(scope.action("delete_snapshot", name, entry,
+                                            reason="incomplete"))
                 if not check:
                     scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
-            actions.append(f"created {scope.describe(name)}")
+            actions.append(scope.action("create_snapshot", name))
             if not check:
                 _create(scope, name, progress)
         elif state == "absent" and entry is not None:
-            actions.append(f"deleted {scope.describe(name, entry)}")
+            actions.append(scope.action("delete_snapshot", name, entry))
             if not check:
                 _delete(scope, name, entry, progress)
         elif state == "reverted":
@@ -250,9 +260,8 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
                 raise SnapshotNotFound(
                     f"{scope.describe(name)} of VM {vm!r} {missing}",
                     hint=f"see 'maqet snapshot {vm} list'")
-            note = "; disks only: the VM is stopped" if (entry["vm_state"] and
-                                                           not scope.backend.live) else ""
-            actions.append(f"reverted to {scope.describe(name, entry)}{note}")
+            skipped = bool(entry["vm_state"] and not scope.backend.live)
+            actions.append(scope.action("revert_snapshot", name, entry, ram_skipped=skipped))
             if not check:
                 with _progress_after(progress, f"loading {scope.describe(name, entry)}"):
                     scope.backend.load(scope.disks, name, vm_wide=scope.vm_wide,
@@ -260,12 +269,15 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
         pruned: list[str] = []
         if retention is not None and state != "absent":
             pruned = _prune(scope, name, retention, current, check=check, progress=progress)
-            actions += [f"deleted snapshot {p} (retention {retention})" for p in pruned]
+            actions += [scope.action("delete_snapshot", p, current.get(p), reason="retention",
+                                     retention=retention) for p in pruned]
         after = list(current.values()) if check else scope.list()
     this = next((e for e in after if e["name"] == name), None)
-    return {"changed": bool(actions), "actions": actions, "snapshots": after, "snapshot": this,
-            "pruned": pruned, "vm": vm, "name": name, "state": state, "drive": drive,
-            "live": scope.backend.live}
+    result = Result(name=vm, state=state)
+    result.extend(actions)
+    result.data = {"snapshots": after, "snapshot": this, "pruned": pruned, "name": name,
+                   "drive": drive, "live": scope.backend.live}
+    return result
 
 
 def _create(scope: _Scope, name: str, progress: Reporter | None) -> None:
@@ -307,26 +319,3 @@ def _prune(scope: _Scope, keep_name: str, retention: int, before: dict[str, dict
         if not check:
             _delete(scope, entry["name"], entry, progress)
     return pruned
-
-
-# --- the shape the maqet.vm collection calls (module_utils/_snapshot.py) -------------------
-@dataclass
-class SnapshotResult:
-    data: dict[str, Any]
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.data["changed"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.data)
-
-
-def apply_snapshot(ctx: Any, *, vm: str, name: str, state: str = "present",
-                   drive: str | None = None, live: bool | None = None,
-                   retention: int | None = None, timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S,
-                   progress: Reporter | None = None) -> SnapshotResult:
-    """:func:`ensure_snapshot` with keyword-only VM and name, as a result object."""
-    return SnapshotResult(ensure_snapshot(ctx, vm, name, state=state, drive=drive, live=live,
-                                          retention=retention, timeout=timeout,
-                                          progress=progress))

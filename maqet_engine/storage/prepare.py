@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.definition.units import format_size
 from maqet_engine.errors import ConfigError
 from maqet_engine.paths import Paths
 from maqet_engine.storage import qemu_img
@@ -38,11 +37,11 @@ def disk_entries(spec: Any) -> list[tuple[int, Mapping[str, Any]]]:
 
 
 def prepare_storage(paths: Paths, store: Store, spec: Any, *,
-                    check_mode: bool = False) -> list[str]:
+                    check_mode: bool = False) -> list[dict[str, Any]]:
     """Create the VM's missing disks; return what was (or, in check mode, would be) done.
 
     :param spec: the normalized spec (or its data) of the VM about to start.
-    :return: actions such as ``"created disk hdd (2G)"``.
+    :return: actions ``{"action": "create_disk", "storage", "path", "size", "backing"}``.
     :raise ConfigError: a missing disk without ``size`` (nor ``backing``), a parent
         directory that does not exist outside the VM's own directory, or an existing
         file that is not in the format its entry says.
@@ -51,7 +50,7 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
     data = spec_data(spec)
     vm_name = str(data["name"])
     vm_dir = paths.vm_data(vm_name).root
-    actions: list[str] = []
+    actions: list[dict[str, Any]] = []
     for index, entry in disk_entries(data):
         where = f"storage[{index}]"
         target = Path(entry["file"])
@@ -69,8 +68,8 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
                               "does not exist", path=f"{where}.file",
                               hint="create it first, or use a relative path (the VM's "
                               "own directory)")
-        action = _describe(entry, size, backing)
-        actions.append(action)
+        actions.append({"action": "create_disk", "storage": entry["name"],
+                        "path": str(target), "size": size, "backing": backing})
         if check_mode:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,13 +77,6 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
                 f"VM {vm_name!r}")
         records.register_file(store, target, vm_name, entry["name"])
     return actions
-
-
-def _describe(entry: Mapping[str, Any], size: int | None, backing: str | None) -> str:
-    details = [format_size(size)] if size is not None else []
-    if backing is not None:
-        details.append(f"overlay on {backing}")
-    return f"created disk {entry['name']} ({', '.join(details)})"
 
 
 def _create(target: Path, entry: Mapping[str, Any], size: int | None, backing: str | None,

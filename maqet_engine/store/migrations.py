@@ -79,5 +79,16 @@ def _v2(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(db: sqlite3.Connection) -> None:
+    """Process identity: the start time (clock ticks since boot) beside each PID, so
+    "is it still that process?" is an exact comparison, never a guess after PID reuse."""
+    _run_script(db,
+        """
+        ALTER TABLE vms ADD COLUMN qemu_start INTEGER;
+        ALTER TABLE vms ADD COLUMN runner_start INTEGER;
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,6 +34,7 @@ class VMRecord(Frozen):
     __slots__ = (
         "id", "name", "spec_json", "spec_hash", "status", "runner_pid", "qemu_pid", "accel",
         "created_at", "updated_at", "started_at", "stopped_at", "last_exit", "started_hash",
+        "qemu_start", "runner_start",
     )
     id: int
     name: str
@@ -49,6 +50,8 @@ class VMRecord(Frozen):
     stopped_at: float | None
     last_exit: str | None
     started_hash: str | None
+    qemu_start: int | None  # start time of qemu_pid (ipc.procs): identity, not a guess
+    runner_start: int | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VMRecord:
@@ -67,6 +70,8 @@ class VMRecord(Frozen):
             stopped_at=row["stopped_at"],
             last_exit=row["last_exit"],
             started_hash=row["started_hash"],
+            qemu_start=row["qemu_start"],
+            runner_start=row["runner_start"],
         )
 
     @property

@@ -118,12 +118,13 @@ class AnsibleSandbox:
     def cleanup(self) -> list[str]:
         """Stop and remove every VM of this home through the engine, then kill by PID
         whatever is left. Returns what had to be killed (should be nothing)."""
-        from maqet_engine.engine import EngineContext, apply
+        from procs import wait_pid_exit
+
+        from maqet_engine.engine import EngineContext, apply, list_vms
         from maqet_engine.errors import MaqetError
 
         ctx = EngineContext.for_home(str(self.home), check_mode=False)
-        with ctx.open_store(create=False) as store:
-            names = [record.name for record in store.list_vms()]
+        names = [vm["name"] for vm in list_vms(ctx).data]
         for name in names:
             with contextlib.suppress(MaqetError):
                 apply(ctx, name=name, state="absent", force=True, timeout=5)
@@ -138,27 +139,9 @@ class AnsibleSandbox:
         return killed
 
 
-def wait_pid_exit(pid: int, timeout: float) -> bool:
-    """Wait (pidfd, no polling) until ``pid`` is gone; True when it is."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
-
-
 def guest_definition(name: str, **more: Any) -> dict[str, Any]:
-    """A definition of the tiny test guest (TCG), as a maqet_vm ``config``."""
+    """A definition of the tiny test guest (TCG), as a maqet_vm ``definition``."""
     import guest  # tests/guest/guest.py, on sys.path through tests/conftest.py
 
-    files = guest.ensure_guest()
-    data = {"name": name, "accel": guest.test_accel(), "memory": "256M", "machine": "q35",
-            "kernel": str(files.kernel), "initrd": str(files.initrd),
-            "append": guest.GUEST_APPEND, "arguments": ["-no-reboot"], "tags": ["e2e"]}
-    data.update(more)
-    return data
+    more.setdefault("tags", ["e2e"])
+    return guest.guest_definition(name, **more)

@@ -13,8 +13,8 @@ def test_present_absent_four_ways(sandbox):
     recap = run.recap()
     assert recap["failed"] == 0 and recap["ignored"] == 2, run.explain()
     # The diff of the redefinition reaches the user's terminal.
-    assert '-    "memory": 536870912,' in run.stdout, run.explain()
-    assert '+    "memory": 1073741824,' in run.stdout, run.explain()
+    assert '-        "memory": 536870912,' in run.stdout, run.explain()
+    assert '+        "memory": 1073741824,' in run.stdout, run.explain()
 
 
 def test_missing_engine_fails_in_one_line(sandbox, tmp_path):

@@ -49,6 +49,7 @@ __all__ = [
     "SerialTimeout",
     "cache_root",
     "ensure_guest",
+    "guest_definition",
     "listen_unix",
     "test_accel",
 ]
@@ -319,15 +320,26 @@ def wait_console(paths: Paths, name: str, pattern: str, *, since: int = 0,
     """Block (the runner's ``serial_wait``: woken by console output, no polling) until
     the regex ``pattern`` appears on VM ``name``'s console after offset ``since``.
     Returns the match and the offset after it. ``paths``: the installation's Paths."""
-    from maqet_engine.engine import lifecycle
-    from maqet_engine.store import Store
+    from maqet_engine import engine
 
-    with Store.open(paths.db) as store:
-        reply = lifecycle.call(paths, store, name, "serial_wait", pattern=pattern,
-                               since=since, timeout=timeout, ipc_timeout=timeout + 5)
+    reply = engine.wait_console(engine.EngineContext(paths=paths), name, pattern, since=since,
+                                timeout=timeout).data
     return str(reply["match"]), int(reply["offset"])
 
 
 def wait_marker(paths: Paths, name: str, timeout: float = BOOT_TIMEOUT) -> int:
     """Wait for the guest's ready marker in this boot; returns the console offset after it."""
     return wait_console(paths, name, GUEST_MARKER, timeout=timeout)[1]
+
+
+def guest_definition(name: str, files: GuestFiles | None = None, **overrides: object,
+                     ) -> dict[str, object]:
+    """A maqet definition that boots this guest under TCG (256 MiB, q35, no reboot: a
+    guest reboot ends QEMU). ``overrides`` replace or add keys."""
+    files = files or ensure_guest()
+    data: dict[str, object] = {
+        "name": name, "accel": test_accel(), "memory": "256M", "machine": "q35",
+        "kernel": str(files.kernel), "initrd": str(files.initrd), "append": GUEST_APPEND,
+        "arguments": ["-no-reboot"]}
+    data.update(overrides)
+    return data

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from maqet_engine.definition import parse_spec
+from maqet_engine.engine import EngineContext
 from maqet_engine.paths import Paths, resolve_paths
 from maqet_engine.store import Store, VMRecord
 
@@ -38,15 +39,17 @@ class VMFactory:
     def store(self) -> Store:
         return Store.open(self.paths.db)
 
+    def ctx(self, *, check_mode: bool = False) -> EngineContext:
+        """The engine context of this home (what front ends pass the facade)."""
+        return EngineContext(paths=self.paths, check_mode=check_mode)
+
     def define(self, name: str = "vm1", *, with_guest: bool = True, **overrides: Any) -> str:
         import guest
 
-        raw: dict[str, Any] = {"name": name, "accel": guest.test_accel(), "memory": "256M",
-                               "machine": "q35", "arguments": ["-no-reboot"]}
-        if with_guest:
-            raw.update(kernel=str(self.guest.kernel), initrd=str(self.guest.initrd),
-                       append=guest.GUEST_APPEND)
-        raw.update(overrides)
+        raw: dict[str, Any] = guest.guest_definition(name, self.guest, **overrides)
+        if not with_guest:
+            for key in ("kernel", "initrd", "append"):
+                raw.pop(key)
         spec = parse_spec(raw, base_dir=self.home, paths=self.paths)
         with self.store() as store:
             store.insert_vm(spec.name, spec.to_json(), spec.hash)
@@ -63,20 +66,14 @@ class VMFactory:
         return pids_mentioning(self.paths.runtime, self.paths.data)
 
     def kill_all(self) -> list[int]:
+        from procs import wait_pid_exit
+
         found = self.our_pids()
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in found:  # reap our own children; wait for the others through a pidfd
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-                continue
-            with contextlib.suppress(OSError):
-                fd = os.pidfd_open(pid)
-                import select
-
-                select.select([fd], [], [], 5.0)
-                os.close(fd)
+        for pid in found:
+            wait_pid_exit(pid, 5.0)
         return found
 
 

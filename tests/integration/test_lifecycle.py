@@ -1,9 +1,9 @@
-"""Start/stop/restart/pause/resume against real QEMU and the tiny guest (TCG)."""
+"""Start/stop/restart/pause/resume against real QEMU and the tiny guest (TCG), through
+the engine's facade as every front end calls it."""
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -12,44 +12,42 @@ from pathlib import Path
 
 import pytest
 from guest import wait_marker
+from procs import wait_pid_exit
 
+from maqet_engine import engine
 from maqet_engine.control.client import RunnerClient
-from maqet_engine.engine import lifecycle
 from maqet_engine.errors import QEMULaunchError, StateConflict
+from maqet_engine.ipc import locks
 from maqet_engine.store import VMStatus
 
 pytestmark = pytest.mark.qemu
 
 
-def wait_pid_exit(pid: int, timeout: float = 10.0) -> None:
-    """Block (pidfd, no polling) until ``pid`` is gone; reap it if it is our child."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"pid {pid} still alive after {timeout} s"
-    finally:
-        os.close(fd)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def verbs(result: engine.Result) -> list[str]:
+    return [a["action"] for a in result.actions]
+
+
+def runner_alive(vms, record) -> bool:
+    return locks.runner_alive(vms.paths.vm_runtime(record.id).lock_file)
 
 
 def test_start_stop_round_trip_is_graceful_and_idempotent(vms):
     name = vms.define()
-    with vms.store() as store:
-        assert lifecycle.ensure_running(vms.paths, store, name) == ["started"]
-        assert lifecycle.ensure_running(vms.paths, store, name) == []  # unchanged
-        view = lifecycle.runtime_view(vms.paths, store, store.require_vm(name))
-        assert view["status"] == "running" and view["runner_alive"] and view["qemu_alive"]
-        assert view["accel"] == "tcg" and view["qmp_status"] == "running"
-        wait_marker(vms.paths, name)  # acpid is listening from here on
+    ctx = vms.ctx()
+    assert verbs(engine.start(ctx, name)) == ["start"]
+    assert verbs(engine.start(ctx, name)) == []  # unchanged
+    view = engine.status(ctx, name).data
+    assert view["status"] == "running" and view["runner_alive"] and view["qemu_alive"]
+    assert view["accel"] == "tcg" and view["qmp_status"] == "running"
+    wait_marker(vms.paths, name)  # acpid is listening from here on
 
-        actions = lifecycle.ensure_stopped(vms.paths, store, name, timeout=30)
-        assert len(actions) == 1 and actions[0].startswith("stopped (ACPI powerdown, ")
+    result = engine.stop(ctx, name, timeout=30)
+    (action,) = result.actions
+    assert (action["action"], action["rung"], action["status"]) == ("stop", "powerdown",
+                                                                    "stopped")
+    assert result.describe()[0].startswith("stopped (ACPI powerdown, ")
+    assert result.before["status"] == "running" and result.after["status"] == "stopped"
+    with vms.store() as store:
         record = store.require_vm(name)
         assert record.status == VMStatus.STOPPED
         assert record.qemu_pid is None and "guest-shutdown" in (record.last_exit or "")
@@ -58,60 +56,78 @@ def test_start_stop_round_trip_is_graceful_and_idempotent(vms):
         # The guest powered itself off (SHUTDOWN from the guest, not from the host).
         shutdown = [e for e in store.events(name) if e.kind == "SHUTDOWN"][-1]
         assert shutdown.data == {"guest": True, "reason": "guest-shutdown"}
-        assert not lifecycle.runner_alive(vms.paths, record)
-        assert lifecycle.ensure_stopped(vms.paths, store, name, timeout=30) == []
+        assert not runner_alive(vms, record)
+        assert engine.stop(ctx, name, timeout=30).changed is False
         rt = vms.paths.vm_runtime(record.id)
         assert not rt.control_socket.exists() and not rt.qmp_socket.exists()
 
 
 def test_check_mode_has_no_side_effect(vms):
     name = vms.define()
+    check = vms.ctx(check_mode=True)
+    assert verbs(engine.start(check, name)) == ["start"]
+    assert engine.start(check, name).after["status"] == "running"
     with vms.store() as store:
-        assert lifecycle.ensure_running(vms.paths, store, name, check_mode=True) == ["started"]
         assert store.require_vm(name).status == VMStatus.DEFINED
-        assert not vms.our_pids()
-        assert lifecycle.ensure_stopped(vms.paths, store, name, timeout=1, check_mode=True) == []
+    assert not vms.our_pids()
+    assert verbs(engine.stop(check, name, timeout=1)) == []
+    assert verbs(engine.apply(check, name=name, state="paused")) == ["start", "pause"]
 
 
 def test_pause_resume_restart(vms):
     name = vms.define()
+    ctx = vms.ctx()
+    engine.start(ctx, name)
+    assert verbs(engine.pause(ctx, name)) == ["pause"]
+    assert engine.status(ctx, name).data["status"] == "paused"
+    assert verbs(engine.pause(ctx, name)) == []
+    assert engine.status(ctx, name).data["qmp_status"] == "paused"
+    assert verbs(engine.resume(ctx, name)) == ["resume"]
     with vms.store() as store:
-        lifecycle.ensure_running(vms.paths, store, name)
-        assert lifecycle.pause(vms.paths, store, name) == ["paused"]
-        assert store.require_vm(name).status == VMStatus.PAUSED
-        assert lifecycle.pause(vms.paths, store, name) == []
-        assert lifecycle.call(vms.paths, store, name, "status")["qmp_status"] == "paused"
-        assert lifecycle.resume(vms.paths, store, name) == ["resumed"]
         assert store.require_vm(name).status == VMStatus.RUNNING
         first_qemu = store.require_vm(name).qemu_pid
-        wait_marker(vms.paths, name)
-        actions = lifecycle.restart(vms.paths, store, name, timeout=30)
-        assert actions[0].startswith("stopped (ACPI powerdown") and actions[1] == "started"
+    wait_marker(vms.paths, name)
+    result = engine.restart(ctx, name, timeout=30)
+    assert verbs(result) == ["stop", "start"] and result.actions[0]["rung"] == "powerdown"
+    with vms.store() as store:
         record = store.require_vm(name)
-        assert record.status == VMStatus.RUNNING and record.qemu_pid != first_qemu
-        # A paused guest cannot honour ACPI: stop goes straight to quit.
-        lifecycle.pause(vms.paths, store, name)
-        actions = lifecycle.ensure_stopped(vms.paths, store, name, timeout=30)
-        assert actions[0].startswith("stopped (QMP quit")
-    with vms.store() as store, pytest.raises(StateConflict):
-        lifecycle.pause(vms.paths, store, name)
+    assert record.status == VMStatus.RUNNING and record.qemu_pid != first_qemu
+    # A paused guest cannot honour ACPI: stop goes straight to quit.
+    engine.pause(ctx, name)
+    assert engine.stop(ctx, name, timeout=30).actions[0]["rung"] == "quit"
+    with pytest.raises(StateConflict):
+        engine.pause(ctx, name)
+
+
+def test_paused_is_a_desired_state_and_running_resumes(vms):
+    name = vms.define()
+    ctx = vms.ctx()
+    first = engine.apply(ctx, name=name, state="paused")
+    assert verbs(first) == ["start", "pause"] and first.after["status"] == "paused"
+    assert engine.apply(ctx, name=name, state="paused").changed is False
+    check = engine.apply(vms.ctx(check_mode=True), name=name, state="running")
+    assert verbs(check) == ["resume"]
+    resumed = engine.apply(ctx, name=name, state="running")
+    assert verbs(resumed) == ["resume"]
+    assert (resumed.before["status"], resumed.after["status"]) == ("paused", "running")
+    assert engine.apply(ctx, name=name, state="running").changed is False
+    engine.stop(ctx, name, force=True)
 
 
 def test_stop_escalates_when_the_guest_ignores_acpi(vms):
     name = vms.define(with_guest=False)  # firmware only: nobody handles the power button
-    with vms.store() as store:
-        lifecycle.ensure_running(vms.paths, store, name)
-        started = time.monotonic()
-        actions = lifecycle.ensure_stopped(vms.paths, store, name, timeout=0.5)
-        assert time.monotonic() - started < 0.5 + 5
-        assert actions[0].startswith("stopped (QMP quit, ")
-        assert "did not power off within 0.5 s" in actions[0]
-        assert store.require_vm(name).status == VMStatus.STOPPED
-        # --force skips the polite rung.
-        lifecycle.ensure_running(vms.paths, store, name)
-        actions = lifecycle.ensure_stopped(vms.paths, store, name, timeout=30, force=True)
-        assert actions[0].startswith("stopped (QMP quit, ")
-        assert "did not power off" not in actions[0]
+    ctx = vms.ctx()
+    engine.start(ctx, name)
+    started = time.monotonic()
+    result = engine.stop(ctx, name, timeout=0.5)
+    assert time.monotonic() - started < 0.5 + 5
+    text = result.describe()[0]
+    assert text.startswith("stopped (QMP quit, ") and "did not power off within 0.5 s" in text
+    assert engine.status(ctx, name).data["status"] == "stopped"
+    # force skips the polite rung.
+    engine.start(ctx, name)
+    result = engine.stop(ctx, name, timeout=30, force=True)
+    assert result.actions[0]["rung"] == "quit" and "did not power off" not in result.describe()[0]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -120,22 +136,23 @@ def test_stop_escalates_when_the_guest_ignores_acpi(vms):
 ])
 def test_launch_failure_is_reported_at_once_with_qemus_words(vms, overrides, expected):
     name = vms.define(with_guest=False, **overrides)
+    started = time.monotonic()
+    with pytest.raises(QEMULaunchError) as info:
+        engine.start(vms.ctx(), name)
+    assert time.monotonic() - started < 3.0  # QEMU itself fails in ~0.1 s
+    assert expected in str(info.value)
     with vms.store() as store:
-        started = time.monotonic()
-        with pytest.raises(QEMULaunchError) as info:
-            lifecycle.ensure_running(vms.paths, store, name)
-        assert time.monotonic() - started < 3.0  # QEMU itself fails in ~0.1 s
-        assert expected in str(info.value)
         record = store.require_vm(name)
-        assert record.status == VMStatus.DEFINED and not record.status.is_active
-        assert expected in (record.last_exit or "")
-        assert not lifecycle.runner_alive(vms.paths, record)
+    assert record.status == VMStatus.DEFINED and not record.status.is_active
+    assert expected in (record.last_exit or "")
+    assert not runner_alive(vms, record)
+    assert not vms.our_pids()  # the runner killed what it launched and exited
 
 
 def test_qemu_killed_is_recorded_as_crashed(vms):
     name = vms.define()
+    engine.start(vms.ctx(), name)
     with vms.store() as store:
-        lifecycle.ensure_running(vms.paths, store, name)
         record = store.require_vm(name)
         with RunnerClient(vms.paths.vm_runtime(record.id).control_socket) as client:
             os.kill(record.qemu_pid, signal.SIGKILL)
@@ -144,67 +161,105 @@ def test_qemu_killed_is_recorded_as_crashed(vms):
         assert record.status == VMStatus.CRASHED
         assert "SIGKILL" in (record.last_exit or "")
         assert store.events(name)[-1].kind == "crashed"
-        assert not lifecycle.runner_alive(vms.paths, record)
+        assert not runner_alive(vms, record)
 
 
 def test_runner_killed_vm_survives_and_is_readopted(vms):
     name = vms.define()
+    ctx = vms.ctx()
+    engine.start(ctx, name)
+    wait_marker(vms.paths, name)
     with vms.store() as store:
-        lifecycle.ensure_running(vms.paths, store, name)
-        offset = wait_marker(vms.paths, name)
         record = store.require_vm(name)
-        os.kill(record.runner_pid, signal.SIGKILL)
-        wait_pid_exit(record.runner_pid)
-        view = lifecycle.runtime_view(vms.paths, store, store.require_vm(name))
-        assert view["runner_alive"] is False and view["qemu_alive"] is True
-        assert view["status"] == "running"
+    os.kill(record.runner_pid, signal.SIGKILL)
+    assert wait_pid_exit(record.runner_pid)
+    view = engine.status(ctx, name).data
+    assert view["runner_alive"] is False and view["qemu_alive"] is True
+    assert view["status"] == "running"
+    # The same reading everywhere: the inventory's list and the view agree.
+    assert engine.list_vms(ctx).data[0]["status"] == "running"
 
-        # Any IPC request through the engine re-adopts first ...
-        status = lifecycle.call(vms.paths, store, name, "status")
-        assert status["adopted"] is True and status["qemu_pid"] == record.qemu_pid
+    # Any request through the engine re-adopts first ...
+    assert engine.qmp(ctx, name, "query-status").data["status"] == "running"
+    with vms.store() as store:
         assert store.events(name)[-1].kind == "adopted"
-        # ... and the guest still answers on its console.
-        lifecycle.call(vms.paths, store, name, "serial_write", text="echo alive-$((6*7))\n")
-        lifecycle.call(vms.paths, store, name, "serial_wait", pattern="alive-42", timeout=20)
-        del offset
-        # ensure_running on an adopted VM is unchanged; a new kill + start says "adopted".
-        assert lifecycle.ensure_running(vms.paths, store, name) == []
+        assert store.require_vm(name).qemu_pid == record.qemu_pid
+    status = engine.status(ctx, name).data
+    assert status["adopted"] is True and status["qemu_pid"] == record.qemu_pid
+    # ... and the guest still answers on its console.
+    engine.write_console(ctx, name, "echo alive-$((6*7))\n")
+    engine.wait_console(ctx, name, "alive-42", timeout=20)
+    # start on an adopted VM is unchanged; a new kill + start says "adopt".
+    assert verbs(engine.start(ctx, name)) == []
+    with vms.store() as store:
         adopter = store.require_vm(name).runner_pid
-        os.kill(adopter, signal.SIGKILL)
-        wait_pid_exit(adopter)
-        assert lifecycle.ensure_running(vms.paths, store, name) == ["adopted"]
-        actions = lifecycle.ensure_stopped(vms.paths, store, name, timeout=30)
-        assert actions[0].startswith("stopped (ACPI powerdown")
-        assert store.require_vm(name).status == VMStatus.STOPPED
+    os.kill(adopter, signal.SIGKILL)
+    assert wait_pid_exit(adopter)
+    assert verbs(engine.start(ctx, name)) == ["adopt"]
+    assert engine.stop(ctx, name, timeout=30).actions[0]["rung"] == "powerdown"
+    assert engine.status(ctx, name).data["status"] == "stopped"
 
 
 def test_stale_sockets_and_lock_of_a_dead_runner_are_cleaned(vms):
     name = vms.define()
+    ctx = vms.ctx()
+    engine.start(ctx, name)
     with vms.store() as store:
-        lifecycle.ensure_running(vms.paths, store, name)
         record = store.require_vm(name)
-        rt = vms.paths.vm_runtime(record.id)
-        os.kill(record.runner_pid, signal.SIGKILL)
+    rt = vms.paths.vm_runtime(record.id)
+    os.kill(record.runner_pid, signal.SIGKILL)
+    os.kill(record.qemu_pid, signal.SIGKILL)
+    assert wait_pid_exit(record.runner_pid) and wait_pid_exit(record.qemu_pid)
+    assert rt.control_socket.exists() and rt.lock_file.exists()
+    # Reading shows the crash and writes nothing ...
+    view = engine.status(ctx, name).data
+    assert view["status"] == "crashed" and not view["runner_alive"]
+    assert "gone without recording an exit" in view["reason"]
+    assert [vm["status"] for vm in engine.list_vms(ctx).data] == ["crashed"]
+    with vms.store() as store:
+        assert store.require_vm(name).status == VMStatus.RUNNING  # the record, untouched
+    assert rt.control_socket.exists()
+    # ... the next change records it and cleans up.
+    assert verbs(engine.start(ctx, name)) == ["start"]
+    with vms.store() as store:
+        kinds = [e.kind for e in store.events(name)]
+    assert "crashed" in kinds and kinds[-1] == "started"
+    engine.stop(ctx, name, force=True)
+
+
+def test_a_reused_pid_is_not_our_qemu(vms):
+    """After runner and QEMU die, a process that got QEMU's PID is not taken for it:
+    identity is PID plus start time, compared exactly (never a command line)."""
+    name = vms.define()
+    ctx = vms.ctx()
+    engine.start(ctx, name)
+    with vms.store() as store:
+        record = store.require_vm(name)
+    os.kill(record.runner_pid, signal.SIGKILL)
+    assert wait_pid_exit(record.runner_pid)
+    impostor = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
+                                 str(vms.paths.vm_runtime(record.id).root)],
+                                stdin=subprocess.PIPE)
+    try:
         os.kill(record.qemu_pid, signal.SIGKILL)
-        wait_pid_exit(record.runner_pid)
-        wait_pid_exit(record.qemu_pid)
-        assert rt.control_socket.exists() and rt.lock_file.exists()
-        view = lifecycle.runtime_view(vms.paths, store, store.require_vm(name))
-        assert view["status"] == "crashed" and not view["runner_alive"]
-        assert "gone without recording an exit" in view["last_exit"]
-        for path in (rt.control_socket, rt.qmp_socket, rt.serial_socket, rt.lock_file):
-            assert not path.exists(), path
-        assert lifecycle.ensure_running(vms.paths, store, name) == ["started"]
+        assert wait_pid_exit(record.qemu_pid)
+        with vms.store() as store:  # as if the impostor had been given QEMU's PID
+            store.update_runtime(name, qemu_pid=impostor.pid)
+        assert engine.status(ctx, name).data["status"] == "crashed"
+        assert verbs(engine.start(ctx, name)) == ["start"]
+        assert impostor.poll() is None  # never adopted, never signalled
+        engine.stop(ctx, name, force=True)
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait()
 
 
 CONCURRENT_START = """
 import json, sys
-from maqet_engine.engine import lifecycle
-from maqet_engine.paths import resolve_paths
-from maqet_engine.store import Store
-paths = resolve_paths()
-with Store.open(paths.db) as store:
-    print(json.dumps(lifecycle.ensure_running(paths, store, sys.argv[1])))
+from maqet_engine import engine
+result = engine.start(engine.EngineContext.from_env(), sys.argv[1])
+print(json.dumps([a["action"] for a in result.actions]))
 """
 
 
@@ -216,7 +271,7 @@ def test_ten_concurrent_starts_make_one_runner(vms):
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 10, [err for _, err in outputs]
     results = sorted(out.strip() for out, _ in outputs)
-    assert results == ['["started"]'] + ["[]"] * 9
+    assert results == ['["start"]'] + ["[]"] * 9
     runners = [pid for pid in vms.our_pids()
                if b"maqet_engine.runner" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(runners) == 1

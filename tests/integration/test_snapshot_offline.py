@@ -11,15 +11,19 @@ from typing import Any
 import pytest
 from test_storage import cli, define
 
+from maqet_engine import engine
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.errors import NotFoundError, SnapshotNotFound, StateConflict, UsageError
 from maqet_engine.paths import resolve_paths
-from maqet_engine.snapshots import apply_snapshot, ensure_snapshot, list_snapshots
 from maqet_engine.storage import prepare_storage
 from maqet_engine.store import Store
 from maqet_engine.store import storage_records as records
 
 pytestmark = pytest.mark.qemu
+
+
+def checking(ctx: EngineContext) -> EngineContext:
+    return EngineContext(paths=ctx.paths, check_mode=True)
 
 
 def io(disk: Path, command: str) -> str:
@@ -47,22 +51,22 @@ def vm(maqet_home: Path) -> dict[str, Any]:
 def test_drive_round_trip_restores_the_old_bytes(vm: dict[str, Any]):
     ctx, hdd = vm["ctx"], vm["hdd"]
     io(hdd, "write -P 0x41 0 4k")
-    result = ensure_snapshot(ctx, "vm1", "s1", drive="hdd")
-    assert result["changed"] and result["actions"] == ["created snapshot s1 of disk hdd"]
-    assert not result["live"]
+    result = engine.snapshot(ctx, "vm1", "s1", drive="hdd")
+    assert result.changed and result.describe() == ["created snapshot s1 of disk hdd"]
+    assert not result.data["live"]
     io(hdd, "write -P 0x42 0 4k")
     assert has_pattern(hdd, 0x42)
-    [entry] = list_snapshots(ctx, "vm1", "hdd")
+    [entry] = engine.list_snapshots(ctx, "vm1", "hdd").data
     assert entry["name"] == "s1" and entry["drive"] == "hdd" and entry["managed"]
     assert entry["vm_state"] is False and entry["drives"] == ["hdd"]
-    result = ensure_snapshot(ctx, "vm1", "s1", state="reverted", drive="hdd")
-    assert result["changed"] and result["actions"] == ["reverted to snapshot s1 of disk hdd"]
+    result = engine.snapshot(ctx, "vm1", "s1", state="reverted", drive="hdd")
+    assert result.changed and result.describe() == ["reverted to snapshot s1 of disk hdd"]
     assert has_pattern(hdd, 0x41)
-    assert not ensure_snapshot(ctx, "vm1", "s1", drive="hdd")["changed"]  # exists
-    result = ensure_snapshot(ctx, "vm1", "s1", state="absent", drive="hdd")
-    assert result["actions"] == ["deleted snapshot s1 of disk hdd"]
-    assert list_snapshots(ctx, "vm1", "hdd") == []
-    assert not ensure_snapshot(ctx, "vm1", "s1", state="absent", drive="hdd")["changed"]
+    assert not engine.snapshot(ctx, "vm1", "s1", drive="hdd").changed  # exists
+    result = engine.snapshot(ctx, "vm1", "s1", state="absent", drive="hdd")
+    assert result.describe() == ["deleted snapshot s1 of disk hdd"]
+    assert engine.list_snapshots(ctx, "vm1", "hdd").data == []
+    assert not engine.snapshot(ctx, "vm1", "s1", state="absent", drive="hdd").changed
     with Store.open(ctx.paths.db) as store:
         assert records.snapshots_of(store, "vm1") == []
 
@@ -71,49 +75,50 @@ def test_vm_wide_offline_covers_every_qcow2_disk(vm: dict[str, Any]):
     ctx = vm["ctx"]
     io(vm["hdd"], "write -P 0x11 0 4k")
     io(vm["data"], "write -P 0x22 0 4k")
-    result = ensure_snapshot(ctx, "vm1", "both")
-    assert result["actions"] == ["created snapshot both (disks hdd, data)"]
-    assert result["snapshot"]["complete"] and result["snapshot"]["drives"] == ["hdd", "data"]
+    result = engine.snapshot(ctx, "vm1", "both")
+    assert result.describe() == ["created snapshot both (disks hdd, data)"]
+    made = result.data["snapshot"]
+    assert made["complete"] and made["drives"] == ["hdd", "data"]
     io(vm["hdd"], "write -P 0x33 0 4k")
     io(vm["data"], "write -P 0x44 0 4k")
-    ensure_snapshot(ctx, "vm1", "both", state="reverted")
+    engine.snapshot(ctx, "vm1", "both", state="reverted")
     assert has_pattern(vm["hdd"], 0x11) and has_pattern(vm["data"], 0x22)
     # a snapshot on one disk only is listed as incomplete and cannot be reverted VM-wide
-    ensure_snapshot(ctx, "vm1", "only-hdd", drive="hdd")
-    listed = {e["name"]: e for e in list_snapshots(ctx, "vm1")}
+    engine.snapshot(ctx, "vm1", "only-hdd", drive="hdd")
+    listed = {e["name"]: e for e in engine.list_snapshots(ctx, "vm1").data}
     assert listed["both"]["complete"] and not listed["only-hdd"]["complete"]
     with pytest.raises(SnapshotNotFound, match="exists only on hdd"):
-        ensure_snapshot(ctx, "vm1", "only-hdd", state="reverted")
+        engine.snapshot(ctx, "vm1", "only-hdd", state="reverted")
     # ... and 'present' makes it whole
-    result = ensure_snapshot(ctx, "vm1", "only-hdd")
-    assert result["actions"][0].startswith("deleted incomplete snapshot only-hdd")
-    assert result["snapshot"]["complete"]
+    result = engine.snapshot(ctx, "vm1", "only-hdd")
+    assert result.describe()[0].startswith("deleted incomplete snapshot only-hdd")
+    assert result.data["snapshot"]["complete"]
 
 
 def test_check_mode_changes_nothing_and_predicts_the_same_actions(vm: dict[str, Any]):
     ctx = vm["ctx"]
-    checked = ensure_snapshot(ctx, "vm1", "s1", check_mode=True)
-    assert checked["changed"] and list_snapshots(ctx, "vm1") == []
-    done = ensure_snapshot(ctx, "vm1", "s1")
-    assert done["actions"] == checked["actions"]
-    assert not ensure_snapshot(ctx, "vm1", "s1", check_mode=True)["changed"]
-    assert ensure_snapshot(ctx, "vm1", "s1", state="absent", check_mode=True)["changed"]
-    assert [e["name"] for e in list_snapshots(ctx, "vm1")] == ["s1"]
+    checked = engine.snapshot(checking(ctx), "vm1", "s1")
+    assert checked.changed and engine.list_snapshots(ctx, "vm1").data == []
+    done = engine.snapshot(ctx, "vm1", "s1")
+    assert done.describe() == checked.describe()
+    assert not engine.snapshot(checking(ctx), "vm1", "s1").changed
+    assert engine.snapshot(checking(ctx), "vm1", "s1", state="absent").changed
+    assert [e["name"] for e in engine.list_snapshots(ctx, "vm1").data] == ["s1"]
 
 
 def test_retention_prunes_the_oldest(vm: dict[str, Any]):
     ctx = vm["ctx"]
     for name in ("a", "b", "c"):
-        ensure_snapshot(ctx, "vm1", name, retention=2)
-    names = [e["name"] for e in list_snapshots(ctx, "vm1")]
+        engine.snapshot(ctx, "vm1", name, retention=2)
+    names = [e["name"] for e in engine.list_snapshots(ctx, "vm1").data]
     assert len(names) == 2 and "c" in names
-    checked = ensure_snapshot(ctx, "vm1", "d", retention=2, check_mode=True)
-    assert len(checked["pruned"]) == 1 and checked["pruned"][0] in names
-    result = apply_snapshot(ctx, vm="vm1", name="d", retention=2).to_dict()
-    assert result["pruned"] == checked["pruned"]
-    assert result["actions"][-1] == f"deleted snapshot {result['pruned'][0]} (retention 2)"
-    assert sorted(e["name"] for e in list_snapshots(ctx, "vm1")) == sorted(
-        {*names, "d"} - set(result["pruned"]))
+    checked = engine.snapshot(checking(ctx), "vm1", "d", retention=2)
+    assert len(checked.data["pruned"]) == 1 and checked.data["pruned"][0] in names
+    result = engine.snapshot(ctx, "vm1", "d", retention=2)
+    assert result.data["pruned"] == checked.data["pruned"]
+    assert result.describe()[-1] == f"deleted snapshot {result.data['pruned'][0]} (retention 2)"
+    assert sorted(e["name"] for e in engine.list_snapshots(ctx, "vm1").data) == sorted(
+        {*names, "d"} - set(result.data["pruned"]))
 
 
 def test_refusals_are_precise(maqet_home: Path):
@@ -122,23 +127,23 @@ def test_refusals_are_precise(maqet_home: Path):
     paths = resolve_paths()
     ctx = EngineContext(paths=paths)
     with pytest.raises(StateConflict, match="does not exist yet"):
-        ensure_snapshot(ctx, "vm1", "s1", drive="hdd")
+        engine.snapshot(ctx, "vm1", "s1", drive="hdd")
     with Store.open(paths.db) as store:
         prepare_storage(paths, store, spec)
     with pytest.raises(UsageError, match="storage 'scratch' of VM 'vm1' is a raw image .*"
                        "cannot hold internal snapshots"):
-        ensure_snapshot(ctx, "vm1", "s1")
+        engine.snapshot(ctx, "vm1", "s1")
     with pytest.raises(UsageError, match="raw images cannot hold internal snapshots"):
-        ensure_snapshot(ctx, "vm1", "s1", drive="scratch")
+        engine.snapshot(ctx, "vm1", "s1", drive="scratch")
     with pytest.raises(NotFoundError, match="no storage named 'nope'"):
-        ensure_snapshot(ctx, "vm1", "s1", drive="nope")
+        engine.snapshot(ctx, "vm1", "s1", drive="nope")
     with pytest.raises(SnapshotNotFound, match="does not exist"):
-        ensure_snapshot(ctx, "vm1", "never", state="reverted", drive="hdd")
+        engine.snapshot(ctx, "vm1", "never", state="reverted", drive="hdd")
     with pytest.raises(StateConflict, match="not running, so a live snapshot"):
-        ensure_snapshot(ctx, "vm1", "s1", drive="hdd", live=True)
+        engine.snapshot(ctx, "vm1", "s1", drive="hdd", live=True)
     with pytest.raises(UsageError, match="retention"):
-        ensure_snapshot(ctx, "vm1", "s1", drive="hdd", retention=0)
-    assert ensure_snapshot(ctx, "vm1", "s1", drive="hdd")["changed"]
+        engine.snapshot(ctx, "vm1", "s1", drive="hdd", retention=0)
+    assert engine.snapshot(ctx, "vm1", "s1", drive="hdd").changed
 
 
 def test_cli_round_trip_with_json(vm: dict[str, Any], capsys: pytest.CaptureFixture[str]):
@@ -146,8 +151,11 @@ def test_cli_round_trip_with_json(vm: dict[str, Any], capsys: pytest.CaptureFixt
     assert code == 0 and result["changed"]
     code, listed = cli("snapshot", "vm1", "list", "hdd", capsys=capsys)
     assert code == 0 and [e["name"] for e in listed] == ["s1"]
-    code, result = cli("snapshot", "vm1", "load", "hdd", "s1", capsys=capsys)
-    assert code == 0 and result["actions"] == ["reverted to snapshot s1 of disk hdd"]
+    code, result = cli("snapshot", "vm1", "revert", "hdd", "s1", capsys=capsys)
+    assert code == 0 and [a["action"] for a in result["actions"]] == ["revert_snapshot"]
+    assert result["actions"][0]["snapshot"] == "s1" and result["actions"][0]["drive"] == "hdd"
+    code, result = cli("snapshot", "vm1", "load", "hdd", "s1", capsys=capsys)  # old spelling
+    assert code == 0 and result["changed"]
     code, result = cli("snapshot", "vm1", "load", "hdd", "nope", capsys=capsys)
     assert code == 3 and result["error"]["type"] == "SnapshotNotFound"
     code, result = cli("snapshot", "vm1", "delete", "hdd", "s1", capsys=capsys)

@@ -12,6 +12,7 @@ import pytest
 
 from maqet_engine.cli.main import main as maqet_main
 from maqet_engine.definition import parse_spec
+from maqet_engine.engine import describe_action
 from maqet_engine.errors import ConfigError, StateConflict
 from maqet_engine.paths import resolve_paths
 from maqet_engine.storage import check_claims, prepare_storage, purge_files, purge_orphans
@@ -70,11 +71,14 @@ def test_missing_disks_are_created_in_the_vm_dir_and_registered(maqet_home: Path
     paths = resolve_paths()
     vm_dir = paths.vm_data("vm1").root
     with Store.open(paths.db) as store:
-        assert prepare_storage(paths, store, spec, check_mode=True) == [
+        checked = prepare_storage(paths, store, spec, check_mode=True)
+        assert [describe_action(a) for a in checked] == [
             "created disk hdd (64M)", "created disk swap (1M)"]
         assert not vm_dir.exists()
         actions = prepare_storage(paths, store, spec)
-        assert actions == ["created disk hdd (64M)", "created disk swap (1M)"]
+        assert actions == checked  # the same actions, check mode or not
+        assert actions[0] == {"action": "create_disk", "storage": "hdd", "size": 64 << 20,
+                              "path": str(vm_dir / "hdd.qcow2"), "backing": None}
         assert img_info(vm_dir / "hdd.qcow2")["format"] == "qcow2"
         assert img_info(vm_dir / "hdd.qcow2")["virtual-size"] == 64 << 20
         assert (vm_dir / "swap.img").stat().st_size == 1 << 20
@@ -91,7 +95,7 @@ def test_backing_makes_small_linked_clones(maqet_home: Path, tmp_path: Path):
         for i in range(3):
             spec = define(maqet_home, f"clone{i}",
                           {"name": "hdd", "type": "qcow2", "backing": str(base)})
-            assert prepare_storage(paths, store, spec) == [
+            assert [describe_action(a) for a in prepare_storage(paths, store, spec)] == [
                 f"created disk hdd (overlay on {base})"]
     overlay = paths.vm_data("clone2").root / "hdd.qcow2"
     info = img_info(overlay)

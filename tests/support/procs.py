@@ -22,3 +22,24 @@ def pids_mentioning(*paths: Path) -> list[int]:
         if any(n in cmdline for n in needles):
             pids.append(int(entry))
     return pids
+
+
+def wait_pid_exit(pid: int, timeout: float = 10.0) -> bool:
+    """Block (a pidfd, no polling) until ``pid`` is gone; reap it if it is our child.
+    True when it exited within ``timeout``."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        gone = bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+    if gone:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return gone

@@ -58,7 +58,7 @@ def test_add_is_idempotent_and_refuses_a_different_definition(maqet_home, tmp_pa
     code, out, err = run(capsys, "add", "-c", str(cfg), "--set", "memory=512M")
     assert code == C.EXIT_CONFLICT
     assert err.strip() == ("maqet: error: a VM named 'vm1' already exists with another "
-                           "definition; use 'maqet apply' to change it, or pick another --name")
+                           "definition; apply the definition to change it, or pick another name")
 
 
 def test_equivalent_definitions_are_unchanged(maqet_home, tmp_path, capsys):
@@ -71,7 +71,7 @@ def test_equivalent_definitions_are_unchanged(maqet_home, tmp_path, capsys):
 def test_apply_reports_changes_diff_and_check_mode(maqet_home, tmp_path, capsys):
     cfg = write_config(tmp_path, MINIMAL)
     code, data = run_json(capsys, "apply", "-c", str(cfg), "--check")
-    assert (code, data["changed"], data["actions"]) == (0, True, ["defined"])
+    assert (code, data["changed"], data["actions"]) == (0, True, [{"action": "define"}])
     assert not maqet_home.exists()  # check mode wrote nothing
     code, data = run_json(capsys, "apply", "-c", str(cfg))
     assert data["changed"] and data["diff"]["before"] is None
@@ -80,9 +80,11 @@ def test_apply_reports_changes_diff_and_check_mode(maqet_home, tmp_path, capsys)
     assert data["changed"] is False
     code, out, _ = run(capsys, "apply", "-c", str(cfg), "--set", "cpu=2", "--diff")
     assert "vm1: changed (redefined)" in out
-    assert '-  "cpu": 1,' in out and '+  "cpu": 2,' in out
+    assert '-    "cpu": 1,' in out and '+    "cpu": 2,' in out
     code, data = run_json(capsys, "apply", "-c", str(cfg), "--state", "absent")
-    assert (data["changed"], data["actions"]) == (True, ["removed"])
+    assert (data["changed"], data["actions"]) == (True, [{"action": "remove"}])
+    assert data["diff"] == {"before": {"status": "defined", "spec": data["diff"]["before"]["spec"]},
+                            "after": None}
     code, data = run_json(capsys, "apply", "-c", str(cfg), "--state", "absent")
     assert (code, data["changed"]) == (0, False)
 
@@ -119,9 +121,11 @@ def test_rm_purge_deletes_logs_but_keeps_user_files(maqet_home, tmp_path, capsys
     (vm_dir / "runner.log").write_text("x")
     (vm_dir / "mine.img").write_text("user data")
     code, data = run_json(capsys, "rm", "vm1", "--purge", "--check")
-    assert (vm_dir / "runner.log").exists() and data["actions"][-1].endswith("runner.log")
+    assert (vm_dir / "runner.log").exists()
+    assert data["actions"][-1] == {"action": "delete_file", "path": str(vm_dir / "runner.log")}
     code, data = run_json(capsys, "rm", "vm1", "--purge")
-    assert code == 0 and data["actions"] == ["removed", f"deleted {vm_dir / 'runner.log'}"]
+    assert code == 0 and data["actions"] == [
+        {"action": "remove"}, {"action": "delete_file", "path": str(vm_dir / "runner.log")}]
     assert sorted(p.name for p in vm_dir.iterdir()) == ["mine.img"]
 
 
@@ -139,7 +143,7 @@ def test_rm_purge_deletes_logs_but_keeps_user_files(maqet_home, tmp_path, capsys
 def test_errors_have_exit_codes_and_json_shape(maqet_home, capsys, argv, code, error_type):
     got, data = run_json(capsys, *argv)
     assert got == code
-    assert set(data) == {"error"}
+    assert set(data) == {"error", "changed"} and data["changed"] is False
     assert data["error"]["type"] == error_type and data["error"]["exit_code"] == code
     assert "\n" not in data["error"]["message"]
     assert not maqet_home.exists()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from maqet_engine import constants as C
 from maqet_engine.definition import Spec, build_argv
 from maqet_engine.definition.argv import memory_arg
 from maqet_engine.paths import Paths
@@ -34,7 +35,8 @@ def head(accel: str = "tcg") -> list[str]:
 def middle(paths: Paths, display: str = "none", vga: str = "std") -> list[str]:
     rt, data = paths.vm_runtime(7), paths.vm_data("vm")
     return [
-        "-qmp", f"unix:{rt.qmp_socket},server=on,wait=off",
+        "-chardev", f"socket,id={C.QMP_CHARDEV_ID},fd={C.QMP_FD_PLACEHOLDER},server=on,wait=off",
+        "-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control",
         "-chardev", f"socket,id=serial0,path={rt.serial_socket},server=on,wait=off,"
         f"logfile={data.serial_log},logappend=on",
         "-serial", "chardev:serial0",
@@ -185,10 +187,19 @@ def test_commas_in_runtime_paths_are_doubled(parse: Parse, tmp_path: Path):
     odd = resolve_paths({"MAQET_HOME": str(tmp_path / "a,b")})
     argv = build_argv(parse({"name": "vm"}), runtime=odd.vm_runtime(1), data=odd.vm_data("vm"),
                       accel="tcg")
-    assert argv[argv.index("-qmp") + 1] == f"unix:{str(odd.runtime).replace(',', ',,')}" \
-        "/1/qmp.sock,server=on,wait=off"
-    assert f"logfile={str(odd.data).replace(',', ',,')}/vms/vm/serial.log" in argv[
-        argv.index("-chardev") + 1]
+    serial = next(a for a in argv if a.startswith("socket,id=serial0,"))
+    assert f"path={str(odd.runtime).replace(',', ',,')}/1/serial.sock," in serial
+    assert f"logfile={str(odd.data).replace(',', ',,')}/vms/vm/serial.log" in serial
+
+
+def test_the_qmp_monitor_is_the_given_fd(parse: Parse, paths: Paths):
+    """The command line is built once, around the spawner's socket: no rewriting later."""
+    argv = build_argv(parse({"name": "vm"}), runtime=paths.vm_runtime(1),
+                      data=paths.vm_data("vm"), accel="tcg", qmp_fd=9)
+    index = argv.index(f"socket,id={C.QMP_CHARDEV_ID},fd=9,server=on,wait=off")
+    assert argv[index - 1] == "-chardev"
+    assert argv[index + 1:index + 3] == ["-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control"]
+    assert "-qmp" not in argv
 
 
 def test_build_argv_is_pure(parse: Parse, paths: Paths):

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from maqet_engine.control.spawn import bind_qmp_socket
 from maqet_engine.definition import build_argv, parse_spec
 from maqet_engine.paths import resolve_paths
-from maqet_engine.runner.qemu import bind_qmp_socket, with_qmp_fd
 
 pytestmark = pytest.mark.qemu
 
@@ -81,7 +81,8 @@ def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memo
         ],
         "arguments": ["-S"],
     }
-    with tempfile.TemporaryDirectory(prefix="mq-") as home:  # short: AF_UNIX path limit
+    # A home with a comma, a space and non-ASCII: QEMU option values must be escaped.
+    with tempfile.TemporaryDirectory(prefix="mq, é-") as home:  # short: AF_UNIX path limit
         paths = resolve_paths({"MAQET_HOME": home})
         spec = parse_spec(raw, base_dir=defdir, paths=paths)
         data = paths.vm_data(spec.name)
@@ -91,12 +92,12 @@ def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memo
                 subprocess.run(["qemu-img", "create", "-q", "-f", entry["type"], entry["file"],
                                 str(entry["size"])], check=True)
         runtime = paths.ensure_runtime(1)
-        argv = build_argv(spec, runtime=runtime, data=data, accel="tcg")
-        argv[0] = shutil.which(QEMU) or QEMU
-        # As the runner does: bind the QMP socket first and hand QEMU the listening fd,
-        # so connecting cannot race QEMU's start-up (no polling for the socket file).
+        # As the spawner does: bind the QMP socket first and build the command line
+        # around the listening fd, so connecting cannot race QEMU's start-up.
         listener = bind_qmp_socket(runtime.qmp_socket)
-        argv = with_qmp_fd(argv, runtime.qmp_socket, listener.fileno())
+        argv = build_argv(spec, runtime=runtime, data=data, accel="tcg",
+                          qmp_fd=listener.fileno())
+        argv[0] = shutil.which(QEMU) or QEMU
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
         listener.close()

@@ -10,7 +10,6 @@ from maqet_engine import constants as C
 from maqet_engine.errors import QMPCommandError, StateConflict, UsageError
 from maqet_engine.ipc import protocol
 from maqet_engine.runner import keys
-from maqet_engine.runner.qemu import with_qmp_fd
 
 
 def test_request_round_trip():
@@ -71,13 +70,3 @@ def test_chords_and_text():
             keys.chord(bad)
     with pytest.raises(UsageError):
         keys.text_chords("\u00e9")
-
-
-def test_qmp_monitor_is_moved_to_the_prebound_fd(tmp_path):
-    sock = tmp_path / "qmp.sock"
-    argv = ["qemu", "-qmp", f"unix:{sock},server=on,wait=off", "-S"]
-    assert with_qmp_fd(argv, sock, 7) == [
-        "qemu", "-chardev", f"socket,id={C.QMP_CHARDEV_ID},fd=7,server=on,wait=off",
-        "-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control", "-S"]
-    with pytest.raises(ValueError):
-        with_qmp_fd(["qemu"], sock, 7)

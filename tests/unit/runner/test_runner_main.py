@@ -27,11 +27,14 @@ def test_parse_args_pairs():
 
 
 def test_read_launch():
-    argv = ["qemu-system-x86_64", "-qmp", "unix:/x,server=on,wait=off"]
-    assert read_launch(io.BytesIO(json.dumps({"qemu_argv": argv}).encode())) == argv
+    argv = ["qemu-system-x86_64", "-chardev", "socket,id=maqet-qmp,fd=5,server=on,wait=off"]
+    launch = read_launch(io.BytesIO(json.dumps({"qemu_argv": argv, "qmp_fd": 5}).encode()))
+    assert launch is not None and (launch.argv, launch.qmp_fd) == (argv, 5)
     assert read_launch(io.BytesIO(b"")) is None  # /dev/null: re-adopt only
     assert read_launch(None) is None
     for bad in (b"{", b"[]", b'{"qemu_argv": []}', b'{"qemu_argv": [1]}', b'{"x": 1}',
+                b'{"qemu_argv": ["q"]}', b'{"qemu_argv": ["q"], "qmp_fd": -1}',
+                b'{"qemu_argv": ["q"], "qmp_fd": true}',
                 b" " * (C.IPC_MAX_MESSAGE_BYTES + 1) + b"{}"):
         with pytest.raises(UsageError):
             read_launch(io.BytesIO(bad))

@@ -91,16 +91,17 @@ def test_cli_passes_the_tty_bar_unless_json(json_output: bool, tmp_path: object,
     import maqet_engine.snapshots as snapshots
     from maqet_engine.cli.context import CLIContext
     from maqet_engine.cli.snapshot_cmds import cmd_snapshot
+    from maqet_engine.engine import Result
 
     seen: dict[str, object] = {}
 
-    def fake_ensure(ctx: object, vm: str, name: str, **kwargs: object) -> dict[str, object]:
+    def fake_ensure(ctx: object, vm: str, name: str, **kwargs: object) -> Result:
         seen.update(kwargs)
-        return {"changed": False, "actions": []}
+        return Result(name=vm, state="present")
 
     monkeypatch.setattr(snapshots, "ensure_snapshot", fake_ensure)
     monkeypatch.setattr("sys.stderr", FakeTTY())
-    ctx = CLIContext(paths=None, json=json_output, debug=False)  # type: ignore[arg-type]
+    ctx = CLIContext(base=None, json=json_output, debug=False)  # type: ignore[arg-type]
     monkeypatch.setattr(CLIContext, "engine", lambda self, check_mode=False: None)
     args = argparse.Namespace(name="vm1", action="create", operands=["s1"], retention=None,
                               timeout=5.0, check=False)

@@ -85,7 +85,7 @@ except ImportError:
     class MaqetError(Exception):
         pass
 
-ACTIVE = ("starting", "running", "paused", "stopping")
+ACTIVE = ("starting", "running", "paused", "stopping")  # statuses with a QEMU process
 _GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -110,39 +110,33 @@ def ssh_forward(ports, guest_port):
 def read_vms(home):
     """Every VM of the installation as plain, JSON-able data (cacheable).
 
-    One read of the state store; liveness of an active VM is checked through its
-    runner's lock file (no IPC), and an active VM whose runner and QEMU are gone is
-    reported as ``crashed`` (the store is not modified).
+    One read of the state store through the engine's ``list_vms`` (no request to any
+    VM): the status is the engine's one reading of the record, the runner's lock and
+    QEMU's identity, so a VM whose runner and QEMU are gone shows as ``crashed`` here
+    exactly as in ``maqet status`` and ``maqet_vm_info`` (the store is not modified).
     """
-    from maqet_engine.engine import lifecycle
+    from maqet_engine import engine
 
     ctx = EngineContext.for_home(home, check_mode=True)
     vms = []
-    with ctx.open_store(create=False) as store:
-        for record in store.list_vms():
-            status = record.status.value
-            if status in ACTIVE and not (lifecycle.runner_alive(ctx.paths, record)
-                                         or lifecycle.qemu_alive(ctx.paths, record)):
-                status = "crashed"
-            spec = record.spec_data
-            ports = [dict(fwd) for nic in spec.get("network") or []
-                     for fwd in nic.get("forward") or []]
-            vms.append({
-                "name": record.name,
-                "id": record.id,
-                "status": status,
-                "runner_pid": record.runner_pid if status in ACTIVE else None,
-                "qemu_pid": record.qemu_pid if status in ACTIVE else None,
-                "accel": record.accel,
-                "tags": list(spec.get("tags") or []),
-                "cpu": spec.get("cpu"),
-                "memory": spec.get("memory"),
-                "machine": spec.get("machine"),
-                "spec_hash": record.spec_hash,
-                "restart_required": record.restart_required,
-                "ports": ports,
-                "spec": spec,
-            })
+    for view in engine.list_vms(ctx).data:
+        spec = view["spec"]
+        vms.append({
+            "name": view["name"],
+            "id": view["id"],
+            "status": view["status"],
+            "runner_pid": view["runner_pid"],
+            "qemu_pid": view["qemu_pid"],
+            "accel": view["accel"],
+            "tags": list(view["tags"]),
+            "cpu": spec.get("cpu"),
+            "memory": spec.get("memory"),
+            "machine": spec.get("machine"),
+            "spec_hash": view["spec_hash"],
+            "restart_required": view["restart_required"],
+            "ports": view["ports"],
+            "spec": spec,
+        })
     return vms
 
 
@@ -164,6 +158,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             home = os.path.expanduser(home)
             if not os.path.isabs(home):
                 home = os.path.join(os.path.dirname(os.path.abspath(path)), home)
+            if not os.path.isdir(home):
+                message = ("maqet inventory {0}: maqet_home {1} does not exist, so it lists no "
+                           "VMs; check the path (or create VMs there first)".format(path, home))
+                if self.get_option("strict"):
+                    raise AnsibleParserError(message)
+                self.display.warning(message)
 
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option("cache") and cache

@@ -69,8 +69,14 @@ def context(module, *, check_mode=None):
 
 
 def fail_from_error(module, err, **extra):
-    """Fail the task with the engine error's one-line message and its type."""
+    """Fail the task with the engine error's one-line message and its type. When the
+    engine had already changed something (a definition stored before QEMU failed to
+    start), the task says so: ``changed`` and the ``actions`` done."""
     result = dict(extra)
+    partial = getattr(err, "result", None)
+    if partial is not None and partial.changed:
+        result["changed"] = True
+        result["actions"] = [dict(a) for a in partial.actions]
     to_dict = getattr(err, "to_dict", None)
     data = to_dict() if callable(to_dict) else {}
     for key in _ERROR_FIELDS:

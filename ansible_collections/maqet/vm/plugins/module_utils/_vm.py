@@ -18,22 +18,23 @@ from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     run,
 )
 
-STATES = ("present", "running", "stopped", "restarted", "absent")
+STATES = ("present", "running", "paused", "stopped", "restarted", "absent")
 
 # Engine default for stop/restart timeouts (maqet_engine.constants.STOP_TIMEOUT_S).
 DEFAULT_TIMEOUT = 30.0
 
 VM_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
-    config={"type": "dict", "aliases": ["definition"]},
-    config_file={"type": "path"},
+    # "config"/"config_file" were the first names of these options: kept as aliases.
+    definition={"type": "dict", "aliases": ["config"]},
+    definition_file={"type": "path", "aliases": ["config_file"]},
     state={"type": "str", "default": "present", "choices": list(STATES)},
     recreate={"type": "bool", "default": False},
     timeout={"type": "float", "default": DEFAULT_TIMEOUT},
     force={"type": "bool", "default": False},
     purge={"type": "bool", "default": False},
 )
-VM_REQUIRED_ONE_OF = [("name", "config", "config_file")]
+VM_REQUIRED_ONE_OF = [("name", "definition", "definition_file")]
 
 VM_INFO_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
@@ -45,41 +46,29 @@ def _target_name(params):
     """The VM's name when no definition is parsed (absent, or name-only calls)."""
     if params.get("name"):
         return params["name"]
-    config = params.get("config") or {}
-    return config.get("name")
-
-
-def _load_spec(ctx, params):
-    from pathlib import Path
-
-    from maqet_engine.engine import load_spec
-
-    files = [Path(params["config_file"])] if params.get("config_file") else []
-    return load_spec(ctx, config=params.get("config"), files=files, name=params.get("name"))
+    definition = params.get("definition") or {}
+    return definition.get("name")
 
 
 def converge(ctx, params):
     """One engine ``apply()`` for the module's parameters; returns the engine Result."""
-    from maqet_engine.engine import apply
+    from pathlib import Path
+
+    from maqet_engine import engine
 
     state = params["state"]
-    has_definition = params.get("config") is not None or bool(params.get("config_file"))
+    has_definition = params.get("definition") is not None or bool(params.get("definition_file"))
     spec = None
     name = _target_name(params)
     # `absent` needs only the name: a definition whose files are gone can still be removed.
     if has_definition and not (state == "absent" and name):
-        spec = _load_spec(ctx, params)
+        files = [Path(params["definition_file"])] if params.get("definition_file") else []
+        spec = engine.load_definition(ctx, definition=params.get("definition"), files=files,
+                                      name=params.get("name"))
         name = spec.name
-    return apply(
-        ctx,
-        spec=spec,
-        name=name,
-        state=state,
-        recreate=params["recreate"],
-        timeout=params["timeout"],
-        force=params["force"],
-        purge=params["purge"],
-    )
+    return engine.apply(ctx, spec=spec, name=name, state=state, recreate=params["recreate"],
+                        timeout=params["timeout"], force=params["force"],
+                        purge=params["purge"])
 
 
 def result_to_task(result, *, diff_mode):
@@ -111,24 +100,16 @@ def run_vm(module):
 
 def describe_vms(ctx, name=None, *, live=False):
     """The VM views of one VM (by name) or of all; a missing VM gives an empty list."""
-    from maqet_engine.engine import vm_view
+    from maqet_engine import engine
 
-    with ctx.open_store(create=False) as store:
-        if name:
-            record = store.get_vm(name)
-            records = [record] if record is not None else []
-        else:
-            records = store.list_vms()
-        if not live:
-            return [vm_view(record, ctx.paths, with_argv=True) for record in records]
-        from maqet_engine.engine import lifecycle
+    if name:
+        from maqet_engine.errors import VMNotFound
 
-        views = []
-        for record in records:
-            runtime = lifecycle.runtime_view(ctx.paths, store, record)
-            fresh = store.get_vm(record.name) or record
-            views.append(vm_view(fresh, ctx.paths, live=runtime, with_argv=True))
-        return views
+        try:
+            return [engine.show(ctx, name, live=live).data]
+        except VMNotFound:
+            return []
+    return engine.list_vms(ctx, live=live, argv=True).data
 
 
 def run_vm_info(module):

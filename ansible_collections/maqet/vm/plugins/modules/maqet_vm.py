@@ -6,20 +6,24 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: maqet_vm
-short_description: Define, start, stop, restart and remove QEMU virtual machines
+short_description: Define, start, pause, stop, restart and remove QEMU virtual machines
 version_added: 0.1.0
 description:
   - Converges one maqet virtual machine to a desired state. It is defined (V(present)),
-    defined and running (V(running)), defined and not running (V(stopped)), restarted
-    (V(restarted)), or gone (V(absent)). One task creates and starts a VM.
-  - The definition is the same mapping as a maqet YAML file, given inline as O(config)
-    or as a file with O(config_file) (with both, O(config) is merged over the file).
-    maqet normalizes it (sizes, defaults, sorted tags), so a definition that means the
-    same VM never reports a change.
+    defined and running (V(running)), running with its vCPUs paused (V(paused)), defined
+    and not running (V(stopped)), restarted (V(restarted)), or gone (V(absent)). One task
+    creates and starts a VM.
+  - The definition is the same mapping as a maqet YAML file, given inline as
+    O(definition) or as a file with O(definition_file) (with both, O(definition) is
+    merged over the file). maqet normalizes it (sizes, defaults, sorted tags), so a
+    definition that means the same VM never reports a change. Numbers may be given as
+    strings of digits, as a templated C(cpu) with C(-e n=2) or an INI inventory gives them.
   - Changing the definition of a running VM stores it and reports
     RV(restart_required); O(recreate=true) restarts the VM to apply it now.
   - V(stopped) returns only after QEMU has exited (ACPI powerdown, then QMP quit, then
     SIGKILL after O(timeout)).
+  - When a task fails after it already changed something (the definition was stored,
+    then QEMU would not start), it fails with C(changed=true) and the RV(actions) done.
 author:
   - maqet developers (@maqet)
 extends_documentation_fragment:
@@ -31,33 +35,36 @@ attributes:
     details: Computes the same actions and diff as a real run, without side effects.
   diff_mode:
     support: full
-    details: Shows the normalized definition before and after.
+    details: Shows the run status and the normalized definition before and after.
   idempotent:
     support: full
     details: Except O(state=restarted), which restarts the VM every time.
 options:
   name:
     description:
-      - Name of the VM. Overrides C(name) of O(config) and O(config_file).
+      - Name of the VM. Overrides C(name) of O(definition) and O(definition_file).
       - Enough on its own for every state but the first V(present) or V(running).
     type: str
-  config:
+  definition:
     description:
       - The VM definition, as in a maqet YAML file (see docs/configuration.md of maqet).
       - Relative paths in it resolve against the working directory of the module
         (give absolute paths, for example with C(playbook_dir)).
     type: dict
     aliases:
-      - definition
-  config_file:
+      - config
+  definition_file:
     description:
       - Path of a maqet YAML definition on the hypervisor host. Relative paths inside
         it resolve against its directory.
     type: path
+    aliases:
+      - config_file
   state:
     description:
-      - V(present) defines (or redefines) the VM and leaves its run state alone.
-      - V(running) defines it and makes sure it runs.
+      - V(present) defines (or redefines) the VM and leaves its run status alone.
+      - V(running) defines it and makes sure it runs; a paused VM is resumed.
+      - V(paused) makes sure it runs with its vCPUs paused (starting it first).
       - V(stopped) makes sure it does not run (graceful powerdown first).
       - V(restarted) stops it (when it runs) and starts it, every time.
       - V(absent) stops it when it runs (as V(stopped) does) and removes its definition.
@@ -66,6 +73,7 @@ options:
     choices:
       - present
       - running
+      - paused
       - stopped
       - restarted
       - absent
@@ -84,7 +92,8 @@ options:
   force:
     description:
       - When stopping (V(stopped), V(restarted), V(absent), O(recreate)), do not wait
-        for the guest to power off, send QMP C(quit) at once.
+        for the guest, send QMP C(quit) at once, then SIGKILL. The same meaning as
+        C(maqet stop --force) and C(maqet rm --force).
     type: bool
     default: false
   purge:
@@ -104,7 +113,7 @@ EXAMPLES = r"""
 - name: Define and start a VM in one task
   maqet.vm.maqet_vm:
     state: running
-    config:
+    definition:
       name: web1
       accel: tcg
       memory: 1G
@@ -119,9 +128,14 @@ EXAMPLES = r"""
 
 - name: Same VM from a definition file, applying a changed definition at once
   maqet.vm.maqet_vm:
-    config_file: /srv/vms/web1.yml
+    definition_file: /srv/vms/web1.yml
     state: running
     recreate: true
+
+- name: Freeze its vCPUs (starting it first if needed)
+  maqet.vm.maqet_vm:
+    name: web1
+    state: paused
 
 - name: Stop it (returns after QEMU exited)
   maqet.vm.maqet_vm:
@@ -129,7 +143,7 @@ EXAMPLES = r"""
     state: stopped
     timeout: 60
 
-- name: Remove it (stopping it first when it runs) and delete the disks maqet created
+- name: Remove it without waiting for the guest, and delete the disks maqet created
   maqet.vm.maqet_vm:
     name: web1
     state: absent
@@ -159,11 +173,21 @@ state:
   sample: running
 actions:
   description:
-    - What was done, in order (in check mode, what would be done).
+    - What was done, in order (in check mode, what would be done). Each is a stable
+      verb in C(action) with details; the details only a real run can measure
+      (C(rung), C(seconds), C(status), C(reason) of a stop) are absent in check mode.
+    - "Verbs: C(define), C(redefine), C(create_disk) (C(storage), C(path), C(size),
+      C(backing)), C(start), C(adopt) (a new runner took over a live QEMU), C(pause),
+      C(resume), C(stop) (C(force), C(timeout); then C(rung): C(powerdown), C(quit) or
+      C(kill), C(seconds), C(status), C(reason)), C(remove), C(delete_file) (C(path))."
   returned: always
   type: list
-  elements: str
-  sample: ["defined", "started"]
+  elements: dict
+  sample:
+    - {action: define}
+    - {action: create_disk, storage: root, path: /var/lib/maqet/vms/web1/root.qcow2,
+       size: 10737418240, backing: null}
+    - {action: start}
 restart_required:
   description:
     - The VM runs with another definition than the stored one; restart it (or use
@@ -173,8 +197,8 @@ restart_required:
   sample: false
 vm:
   description:
-    - The VM as maqet records it after the task, or V(null) when it does not exist
-      (also in check mode before its first creation).
+    - The VM after the task, or V(null) when it does not exist (also in check mode
+      before its first creation). The same view as M(maqet.vm.maqet_vm_info) returns.
   returned: always
   type: dict
   contains:
@@ -182,45 +206,100 @@ vm:
       description: Name of the VM.
       type: str
       sample: web1
+    id:
+      description: maqet's number for the VM (never reused; names its runtime directory).
+      type: int
+      sample: 3
     status:
-      description: Recorded run state.
+      description:
+        - Observed run status. C(defined), C(starting), C(running), C(paused),
+          C(stopping), C(stopped) or C(crashed).
+        - Read from the store, the runner's lock and QEMU's process identity, so a VM
+          whose runner and QEMU died shows C(crashed) even before anything recorded it.
       type: str
       sample: running
+    recorded_status:
+      description: The status the store records (differs from RV(vm.status) until the
+        next change records what was found).
+      type: str
+      sample: running
+    status_reason:
+      description: Why the status is what it is (the last exit, or what was found).
+      type: str
+    runner_alive:
+      description: The VM's runner process holds its lock.
+      type: bool
+    qemu_alive:
+      description: The QEMU process maqet recorded is alive (same PID and start time).
+      type: bool
     spec:
       description: The normalized definition.
       type: dict
     spec_hash:
       description: Hash of the normalized definition.
       type: str
+    restart_required:
+      description: QEMU runs with another definition than the stored one.
+      type: bool
     tags:
       description: Tags of the definition.
       type: list
       elements: str
     runner_pid:
-      description: PID of the VM's runner process, when it runs.
+      description: PID of the VM's runner process, while it runs.
       type: int
     qemu_pid:
-      description: PID of QEMU, when it runs.
+      description: PID of QEMU, while it runs.
       type: int
     accel:
-      description: Accelerator QEMU uses (V(kvm) or V(tcg)), once started.
+      description: Accelerator QEMU uses (V(kvm) or V(tcg)), while it runs.
+      type: str
+    created_at:
+      description: When the VM was defined (seconds since the epoch).
+      type: float
+    updated_at:
+      description: When its record last changed (seconds since the epoch).
+      type: float
+    started_at:
+      description: When QEMU was last started (seconds since the epoch).
+      type: float
+    stopped_at:
+      description: When QEMU last exited (seconds since the epoch).
+      type: float
+    last_exit:
+      description: How QEMU last ended, for example C(exit code 0, shutdown reason
+        guest-shutdown) or C(QEMU killed by SIGKILL).
       type: str
     ports:
-      description: Forwarded ports of user-mode networks.
+      description: Forwarded ports of user-mode networks (C(host), C(guest),
+        C(host_address), C(protocol)).
       type: list
       elements: dict
     paths:
-      description: The VM's directory and log files.
+      description: The VM's directory and its logs (C(dir), C(runner_log), C(qemu_log),
+        C(serial_log)).
       type: dict
+    argv:
+      description:
+        - QEMU's command line for the stored definition, exactly as the runner launches
+          it, except that C(QMP_FD) stands for the number of the QMP socket's file
+          descriptor (QEMU inherits it from the runner).
+      type: list
+      elements: str
   sample:
     name: web1
     status: running
     tags: [web]
     accel: tcg
 diff:
-  description: Normalized definition before and after (diff mode only).
+  description:
+    - Run status and normalized definition before and after (diff mode only), as
+      C({status, spec}); an absent VM is an empty mapping.
   returned: when diff mode is on
   type: dict
+  sample:
+    before: {status: running, spec: {name: web1, memory: 1073741824}}
+    after: {status: stopped, spec: {name: web1, memory: 1073741824}}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -9,8 +9,9 @@ module: maqet_vm_info
 short_description: Describe maqet virtual machines
 version_added: 0.1.0
 description:
-  - Returns one maqet VM (by O(name)) or all of them, as recorded in maqet's state
-    store. Never changes anything.
+  - Returns one maqet VM (by O(name)) or all of them, with the observed run status (the
+    store's record, the runner's lock and QEMU's process identity; the same reading as
+    C(maqet status) and the inventory plugin). Never changes anything.
 author:
   - maqet developers (@maqet)
 extends_documentation_fragment:
@@ -58,10 +59,27 @@ EXAMPLES = r"""
 
 RETURN = r"""
 vms:
-  description: The VMs, sorted by name. Each item has the keys of RV(maqet.vm.maqet_vm#module:vm).
+  description:
+    - The VMs, sorted by name. Each item has the keys of RV(maqet.vm.maqet_vm#module:vm)
+      (including C(argv)), and with O(live=true) for a VM whose runner is alive also
+      the keys below.
   returned: always
   type: list
   elements: dict
+  contains:
+    qmp_status:
+      description: QEMU's own run state (QMP C(query-status)), for example V(running),
+        V(paused), V(prelaunch).
+      returned: with O(live=true), for a VM whose runner is alive
+      type: str
+    adopted:
+      description: The runner took over a QEMU that an earlier runner had started.
+      returned: with O(live=true), for a VM whose runner is alive
+      type: bool
+    runner_error:
+      description: Why the runner could not be asked (it did not answer in time).
+      returned: with O(live=true), when the runner did not answer
+      type: str
   sample:
     - name: web1
       status: running

@@ -33,10 +33,10 @@ def test_group_names_and_ssh_forward():
 
 
 def define(home, **raw):
-    from maqet_engine.engine import EngineContext, apply, load_spec
+    from maqet_engine.engine import EngineContext, apply, load_definition
 
     ctx = EngineContext.for_home(str(home), check_mode=False)
-    apply(ctx, spec=load_spec(ctx, config=raw), state="present")
+    apply(ctx, spec=load_definition(ctx, definition=raw), state="present")
 
 
 def test_parse_lists_groups_and_vars(plugin, tmp_path):
@@ -68,9 +68,21 @@ def test_parse_lists_only_running_by_default(plugin, tmp_path):
     assert "idle1" not in inventory.hosts
 
 
-def test_missing_home_is_an_empty_inventory(plugin, tmp_path):
+def test_missing_home_is_an_empty_inventory_with_a_warning(plugin, tmp_path, mocker):
     config = tmp_path / "t.maqet.yml"
     config.write_text("plugin: maqet.vm.maqet\nmaqet_home: nothing-here\ninclude_stopped: true\n")
     inventory = InventoryData()
+    warning = mocker.patch.object(plugin.display, "warning")
     plugin.parse(inventory, DataLoader(), str(config), cache=False)
     assert not inventory.hosts and not (tmp_path / "nothing-here").exists()
+    message = warning.call_args.args[0]
+    assert "maqet_home {0} does not exist".format(tmp_path / "nothing-here") in message
+
+
+def test_missing_home_with_strict_is_an_error(plugin, tmp_path):
+    from ansible.errors import AnsibleParserError
+
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: nothing-here\nstrict: true\n")
+    with pytest.raises(AnsibleParserError, match="does not exist"):
+        plugin.parse(InventoryData(), DataLoader(), str(config), cache=False)

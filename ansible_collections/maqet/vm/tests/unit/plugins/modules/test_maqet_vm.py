@@ -24,9 +24,10 @@ def home(tmp_path):
 
 def test_present_four_ways_and_absent(home, capsys):
     config = {"name": "u1", "memory": "256M", "tags": ["b", "a"]}
-    base = {"maqet_home": home, "config": config}
+    base = {"maqet_home": home, "definition": config}
     check = run_module(maqet_vm, capsys, {**base, "_ansible_check_mode": True})
-    assert check["changed"] and check["actions"] == ["defined"] and check["vm"] is None
+    assert check["changed"] and check["actions"] == [{"action": "define"}]
+    assert check["vm"] is None
     first = run_module(maqet_vm, capsys, base)
     assert first["changed"] and first["vm"]["status"] == "defined"
     assert first["vm"]["tags"] == ["a", "b"] and "diff" not in first
@@ -39,15 +40,32 @@ def test_present_four_ways_and_absent(home, capsys):
     assert info["exists"] and info["vms"][0]["spec"]["memory"] == 256 * 1024 * 1024
 
     gone = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "u1", "state": "absent"})
-    assert gone["changed"] and gone["actions"] == ["removed"]
+    assert gone["changed"] and gone["actions"] == [{"action": "remove"}]
     gone = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "u1", "state": "absent"})
     assert not gone["changed"]
 
 
 def test_diff_of_a_new_vm_starts_empty(home, capsys):
-    result = run_module(maqet_vm, capsys, {"maqet_home": home, "config": {"name": "u2"},
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "u2"},
                                            "_ansible_diff": True, "_ansible_check_mode": True})
-    assert result["diff"]["before"] == {} and result["diff"]["after"]["name"] == "u2"
+    assert result["diff"]["before"] == {}
+    assert result["diff"]["after"]["status"] == "defined"
+    assert result["diff"]["after"]["spec"]["name"] == "u2"
+
+
+def test_the_first_option_names_still_work(home, capsys):
+    """config / config_file were renamed definition / definition_file: aliases kept."""
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "config": {"name": "old"}})
+    assert result["changed"] and result["vm"]["name"] == "old"
+
+
+def test_numeric_strings_are_numbers(home, capsys):
+    """cpu: "{{ n }}" with -e n=2 arrives as the string "2"."""
+    result = run_module(maqet_vm, capsys, {"maqet_home": home,
+                                           "definition": {"name": "n1", "cpu": "2",
+                                                          "memory": "512"}})
+    assert result["vm"]["spec"]["cpu"] == 2
+    assert result["vm"]["spec"]["memory"] == 512 * 1024 * 1024
 
 
 def test_bad_definition_fails_with_config_error(home, capsys):
@@ -65,7 +83,7 @@ def test_absent_of_a_definition_whose_files_are_gone_needs_only_its_name(home, c
     kernel.unlink()
     result = run_module(maqet_vm, capsys, {"maqet_home": home, "config": config,
                                            "state": "absent"})
-    assert result["changed"] and result["actions"] == ["removed"]
+    assert result["changed"] and result["actions"] == [{"action": "remove"}]
 
 
 def test_name_is_required_somewhere(home, capsys):

@@ -1,8 +1,10 @@
+"""Which QMP commands only read (never "changed"): one rule, in the engine."""
+
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.maqet.vm.plugins.module_utils._qmp import is_read_only
+from maqet_engine.engine import is_read_only
 
 
 @pytest.mark.parametrize("command", ["query-status", "x-query-ramblock", "qom-get",

@@ -1,0 +1,305 @@
+"""Facade calls beyond ``apply()``: run-state shortcuts, reads, and requests to a
+running VM (QMP, keys, text, screen, console). Each returns a :class:`Result`; reads
+have ``changed`` false and carry what they read in ``data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from maqet_engine import constants as C
+from maqet_engine.engine import lifecycle, runstate
+from maqet_engine.engine.api import apply, check_timeout
+from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.result import Result
+from maqet_engine.engine.view import vm_view
+from maqet_engine.errors import UsageError
+
+# QMP commands that only read state (decides ``changed``): every ``query-*`` plus these.
+READ_ONLY_QMP_PREFIXES = ("query-", "x-query-")
+READ_ONLY_QMP_COMMANDS = frozenset({
+    "qom-get", "qom-list", "qom-list-types", "qom-list-properties", "device-list-properties",
+})
+SCREENDUMP_FORMATS = ("png", "ppm")
+LOGS = ("serial", "qemu", "runner")
+
+
+# --- run state ---------------------------------------------------------------------------
+def start(ctx: EngineContext, name: str) -> Result:
+    """``apply(state="running")``: start, or resume a paused VM."""
+    return apply(ctx, name=name, state="running")
+
+
+def stop(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
+         force: bool = False) -> Result:
+    """``apply(state="stopped")``: ACPI powerdown, then QMP quit, then SIGKILL."""
+    return apply(ctx, name=name, state="stopped", timeout=timeout, force=force)
+
+
+def restart(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
+            force: bool = False) -> Result:
+    return apply(ctx, name=name, state="restarted", timeout=timeout, force=force)
+
+
+def pause(ctx: EngineContext, name: str) -> Result:
+    """Pause a running VM's vCPUs (not a desired state of a stopped VM: it must run)."""
+    return _paused(ctx, name, paused=True)
+
+
+def resume(ctx: EngineContext, name: str) -> Result:
+    return _paused(ctx, name, paused=False)
+
+
+def _paused(ctx: EngineContext, name: str, *, paused: bool) -> Result:
+    result = Result(name=name, state="paused" if paused else "running")
+    with ctx.open_store(create=False) as store:
+        result.extend(lifecycle.set_paused(ctx.paths, store, name, paused=paused,
+                                           check_mode=ctx.check_mode))
+        result.vm = vm_view(store.require_vm(name), ctx.paths)
+    return result
+
+
+# --- reading -------------------------------------------------------------------------------
+def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> Result:
+    """Every VM, observed (``data``: a list of VM views, by name). ``live`` asks each
+    running VM's runner for its own report too (one IPC call each)."""
+    with ctx.open_store(create=False) as store:
+        records = store.list_vms()
+    views = [_view(ctx, record, live=live, argv=argv) for record in records]
+    return Result(name=None, data=views)
+
+
+def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
+    """One VM's view (``vm`` and ``data``), with its QEMU command line."""
+    with ctx.open_store(create=False) as store:
+        record = store.require_vm(name)
+    view = _view(ctx, record, live=live, argv=True)
+    return Result(name=name, vm=view, data=view)
+
+
+def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
+    """The run status now: observed, plus the runner's report and recent events."""
+    with ctx.open_store(create=False) as store:
+        record = store.require_vm(name)
+        recent = [e.to_dict() for e in store.events(name, limit=events)]
+    live = lifecycle.live_status(ctx.paths, record)
+    data = {"name": name, **live, "events": recent}
+    return Result(name=name, data=data, vm=vm_view(record, ctx.paths))
+
+
+def _view(ctx: EngineContext, record: Any, *, live: bool, argv: bool) -> dict[str, Any]:
+    run = runstate.probe(ctx.paths, record)
+    extra = lifecycle.live_status(ctx.paths, record) if live and run.runner_alive else None
+    return vm_view(record, ctx.paths, run, live=extra, with_argv=argv)
+
+
+def log_path(ctx: EngineContext, name: str, which: str) -> Path:
+    """Where one of a VM's logs (``serial``, ``qemu``, ``runner``) is."""
+    if which not in LOGS:
+        raise UsageError(f"unknown log {which!r}", hint=f"use one of: {', '.join(LOGS)}")
+    with ctx.open_store(create=False) as store:
+        store.require_vm(name)
+    data = ctx.paths.vm_data(name)
+    return {"serial": data.serial_log, "qemu": data.qemu_log, "runner": data.runner_log}[which]
+
+
+def read_log(ctx: EngineContext, name: str, which: str, *, lines: int | None,
+             follow: bool) -> Iterator[bytes]:
+    """A log's tail (``lines`` None: all of it), then with ``follow`` what is appended
+    (blocking on inotify; the caller stops iterating to end it)."""
+    from maqet_engine.engine.logs import follow as follow_log
+    from maqet_engine.engine.logs import tail_bytes
+
+    path = log_path(ctx, name, which)
+    offset = 0
+    if path.exists():
+        content, offset = tail_bytes(path, lines)
+        yield content
+    if follow:
+        yield from follow_log(path, offset)
+
+
+# --- requests to a running VM ------------------------------------------------------------
+def is_read_only(command: str) -> bool:
+    """Whether a QMP command only reads state (it then never reports a change)."""
+    return command.startswith(READ_ONLY_QMP_PREFIXES) or command in READ_ONLY_QMP_COMMANDS
+
+
+def qmp(ctx: EngineContext, name: str, command: str, arguments: dict[str, Any] | None = None,
+        *, read_only: bool | None = None, timeout: float = C.IPC_TIMEOUT_S) -> Result:
+    """Run one QMP command through the VM's runner (``data``: QMP's ``return``).
+    ``changed`` unless it only reads (:func:`is_read_only`, or ``read_only``). In check
+    mode a command that would change something is not sent."""
+    if read_only is None:
+        read_only = is_read_only(command)
+    result = Result(name=name, state="qmp")
+    if not read_only:
+        result.record("qmp", command=command)
+    if ctx.check_mode and not read_only:
+        _require(ctx, name)
+        return result
+    result.data = _call(ctx, name, "qmp", command=command, arguments=arguments or {},
+                        ipc_timeout=timeout)
+    return result
+
+
+def send_keys(ctx: EngineContext, name: str, keys: list[str], *,
+              timeout: float = C.IPC_TIMEOUT_S) -> Result:
+    """Press key chords (``ctrl-alt-delete``, ``ret``, ...) on the VM's keyboard."""
+    return _input(ctx, name, "keys", "send_keys", timeout, keys=list(keys))
+
+
+def type_text(ctx: EngineContext, name: str, text: str, *,
+              timeout: float = C.IPC_TIMEOUT_S) -> Result:
+    """Type ``text`` on the VM's keyboard (US layout)."""
+    return _input(ctx, name, "type", "type_text", timeout, text=text)
+
+
+def _input(ctx: EngineContext, name: str, method: str, verb: str, timeout: float,
+           **params: Any) -> Result:
+    result = Result(name=name, state=verb)
+    if ctx.check_mode:
+        _require(ctx, name)
+        result.record(verb, count=len(params.get("keys") or params.get("text") or ""))
+        return result
+    reply = _call(ctx, name, method, ipc_timeout=timeout, **params)
+    result.record(verb, count=reply.get("sent"))
+    result.data = reply
+    return result
+
+
+def write_console(ctx: EngineContext, name: str, text: str, *,
+                  timeout: float = C.IPC_TIMEOUT_S) -> Result:
+    """Write ``text`` to the VM's serial console (the guest reads it as typed on its
+    serial line; ``\n`` ends a line)."""
+    result = Result(name=name, state="console")
+    if ctx.check_mode:
+        _require(ctx, name)
+        result.record("write_console", count=len(text.encode()))
+        return result
+    reply = _call(ctx, name, "serial_write", text=text, ipc_timeout=timeout)
+    result.record("write_console", count=reply.get("sent"))
+    result.data = reply
+    return result
+
+
+def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
+               image_format: str = C.SCREENDUMP_FORMAT,
+               timeout: float = C.IPC_TIMEOUT_S) -> Result:
+    """Save the VM's screen to ``dest``. QEMU writes a temporary file beside it, which
+    replaces ``dest`` only when the picture differs: ``changed`` means "the file
+    changed" (a blinking cursor alternates between two pictures, so two dumps of an
+    idle console may still differ). ``data``: path, format, sha1."""
+    if image_format not in SCREENDUMP_FORMATS:
+        raise UsageError(f"unknown screendump format {image_format!r}",
+                         hint=f"use one of: {', '.join(SCREENDUMP_FORMATS)}")
+    target = Path(os.path.abspath(dest))  # the caller's directory, not QEMU's
+    if not target.parent.is_dir():
+        raise UsageError(f"screendump: directory {target.parent} does not exist")
+    temporary = target.with_name(f".{target.name}.maqet-{os.getpid()}.tmp")
+    result = Result(name=name, state="screendump")
+    try:
+        _call(ctx, name, "screendump", path=str(temporary), format=image_format,
+              ipc_timeout=timeout)
+        new, old = _sha1(temporary), _sha1(target)
+        if new != old:
+            result.record("screendump", path=str(target))
+            if not ctx.check_mode:
+                os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    result.data = {"path": str(target), "format": image_format, "checksum": new}
+    return result
+
+
+def wait_console(ctx: EngineContext, name: str, pattern: str, *, since: int = 0,
+                 timeout: float = C.SERIAL_WAIT_TIMEOUT_S) -> Result:
+    """Wait until ``pattern`` (a regex) appears on the serial console after offset
+    ``since``; ``data``: ``{"match", "offset"}`` (offset: where to continue from)."""
+    check_timeout(timeout)
+    data = _call(ctx, name, "serial_wait", pattern=pattern, since=since, timeout=timeout,
+                 ipc_timeout=timeout + C.IPC_TIMEOUT_S)
+    return Result(name=name, state="wait", data=data)
+
+
+def _call(ctx: EngineContext, name: str, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,
+          **params: Any) -> Any:
+    with ctx.open_store(create=False) as store:
+        return lifecycle.call(ctx.paths, store, name, method, ipc_timeout=ipc_timeout,
+                              **params)
+
+
+def _require(ctx: EngineContext, name: str) -> None:
+    with ctx.open_store(create=False) as store:
+        store.require_vm(name)
+
+
+def _sha1(path: Path) -> str | None:
+    digest = hashlib.sha1()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(C.SERIAL_READ_CHUNK), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+# --- files maqet created ---------------------------------------------------------------
+def storage_files(ctx: EngineContext, *, orphaned: bool = False) -> Result:
+    """The disk images maqet created, with their owner VM (``data``: one entry each:
+    path, vm, storage, created_at, exists, size, allocated, orphaned)."""
+    from maqet_engine.store import storage_records as records
+
+    with ctx.open_store(create=False) as store:
+        orphans = records.orphaned_files(store)
+        rows = orphans if orphaned else records.all_files(store)
+    orphan_paths = {r.path for r in orphans}
+    entries = []
+    for row in rows:
+        entry = row.to_dict()
+        try:
+            found = os.stat(row.path)
+            entry.update(exists=True, size=found.st_size, allocated=found.st_blocks * 512)
+        except OSError:
+            entry.update(exists=False, size=None, allocated=None)
+        entry["orphaned"] = row.path in orphan_paths
+        entries.append(entry)
+    return Result(name=None, state="list", data=entries)
+
+
+def purge_orphaned_storage(ctx: EngineContext) -> Result:
+    """Delete the files maqet created for VMs that no longer exist."""
+    from maqet_engine.storage import purge_orphans
+
+    result = Result(name=None, state="absent")
+    with ctx.open_store(create=False) as store:
+        for path in purge_orphans(ctx.paths, store, check_mode=ctx.check_mode):
+            result.record("delete_file", path=str(path))
+    result.data = [a["path"] for a in result.actions]
+    return result
+
+
+# --- snapshots ---------------------------------------------------------------------------
+def snapshot(ctx: EngineContext, vm: str, name: str, *, state: str = "present",
+             drive: str | None = None, retention: int | None = None,
+             timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S, live: bool | None = None,
+             progress: Any = None) -> Result:
+    """Converge snapshot ``name`` of VM ``vm``: ``present`` (create), ``reverted`` (load
+    it: always a change), ``absent`` (delete). See docs/snapshots.md."""
+    from maqet_engine.snapshots import ensure_snapshot
+
+    return ensure_snapshot(ctx, vm, name, state=state, drive=drive, retention=retention,
+                           timeout=timeout, live=live, progress=progress)
+
+
+def list_snapshots(ctx: EngineContext, vm: str, drive: str | None = None) -> Result:
+    """The VM's snapshots (``data``), oldest first, read from the images themselves."""
+    from maqet_engine.snapshots import list_snapshots as listed
+
+    return listed(ctx, vm, drive)
