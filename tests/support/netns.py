@@ -169,6 +169,12 @@ def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL,
               timeout: float = STOP_TIMEOUT) -> list[int]:
     """Send ``sig`` to each PID (through a pidfd: no PID-reuse race) and wait, without
     polling, until they are gone. Returns the PIDs still alive after ``timeout``."""
+    return wait_gone(pids, timeout, sig)
+
+
+def wait_gone(pids: Sequence[int], timeout: float, sig: int | None = None) -> list[int]:
+    """Wait (pidfds, no polling) until every PID has exited, sending ``sig`` first when
+    given. Returns the PIDs still alive after ``timeout``."""
     fds = {}
     for pid in pids:
         try:
@@ -176,7 +182,8 @@ def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL,
         except ProcessLookupError:
             continue
         try:
-            signal.pidfd_send_signal(fd, sig)
+            if sig is not None:
+                signal.pidfd_send_signal(fd, sig)
         except ProcessLookupError:
             os.close(fd)
             continue
