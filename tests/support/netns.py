@@ -486,11 +486,13 @@ class Hypervisors:
     setup fail. ``subnet``: an IPv4 /24 (default: the first free one of
     :data:`SUBNET_POOL`); setup refuses one that overlaps any address or route here.
     ``python``: the hosts' ``ansible_python_interpreter`` (default: this venv's python).
+    ``sshd_config_extra``: lines put first in every host's sshd_config (sshd keeps the
+    first value of a keyword, so they override the harness's).
     """
 
     def __init__(self, count: int = 2, *, prefix: str | None = None,
                  subnet: str | None = None, base: Path = DEFAULT_BASE,
-                 python: str | None = None) -> None:
+                 python: str | None = None, sshd_config_extra: str = "") -> None:
         if not 1 <= count <= 200:
             raise ValueError(f"count must be 1..200, not {count}")
         if prefix is not None:
@@ -507,6 +509,7 @@ class Hypervisors:
         in_venv = sys.prefix != sys.base_prefix
         self.python = python or (str(Path(sys.prefix) / "bin" / "python") if in_venv
                                  else sys.executable)
+        self.sshd_config_extra = sshd_config_extra
         self.subnet: ipaddress.IPv4Network | None = None
         self.hosts: list[Host] = []
         self._lock_fd: int | None = None
@@ -565,8 +568,7 @@ class Hypervisors:
             "-o", "StrictHostKeyChecking=yes",
             "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-        ])
+        ])  # no ConnectTimeout: ansible passes its own (``timeout``) first, and ssh keeps that
 
     @property
     def is_up(self) -> bool:
@@ -701,10 +703,11 @@ class Hypervisors:
         subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C",
                         f"maqet-netns {host.netns}", "-f", str(host.host_key)],
                        check=True, capture_output=True, timeout=30)
+        extra = self.sshd_config_extra.strip()
         host.sshd_config.write_text(f"""\
 # sshd of {host.name} (maqet multi-host test harness), run as
 # ip netns exec {host.netns} {SSHD} -D -f {host.sshd_config}
-Port 22
+{extra + chr(10) if extra else ""}Port 22
 ListenAddress {host.address}
 HostKey {host.host_key}
 PidFile {host.pidfile}
@@ -781,6 +784,10 @@ Host {host.name}
         start = time.monotonic()
         problems = []
         for host in self.hosts:
+            # Sessions and whatever they left first, while their sshd still reaps them.
+            others = [pid for pid in netns_pids(host.netns) if pid != host.sshd_pid]
+            if kill_pids(others):
+                problems.append(f"processes in {host.netns} survived SIGKILL")
             try:
                 host.stop_sshd()
             except HarnessError as exc:
