@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 want_guest=1
 [ "${1:-}" = "--no-guest" ] && want_guest=0
 
-apt_packages=(qemu-system-x86 qemu-utils cpio python3-venv python3-pip ca-certificates)
+# openssh-server, openssh-client and iproute2: the multi-host tests' namespaces, each
+# running its own sshd (tests/support/netns.py).
+apt_packages=(qemu-system-x86 qemu-utils cpio python3-venv python3-pip ca-certificates
+              openssh-server openssh-client iproute2)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -21,6 +24,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+        # Wanted only for the binary the tests run in their own namespaces: keep the
+        # package's service from starting, now (postinst) and at boot. Debian's init
+        # script and ssh.service both honour this file; /usr/sbin/sshd run directly
+        # does not look at it.
+        mkdir -p /etc/ssh
+        touch /etc/ssh/sshd_not_to_be_run
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
