@@ -27,11 +27,7 @@ class CLIContext:
 
     def engine(self, *, check_mode: bool = False) -> EngineContext:
         """The engine context of this command (with check mode when asked)."""
-        if check_mode == self.base.check_mode:
-            return self.base
-        import dataclasses
-
-        return dataclasses.replace(self.base, check_mode=check_mode)
+        return self.base.with_check_mode(check_mode)
 
     def emit(self, data: Any, human: str | None = None) -> None:
         """Print ``data`` as JSON with --json, else the human text (if any)."""

@@ -194,7 +194,8 @@ def _check_int(value: object, f: Field, path: str) -> int:
     return value
 
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
+# Decimal digits without a leading zero ("010" is not silently 10 or 8).
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 def _check_size(value: object, f: Field, path: str) -> int:

@@ -26,21 +26,21 @@ if TYPE_CHECKING:
 
 _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
+_READ = "maqet_engine.engine.reading"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
     # run state
     "start": _OPS, "stop": _OPS, "restart": _OPS, "pause": _OPS, "resume": _OPS,
     # reading
-    "list_vms": _OPS, "show": _OPS, "status": _OPS, "read_log": _OPS, "log_path": _OPS,
-    "LOGS": _OPS,
+    "list_vms": _READ, "show": _READ, "status": _READ, "read_log": _READ, "log_path": _READ,
+    "LOGS": _READ, "storage_files": _READ, "list_snapshots": _READ,
     # requests to a running VM
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
     "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
     "write_console": _OPS,
     # snapshots and storage
-    "snapshot": _OPS, "list_snapshots": _OPS, "storage_files": _OPS,
-    "purge_orphaned_storage": _OPS,
+    "snapshot": _OPS, "purge_orphaned_storage": _OPS,
     # the contract
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",

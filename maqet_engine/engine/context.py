@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from maqet_engine import constants as C
+from maqet_engine.frozen import Frozen
 from maqet_engine.paths import Paths, resolve_paths
 from maqet_engine.store import Store
 
 
-@dataclass(frozen=True)
-class EngineContext:
+class EngineContext(Frozen):
+    """Immutable; build it with :meth:`from_env`, :meth:`for_home` or
+    ``EngineContext(paths=..., check_mode=...)``. (A :class:`Frozen` record, not a
+    dataclass: ``maqet ls`` does not pay for importing dataclasses.)"""
+
+    __slots__ = ("paths", "check_mode")
     paths: Paths
-    check_mode: bool = False
+    check_mode: bool
+
+    def __init__(self, *, paths: Paths, check_mode: bool = False) -> None:
+        super().__init__(paths=paths, check_mode=check_mode)
 
     @classmethod
     def from_env(cls, *, check_mode: bool = False) -> EngineContext:
@@ -24,6 +31,10 @@ class EngineContext:
         """Context for an explicit ``MAQET_HOME`` (None: the environment's)."""
         paths = resolve_paths({**os.environ, C.ENV_HOME: home} if home else None)
         return cls(paths=paths, check_mode=check_mode)
+
+    def with_check_mode(self, check_mode: bool) -> EngineContext:
+        return self if check_mode == self.check_mode else EngineContext(
+            paths=self.paths, check_mode=check_mode)
 
     def open_store(self, *, create: bool) -> Store:
         """Open the state store; reads pass ``create=False`` and never make files."""

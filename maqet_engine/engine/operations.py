@@ -1,18 +1,16 @@
-"""Facade calls beyond ``apply()``: run-state shortcuts, reads, and requests to a
-running VM (QMP, keys, text, screen, console). Each returns a :class:`Result`; reads
-have ``changed`` false and carry what they read in ``data``.
-"""
+"""Facade calls beyond ``apply()``: run-state shortcuts and requests to a running VM
+(QMP, keys, text, console, screen), and snapshots. Each returns a :class:`Result`.
+Reads live in :mod:`.reading` (they must stay light: ``maqet ls``)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.engine import lifecycle, runstate
+from maqet_engine.engine import lifecycle
 from maqet_engine.engine.api import apply, check_timeout
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
@@ -25,7 +23,6 @@ READ_ONLY_QMP_COMMANDS = frozenset({
     "qom-get", "qom-list", "qom-list-types", "qom-list-properties", "device-list-properties",
 })
 SCREENDUMP_FORMATS = ("png", "ppm")
-LOGS = ("serial", "qemu", "runner")
 
 
 # --- run state ---------------------------------------------------------------------------
@@ -61,66 +58,6 @@ def _paused(ctx: EngineContext, name: str, *, paused: bool) -> Result:
                                            check_mode=ctx.check_mode))
         result.vm = vm_view(store.require_vm(name), ctx.paths)
     return result
-
-
-# --- reading -------------------------------------------------------------------------------
-def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> Result:
-    """Every VM, observed (``data``: a list of VM views, by name). ``live`` asks each
-    running VM's runner for its own report too (one IPC call each)."""
-    with ctx.open_store(create=False) as store:
-        records = store.list_vms()
-    views = [_view(ctx, record, live=live, argv=argv) for record in records]
-    return Result(name=None, data=views)
-
-
-def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
-    """One VM's view (``vm`` and ``data``), with its QEMU command line."""
-    with ctx.open_store(create=False) as store:
-        record = store.require_vm(name)
-    view = _view(ctx, record, live=live, argv=True)
-    return Result(name=name, vm=view, data=view)
-
-
-def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
-    """The run status now: observed, plus the runner's report and recent events."""
-    with ctx.open_store(create=False) as store:
-        record = store.require_vm(name)
-        recent = [e.to_dict() for e in store.events(name, limit=events)]
-    live = lifecycle.live_status(ctx.paths, record)
-    data = {"name": name, **live, "events": recent}
-    return Result(name=name, data=data, vm=vm_view(record, ctx.paths))
-
-
-def _view(ctx: EngineContext, record: Any, *, live: bool, argv: bool) -> dict[str, Any]:
-    run = runstate.probe(ctx.paths, record)
-    extra = lifecycle.live_status(ctx.paths, record) if live and run.runner_alive else None
-    return vm_view(record, ctx.paths, run, live=extra, with_argv=argv)
-
-
-def log_path(ctx: EngineContext, name: str, which: str) -> Path:
-    """Where one of a VM's logs (``serial``, ``qemu``, ``runner``) is."""
-    if which not in LOGS:
-        raise UsageError(f"unknown log {which!r}", hint=f"use one of: {', '.join(LOGS)}")
-    with ctx.open_store(create=False) as store:
-        store.require_vm(name)
-    data = ctx.paths.vm_data(name)
-    return {"serial": data.serial_log, "qemu": data.qemu_log, "runner": data.runner_log}[which]
-
-
-def read_log(ctx: EngineContext, name: str, which: str, *, lines: int | None,
-             follow: bool) -> Iterator[bytes]:
-    """A log's tail (``lines`` None: all of it), then with ``follow`` what is appended
-    (blocking on inotify; the caller stops iterating to end it)."""
-    from maqet_engine.engine.logs import follow as follow_log
-    from maqet_engine.engine.logs import tail_bytes
-
-    path = log_path(ctx, name, which)
-    offset = 0
-    if path.exists():
-        content, offset = tail_bytes(path, lines)
-        yield content
-    if follow:
-        yield from follow_log(path, offset)
 
 
 # --- requests to a running VM ------------------------------------------------------------
@@ -250,29 +187,7 @@ def _sha1(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-# --- files maqet created ---------------------------------------------------------------
-def storage_files(ctx: EngineContext, *, orphaned: bool = False) -> Result:
-    """The disk images maqet created, with their owner VM (``data``: one entry each:
-    path, vm, storage, created_at, exists, size, allocated, orphaned)."""
-    from maqet_engine.store import storage_records as records
-
-    with ctx.open_store(create=False) as store:
-        orphans = records.orphaned_files(store)
-        rows = orphans if orphaned else records.all_files(store)
-    orphan_paths = {r.path for r in orphans}
-    entries = []
-    for row in rows:
-        entry = row.to_dict()
-        try:
-            found = os.stat(row.path)
-            entry.update(exists=True, size=found.st_size, allocated=found.st_blocks * 512)
-        except OSError:
-            entry.update(exists=False, size=None, allocated=None)
-        entry["orphaned"] = row.path in orphan_paths
-        entries.append(entry)
-    return Result(name=None, state="list", data=entries)
-
-
+# --- files maqet created ----------------------------------------------------------------
 def purge_orphaned_storage(ctx: EngineContext) -> Result:
     """Delete the files maqet created for VMs that no longer exist."""
     from maqet_engine.storage import purge_orphans
@@ -296,10 +211,3 @@ def snapshot(ctx: EngineContext, vm: str, name: str, *, state: str = "present",
 
     return ensure_snapshot(ctx, vm, name, state=state, drive=drive, retention=retention,
                            timeout=timeout, live=live, progress=progress)
-
-
-def list_snapshots(ctx: EngineContext, vm: str, drive: str | None = None) -> Result:
-    """The VM's snapshots (``data``), oldest first, read from the images themselves."""
-    from maqet_engine.snapshots import list_snapshots as listed
-
-    return listed(ctx, vm, drive)

@@ -15,7 +15,6 @@ except for what only a real run can measure (``rung``, ``seconds``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 Action = dict[str, Any]
@@ -79,17 +78,28 @@ def _snapshot_text(action: Action) -> str:
     return text
 
 
-@dataclass
 class Result:
-    name: str | None  # the VM (None for calls about the whole installation)
-    state: str | None = None  # desired state asked for, or the operation
-    changed: bool = False
-    actions: list[Action] = field(default_factory=list)
-    before: dict[str, Any] | None = None  # {"status": ..., "spec": {...}} (diff mode)
-    after: dict[str, Any] | None = None
-    restart_required: bool = False
-    vm: dict[str, Any] | None = None
-    data: Any = None
+    """The outcome of one call (mutable while the engine builds it)."""
+
+    __slots__ = ("name", "state", "changed", "actions", "before", "after",
+                 "restart_required", "vm", "data")
+
+    def __init__(self, name: str | None, state: str | None = None, *,
+                 before: dict[str, Any] | None = None, data: Any = None,
+                 vm: dict[str, Any] | None = None) -> None:
+        self.name = name  # the VM (None for calls about the whole installation)
+        self.state = state  # the desired state asked for, or the operation
+        self.changed = False
+        self.actions: list[Action] = []
+        self.before = before  # {"status": ..., "spec": {...}} (diff mode)
+        self.after: dict[str, Any] | None = None
+        self.restart_required = False
+        self.vm = vm
+        self.data = data  # what the call read (a QMP reply, a list, ...)
+
+    def __repr__(self) -> str:
+        return (f"Result(name={self.name!r}, state={self.state!r}, changed={self.changed}, "
+                f"actions={self.actions!r})")
 
     def record(self, verb: str, **details: Any) -> Action:
         """Note an action taken (or, in check mode, that would be taken)."""

@@ -199,3 +199,12 @@ def test_end_to_end_from_files(tmp_path: Path, defdir: Path, paths: Paths):
     spec = parse_spec(raw, base_dir=base, paths=paths)
     assert (spec.data["memory"], spec.data["cpu"], spec.data["tags"]) == (1024 * MiB, 2, ["prod"])
     assert spec.data["kernel"] == str(defdir / "vmlinuz")
+
+
+def test_digit_strings_are_integers(parse: Parse):
+    """What Ansible hands over for "{{ n }}" with -e n=2, or an INI inventory value."""
+    as_text = parse({"name": "a", "cpu": "2", "network": [
+        {"type": "user", "forward": [{"host": " 2222 ", "guest": "22"}]}]})
+    as_numbers = parse({"name": "a", "cpu": 2, "network": [
+        {"type": "user", "forward": [{"host": 2222, "guest": 22}]}]})
+    assert as_text.data["cpu"] == 2 and as_text.hash == as_numbers.hash
