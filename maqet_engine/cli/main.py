@@ -30,6 +30,8 @@ def _common_options() -> argparse.ArgumentParser:
                         help="machine-readable JSON output (errors too)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks of internal errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="say what the engine decides (wanted, found, action) on stderr")
     return common
 
 
@@ -59,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         from maqet_engine.cli.context import CLIContext
         from maqet_engine.engine import EngineContext
+
+        if getattr(args, "verbose", False):
+            from maqet_engine.engine import enable_verbose
+
+            enable_verbose(sys.stderr)
 
         ctx = CLIContext(base=EngineContext.from_env(), json=as_json, debug=debug)
         return int(args.handler(args, ctx))

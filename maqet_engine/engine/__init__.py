@@ -45,6 +45,8 @@ _EXPORTS = {
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",
     "describe_action": "maqet_engine.engine.result",
+    # logging (a library logs nothing unless a front end asks)
+    "enable_verbose": "maqet_engine.log",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import time
 from collections.abc import Iterator
 
 from maqet_engine import constants as C
+from maqet_engine import log
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
 from maqet_engine.errors import MaqetError, RunnerUnavailable, StateConflict
@@ -32,7 +32,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_log = logging.getLogger(__name__)
+_log = log.get_logger(__name__)
+
+
+def _decided(paths: Paths, name: str, *, wanted: str, found: str, action: str) -> None:
+    log.decision(_log, paths.vm_data(name).runner_log, name, wanted=wanted, found=found,
+                 action=action)
 
 
 @contextlib.contextmanager
@@ -62,7 +67,7 @@ def cleanup_stale(paths: Paths, store: Store, name: str) -> VMRecord:
         return record
     runtime = paths.vm_runtime(record.id)
     if runstate.needs_record(view):
-        _log.info("%s: wanted a change, found %s, recording crashed", name, view.reason)
+        _decided(paths, name, wanted="a change", found=str(view.reason), action="record crashed")
         store.update_runtime(name, status=VMStatus.CRASHED, runner_pid=None, qemu_pid=None,
                              runner_start=None, qemu_start=None, stopped_at=time.time(),
                              last_exit=view.reason, event="crashed",
@@ -104,7 +109,7 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         # line built here around the QMP socket the spawner binds.
         live = runstate.qemu_alive(record)
         launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
-        _log.info("%s: wanted running, found %s, %s", name, view.status.value, verb)
+        _decided(paths, name, wanted="running", found=view.status.value, action=verb)
         try:
             ready = spawn_runner(name, paths, paths.ensure_runtime(record.id),
                                  qemu_argv=launch)
@@ -128,7 +133,9 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     if not view.runner_alive:  # QEMU lives without a runner: adopt it, then stop it
         ensure_running(paths, store, name)
         record = store.require_vm(name)
-    _log.info("%s: wanted stopped, found %s, stop (force=%s)", name, view.status.value, force)
+    _decided(paths, name, wanted="stopped", found=view.status.value,
+             action="stop without waiting for the guest" if force else
+             f"stop (the guest gets {timeout:g} s)")
     # Taken before the stop, so the runner's exit can be awaited without a PID race.
     runner_fd = procs.open_pidfd(record.runner_pid, record.runner_start)
     try:
@@ -177,6 +184,7 @@ def set_paused(paths: Paths, store: Store, name: str, *, paused: bool,
         return []
     if check_mode:
         return [{"action": verb}]
+    _decided(paths, name, wanted=wanted.value, found=view.status.value, action=verb)
     reply = call(paths, store, name, verb)
     return [{"action": verb}] if reply.get("changed") else []
 

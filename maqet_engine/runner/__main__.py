@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         filename=data.runner_log, level=logging.INFO,
         format=f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
-    log = logging.getLogger(f"maqet.runner.{name}")
+    log = logging.getLogger(f"maqet_engine.runner.{name}")  # a child logger per VM
     import faulthandler
     import signal
 
