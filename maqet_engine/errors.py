@@ -81,9 +81,11 @@ class NotFoundError(MaqetError):
 
 
 class VMNotFound(NotFoundError):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, home: str | None = None) -> None:
         self.name = name
-        super().__init__(f"no VM named {name!r}", hint="see 'maqet ls' for the defined VMs")
+        where = f" in {home}" if home else ""
+        super().__init__(f"no VM named {name!r}{where}",
+                         hint="check the name, and the maqet home (MAQET_HOME / maqet_home)")
 
 
 class SnapshotNotFound(NotFoundError):

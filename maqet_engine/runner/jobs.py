@@ -142,7 +142,7 @@ async def _timed_out(qmp: QMPClient, command: str, job_id: str, timeout: float,
     task.add_done_callback(_background.discard)
     return OperationTimeout(
         f"{command} (job {job_id}) still {status} after {timeout:g} s{progress}",
-        hint="it goes on in QEMU; check 'maqet qmp NAME query-jobs', or retry with a "
+        hint="it goes on in QEMU; check QMP query-jobs, or retry with a "
              "longer timeout",
     )
 

@@ -83,7 +83,7 @@ def char_chord(char: str) -> list[str]:
     if char == "\r":
         return ["ret"]
     raise UsageError(f"cannot type {char!r} with a US keyboard",
-                     hint="type ASCII text only; send other keys with 'maqet keys'")
+                     hint="type ASCII text only; send other keys as key chords")
 
 
 def text_chords(text: str) -> list[list[str]]:

@@ -259,7 +259,7 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
                     f"exists only on {', '.join(entry['drives'])}"
                 raise SnapshotNotFound(
                     f"{scope.describe(name)} of VM {vm!r} {missing}",
-                    hint=f"see 'maqet snapshot {vm} list'")
+                    hint="list the VM's snapshots to see which exist")
             skipped = bool(entry["vm_state"] and not scope.backend.live)
             actions.append(scope.action("revert_snapshot", name, entry, ram_skipped=skipped))
             if not check:

@@ -174,7 +174,7 @@ class Store:
     def require_vm(self, name: str) -> VMRecord:
         record = self.get_vm(name)
         if record is None:
-            raise VMNotFound(name)
+            raise VMNotFound(name, home=str(self.path.parent))
         return record
 
     def list_vms(self) -> list[VMRecord]:
