@@ -23,6 +23,7 @@ Importing this package is cheap (no urllib, http, ssl, hashlib, json, logging,
 subprocess): those are imported by the operations that need them.
 """
 
+from maqet_engine.images.detect import DiskFormat, detect_format
 from maqet_engine.images.source import ImageSource, find_in_sums, parse_source
 
-__all__ = ["ImageSource", "find_in_sums", "parse_source"]
+__all__ = ["DiskFormat", "ImageSource", "detect_format", "find_in_sums", "parse_source"]
