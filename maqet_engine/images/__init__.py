@@ -24,6 +24,8 @@ subprocess): those are imported by the operations that need them.
 """
 
 from maqet_engine.images.detect import DiskFormat, detect_format
+from maqet_engine.images.progress import TTYBar
 from maqet_engine.images.source import ImageSource, find_in_sums, parse_source
 
-__all__ = ["DiskFormat", "ImageSource", "detect_format", "find_in_sums", "parse_source"]
+__all__ = ["DiskFormat", "ImageSource", "TTYBar", "detect_format", "find_in_sums",
+           "parse_source"]
