@@ -25,6 +25,7 @@ from maqet_engine.errors import (
     HostError,
     MaqetError,
     NotFoundError,
+    OperationTimeout,
     RuntimeFailure,
 )
 from maqet_engine.images import ImageCache, parse_source
@@ -338,3 +339,15 @@ def test_two_processes_fetching_one_image_download_it_once(server: ImageServer,
     assert outputs[0][0] == outputs[1][0] and digest in outputs[0][0]
     assert server.count() == 1
     assert leftovers(cache) == [f"sha256/{digest}", f"sha256/{digest}.json"]
+
+
+def test_a_stalled_download_times_out(server: ImageServer, cache: ImageCache,
+                                      monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(C, "IMAGE_HTTP_TIMEOUT_S", 0.5)  # the gate holds the rest back
+    digest = server.add("x.raw", random_disk(2 * MiB))
+    url = server.url("x.raw", "gate")
+    with pytest.raises(OperationTimeout) as err:
+        cache.fetch(parse_source(url, f"sha256:{digest}"))
+    assert one_line(err) == (f"image {url}: the download stalled (no data for 0.5 s after "
+                             f"{MiB} of {2 * MiB} bytes); try again; check the network")
+    assert leftovers(cache) == []
