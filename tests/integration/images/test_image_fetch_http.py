@@ -351,3 +351,23 @@ def test_a_stalled_download_times_out(server: ImageServer, cache: ImageCache,
     assert one_line(err) == (f"image {url}: the download stalled (no data for 0.5 s after "
                              f"{MiB} of {2 * MiB} bytes); try again; check the network")
     assert leftovers(cache) == []
+
+
+def test_a_killed_download_leaves_a_temp_file_the_next_fetch_removes(server: ImageServer,
+                                                                     cache: ImageCache):
+    digest = server.add("x.raw", random_disk(2 * MiB))
+    url = server.url("x.raw", "gate")
+    child = _child(cache.root, url, digest)
+    try:
+        assert server.started.wait(30), "the download never started"
+        child.kill()  # SIGKILL mid-body: no cleanup code runs, the kernel drops its flock
+        child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    parts = [name for name in leftovers(cache) if name.endswith(".part")]
+    assert len(parts) == 1 and parts[0].startswith(f"sha256/.{digest}.")
+    server.release.set()
+    assert cache.fetch(parse_source(url, f"sha256:{digest}")).digest == digest
+    assert leftovers(cache) == [f"sha256/{digest}", f"sha256/{digest}.json"]
