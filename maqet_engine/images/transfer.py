@@ -29,6 +29,7 @@ from http.client import HTTPException
 from maqet_engine import __version__
 from maqet_engine import constants as C
 from maqet_engine.errors import (
+    ConfigError,
     HostError,
     MaqetError,
     NotFoundError,
@@ -131,11 +132,9 @@ def open_source(location: str, *, what: str) -> Reader:
 def read_small(location: str, *, what: str, limit: int = C.IMAGE_SUMS_MAX_BYTES) -> str:
     """The whole text of a small file (a SHA256SUMS): a path, file:// or http(s) URL.
 
-    :raise UsageError-family/NotFoundError/RuntimeFailure: as :func:`open_source`, and
-        a :class:`~maqet_engine.errors.ConfigError` when it is larger than ``limit``.
+    :raise ConfigError: it is larger than ``limit``.
+    :raise MaqetError: as :func:`open_source`.
     """
-    from maqet_engine.errors import ConfigError
-
     if location.startswith("file://"):
         from urllib.parse import unquote, urlsplit
 
