@@ -244,7 +244,8 @@ class Layout:
 
     # --- sidecars --------------------------------------------------------------------
     def read_sidecar(self, digest: str) -> dict[str, Any] | None:
-        """The sidecar's data, or None when it is missing or unreadable."""
+        """The sidecar's data, or None when it is missing, unreadable or not what this
+        cache writes (the caller then rebuilds it from the image)."""
         import json
 
         try:
@@ -257,7 +258,12 @@ class Layout:
             return None
         finally:
             os.close(fd)
-        return data if isinstance(data, dict) and data.get("digest") == digest else None
+        valid = (isinstance(data, dict) and data.get("digest") == digest
+                 and data.get("format") in ("qcow2", "raw")
+                 and isinstance(data.get("virtual_size"), int)
+                 and isinstance(data.get("fetched_at"), int | float)
+                 and isinstance(data.get("pins", []), list))
+        return data if valid else None
 
     def write_sidecar(self, digest: str, data: dict[str, Any]) -> None:
         """Replace the sidecar atomically (the caller holds lock ``digest``).

@@ -272,3 +272,16 @@ def test_a_lock_deleted_by_its_holder_is_not_shared_by_two_waiters(tmp_path: Pat
     assert not layout.lock_path("n").exists()
     assert third.acquire(blocking=False)
     third.release()
+
+
+@pytest.mark.parametrize("sidecar", ["{not json", '{"digest": "x"}', '{"format": "vmdk"}', "[]"])
+def test_a_damaged_sidecar_is_rebuilt_not_trusted(tmp_path: Path, cache: ImageCache,
+                                                  sidecar: str):
+    src = tmp_path / "disk.img"
+    digest = raw_image(src)
+    cache.fetch(parse_source(str(src), f"sha256:{digest}"))
+    path = cache.root / "sha256" / f"{digest}.json"
+    path.write_text(sidecar)
+    assert [(e.digest, e.format, e.virtual_size) for e in cache.ls()] == [(digest, "raw", MiB)]
+    assert cache.fetch(parse_source(str(src), f"sha256:{digest}")).format == "raw"
+    assert json.loads(path.read_text())["digest"] == digest
