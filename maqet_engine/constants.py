@@ -159,3 +159,24 @@ SNAPSHOT_JOB_EVENT: Final = "JOB_STATUS_CHANGE"
 SNAPSHOT_PROGRESS_AFTER_S: Final = 1.0  # show a progress line for anything slower
 PROGRESS_TICK_S: Final = 0.125  # redraw interval of a TTY progress bar
 PROGRESS_BAR_WIDTH: Final = 16  # cells of the indeterminate bar, brackets excluded
+
+# --- images (maqet_engine/images: the content-addressed image cache) -----------
+IMAGES_DIR: Final = "images"  # <data dir>/images: the cache root the engine passes
+IMAGE_DIGEST_ALGORITHM: Final = "sha256"  # the cache is addressed by this digest only
+IMAGE_DIGEST_HEX_LEN: Final = 64
+IMAGE_DIGEST_PREFIX_MIN: Final = 8  # shortest digest prefix `rm` accepts
+IMAGE_DIGEST_SHOWN: Final = 12  # hex digits of a digest shown in messages
+IMAGE_OBJECTS_DIR: Final = "sha256"  # <root>/sha256/<hex> and <hex>.json
+IMAGE_LOCKS_DIR: Final = "locks"  # <root>/locks/<name>.lock: one flock per digest or path
+IMAGE_SIDECAR_SUFFIX: Final = ".json"
+IMAGE_CACHE_DIR_MODE: Final = 0o700
+IMAGE_TEMP_MODE: Final = 0o600  # a download in progress
+IMAGE_FILE_MODE: Final = 0o400  # a cached image: never written again, only backs overlays
+IMAGE_URL_SCHEMES: Final = ("http", "https")
+IMAGE_HTTP_TIMEOUT_S: Final = 30.0  # connect, and each read: a stalled download fails
+IMAGE_READ_CHUNK: Final = 1024 * 1024  # bytes read (and hashed, written) at once
+IMAGE_SUMS_MAX_BYTES: Final = 1024 * 1024  # largest SHA256SUMS file read
+IMAGE_PROGRESS_INTERVAL_S: Final = 0.1  # progress callbacks: at most ~10 per second
+IMAGE_SNIFF_BYTES: Final = 4096  # bytes read from the start to tell a disk from a page
+IMAGE_SECTOR: Final = 512  # a raw disk image is a whole number of these
+IMAGE_PINS_MAX: Final = 16  # remembered (source -> digest) resolutions per image
