@@ -5,7 +5,7 @@ measured in the same run (medians, ratios). Target: <= 1.1x.
 
 - offline create / load / delete of one disk: ``ensure_snapshot(drive=...)`` (desired
   state: it reads the image's snapshot list first, then acts; the list comes from the
-  qcow2 snapshot table read in Python, snapshots/qcow2.py, not a qemu-img process) vs
+  qcow2 snapshot table read in Python, storage/qcow2.py, not a qemu-img process) vs
   one bare ``qemu-img snapshot -c/-a/-d``; also vs the bare *idempotent* equivalent
   (``qemu-img info --output=json`` then the operation), the shell way to do the same.
 - live VM-wide create / load (RAM + disks) of the tiny test guest (TCG, 256 MiB):

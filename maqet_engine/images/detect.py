@@ -13,7 +13,7 @@ The rule for a base image in the cache, which every VM's overlay will read:
   download page, never a disk (boot sectors, partition tables and file systems all
   have zeros there).
 
-The header is read with :mod:`maqet_engine.snapshots.qcow2`'s layout (one reader of
+The header is read by :func:`maqet_engine.storage.qcow2.read_header` (one reader of
 the qcow2 format in the code base).
 """
 
@@ -80,7 +80,7 @@ def detect_fd(fd: int, *, what: str) -> DiskFormat:
     if size == 0:
         raise ConfigError(f"{what}: the file is empty", hint="check the URL or path")
     head = os.pread(fd, min(size, C.IMAGE_SNIFF_BYTES), 0)
-    from maqet_engine.snapshots import qcow2
+    from maqet_engine.storage import qcow2
 
     if head.startswith(qcow2.MAGIC):
         return _qcow2(fd, what)
@@ -114,43 +114,28 @@ def _is_text(head: bytes) -> bool:
 
 
 def _qcow2(fd: int, what: str) -> DiskFormat:
-    # The header layout is snapshots.qcow2's; its structs are module-private there,
-    # and that module is not ours to edit (see the package docstring).
-    from maqet_engine.snapshots import qcow2
+    from maqet_engine.storage import qcow2
 
     hint = "check it with qemu-img check, or " + _CONVERT
     try:
-        head = qcow2._pread_exact(fd, qcow2._HEADER_V2.size, 0, "the header")
-        (_magic, version, backing_off, backing_size, cluster_bits, virtual_size, crypt,
-         *_rest) = qcow2._HEADER_V2.unpack(head)
-        if version not in (2, 3):
-            raise ConfigError(f"{what}: is a qcow2 image of version {version}, which maqet "
-                              "cannot use as a base", hint=_CONVERT)
-        if crypt != 0:
+        header = qcow2.read_header(fd)
+        if header.crypt_method != 0:
             raise ConfigError(f"{what}: is an encrypted qcow2 image",
                               hint="maqet cannot use an encrypted base image")
-        if backing_off != 0:
-            name = qcow2._pread_exact(fd, min(backing_size, 1023), backing_off,
-                                      "the backing file name")
-            shown = name.decode("utf-8", "replace")
-            raise ConfigError(f"{what}: is a qcow2 overlay on a backing file ({shown}); a "
-                              "base image must be self-contained",
-                              hint="flatten it with: qemu-img convert -O qcow2 <overlay> "
-                              "<image>.qcow2")
-        if not 9 <= cluster_bits <= 21:
-            raise ConfigError(f"{what}: qcow2 header is damaged (cluster_bits "
-                              f"{cluster_bits})", hint=hint)
-        if version == 3:
-            tail = qcow2._pread_exact(fd, qcow2._HEADER_V3_TAIL.size, qcow2._HEADER_V2.size,
-                                      "the v3 header")
-            incompatible = qcow2._HEADER_V3_TAIL.unpack(tail)[0]
-            if incompatible & ~qcow2._HARMLESS_INCOMPATIBLE:
-                # bit 0 dirty, 1 corrupt, 2 external data file, or a feature unknown here
-                raise ConfigError(f"{what}: is a qcow2 image with incompatible features "
-                                  f"{incompatible:#x} (dirty, corrupt, or an external data "
-                                  "file)", hint=hint)
+        if header.backing_offset:
+            raise ConfigError(f"{what}: is a qcow2 overlay on a backing file "
+                              f"({header.backing_name(fd)}); a base image must be "
+                              "self-contained", hint="flatten it with: qemu-img convert -O "
+                              "qcow2 <overlay> <image>.qcow2")
+        if header.unknown_incompatible:
+            raise ConfigError(f"{what}: is a qcow2 image with incompatible features "
+                              f"{header.incompatible:#x} (dirty, corrupt, or an external data "
+                              "file)", hint=hint)
     except qcow2.Unsupported as err:
+        if str(err).startswith("qcow2 version"):
+            raise ConfigError(f"{what}: is a {err} image, which maqet cannot use as a base",
+                              hint=_CONVERT) from None
         raise ConfigError(f"{what}: is a damaged qcow2 image ({err})", hint=hint) from None
-    if virtual_size == 0:
+    if header.virtual_size == 0:
         raise ConfigError(f"{what}: is a qcow2 image of virtual size 0", hint="check the image")
-    return DiskFormat(format="qcow2", virtual_size=virtual_size)
+    return DiskFormat(format="qcow2", virtual_size=header.virtual_size)

@@ -16,9 +16,8 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.errors import MaqetError, RuntimeFailure, StateConflict, UsageError
 from maqet_engine.paths import Paths
-from maqet_engine.snapshots import qcow2
 from maqet_engine.snapshots.targets import Disk
-from maqet_engine.storage import qemu_img
+from maqet_engine.storage import qcow2, qemu_img
 from maqet_engine.store import Store
 
 SnapshotInfo = dict[str, Any]

@@ -18,11 +18,9 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.errors import ConfigError
 from maqet_engine.paths import Paths
-from maqet_engine.storage import qemu_img
+from maqet_engine.storage import qcow2, qemu_img
 from maqet_engine.store import Store
 from maqet_engine.store import storage_records as records
-
-_QCOW2_MAGIC = b"QFI\xfb"
 
 
 def spec_data(spec: Any) -> Mapping[str, Any]:
@@ -103,10 +101,10 @@ def _check_format(target: Path, entry: Mapping[str, Any], where: str) -> None:
         return
     try:
         with target.open("rb") as fh:
-            magic = fh.read(len(_QCOW2_MAGIC))
+            magic = fh.read(len(qcow2.MAGIC))
     except OSError:
         return  # QEMU will say what is wrong with it
-    if magic != _QCOW2_MAGIC:
+    if magic != qcow2.MAGIC:
         raise ConfigError(f"storage entry {entry['name']!r}: {target} is not a qcow2 image",
                           path=f"{where}.type",
                           hint="set type: raw for a raw image, or convert it with "

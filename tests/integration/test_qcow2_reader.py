@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from maqet_engine.snapshots import backends, qcow2
+from maqet_engine.snapshots import backends
 from maqet_engine.snapshots.targets import Disk
+from maqet_engine.storage import qcow2
 
 pytestmark = pytest.mark.qemu
 

@@ -1,4 +1,7 @@
-"""A small, read-only reader of a qcow2 image's internal snapshot table.
+"""A small, read-only reader of a qcow2 image's header and internal snapshot table.
+
+:func:`read_header` is what the image cache checks a base image with (format, virtual
+size, backing file, features); :func:`read_snapshots` what offline snapshots list with.
 
 Why: an idempotent offline snapshot operation first needs the image's snapshot list.
 Asking ``qemu-img info --output=json`` for it costs a whole process start, about as
@@ -31,6 +34,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from maqet_engine.frozen import Frozen
+
 MAGIC = b"QFI\xfb"
 _HEADER_V2 = struct.Struct(">4sIQIIQIIQQIIQ")  # through snapshots_offset: 72 bytes
 _HEADER_V3_TAIL = struct.Struct(">QQQII")  # incompatible .. header_length: 72-103
@@ -47,6 +52,38 @@ _NO_ICOUNT = (1 << 64) - 1  # icount "-1": record/replay was off
 
 class Unsupported(Exception):
     """This image is outside what the reader understands; ask qemu-img."""
+
+
+class Header(Frozen):
+    """The fields of a qcow2 header that callers decide on."""
+
+    __slots__ = ("version", "backing_offset", "backing_size", "cluster_bits",
+                 "virtual_size", "crypt_method", "incompatible", "nb_snapshots",
+                 "snapshots_offset", "header_length")
+    version: int
+    backing_offset: int
+    backing_size: int
+    cluster_bits: int
+    virtual_size: int
+    crypt_method: int
+    incompatible: int  # v3 incompatible feature bits (0 for v2)
+    nb_snapshots: int
+    snapshots_offset: int
+    header_length: int
+
+    @property
+    def unknown_incompatible(self) -> int:
+        """Incompatible bits beyond the harmless ones: dirty (0), corrupt (1), external
+        data file (2), or a feature unknown here."""
+        return self.incompatible & ~_HARMLESS_INCOMPATIBLE
+
+    def backing_name(self, fd: int) -> str:
+        """The backing file name this header points at ('' when there is none)."""
+        if not self.backing_offset:
+            return ""
+        raw = _pread_exact(fd, min(self.backing_size, 1023), self.backing_offset,
+                           "the backing file name")
+        return raw.decode("utf-8", "replace")
 
 
 class _Short(Exception):
@@ -79,10 +116,15 @@ def read_snapshots(path: Path | str) -> list[dict[str, Any]]:
         os.close(fd)
 
 
-def _read(fd: int) -> list[dict[str, Any]]:
-    size = os.fstat(fd).st_size
+def read_header(fd: int) -> Header:
+    """The header of the qcow2 image open at ``fd``.
+
+    :raise Unsupported: not qcow2, a version other than 2 or 3, implausible sizes, a
+        truncated header. (Encryption and features are reported, not refused: callers
+        decide.)
+    """
     head = _pread_exact(fd, _HEADER_V2.size, 0, "the header")
-    (magic, version, _backing_off, _backing_size, cluster_bits, _virtual_size, crypt,
+    (magic, version, backing_off, backing_size, cluster_bits, virtual_size, crypt,
      _l1_size, _l1_off, _rc_off, _rc_clusters, nb_snapshots, snapshots_offset,
      ) = _HEADER_V2.unpack(head)
     if magic != MAGIC:
@@ -91,17 +133,28 @@ def _read(fd: int) -> list[dict[str, Any]]:
         raise Unsupported(f"qcow2 version {version}")
     if not 9 <= cluster_bits <= 21:
         raise Unsupported(f"cluster_bits {cluster_bits}")
-    if crypt != 0:
-        raise Unsupported("encrypted image")
+    incompatible, header_length = 0, _HEADER_V2.size
     if version == 3:
         tail = _pread_exact(fd, _HEADER_V3_TAIL.size, _HEADER_V2.size, "the v3 header")
         incompatible, _compatible, _autoclear, _refcount_order, header_length = \
             _HEADER_V3_TAIL.unpack(tail)
-        if incompatible & ~_HARMLESS_INCOMPATIBLE:
-            # bit 0 dirty, 1 corrupt, 2 external data file, or a feature unknown here
-            raise Unsupported(f"incompatible features {incompatible:#x}")
         if header_length < 104 or header_length > (1 << cluster_bits):
             raise Unsupported(f"header_length {header_length}")
+    return Header(version=version, backing_offset=backing_off, backing_size=backing_size,
+                  cluster_bits=cluster_bits, virtual_size=virtual_size, crypt_method=crypt,
+                  incompatible=incompatible, nb_snapshots=nb_snapshots,
+                  snapshots_offset=snapshots_offset, header_length=header_length)
+
+
+def _read(fd: int) -> list[dict[str, Any]]:
+    size = os.fstat(fd).st_size
+    header = read_header(fd)
+    if header.crypt_method != 0:
+        raise Unsupported("encrypted image")
+    if header.unknown_incompatible:
+        raise Unsupported(f"incompatible features {header.incompatible:#x}")
+    version, cluster_bits = header.version, header.cluster_bits
+    nb_snapshots, snapshots_offset = header.nb_snapshots, header.snapshots_offset
     if nb_snapshots == 0:
         return []
     if nb_snapshots > MAX_SNAPSHOTS:
