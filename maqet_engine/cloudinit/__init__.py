@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from maqet_engine.cloudinit.config import normalize
+from maqet_engine.cloudinit.seed import Seed, build_seed
 
-__all__ = ["normalize"]
+__all__ = ["Seed", "build_seed", "normalize"]
