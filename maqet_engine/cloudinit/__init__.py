@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 from maqet_engine.cloudinit.config import normalize
+from maqet_engine.cloudinit.console import (
+    HostKeyFingerprint,
+    fingerprints_from_console,
+    host_keys_from_console,
+)
 from maqet_engine.cloudinit.files import SeedImage, write_seed
 from maqet_engine.cloudinit.seed import Seed, build_seed
+from maqet_engine.cloudinit.sshkeys import fingerprint
 
-__all__ = ["Seed", "SeedImage", "build_seed", "normalize", "write_seed"]
+__all__ = [
+    "HostKeyFingerprint",
+    "Seed",
+    "SeedImage",
+    "build_seed",
+    "fingerprint",
+    "fingerprints_from_console",
+    "host_keys_from_console",
+    "normalize",
+    "write_seed",
+]
