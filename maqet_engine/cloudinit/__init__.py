@@ -9,6 +9,7 @@ from maqet_engine.cloudinit.console import (
     host_keys_from_console,
 )
 from maqet_engine.cloudinit.files import SeedImage, write_seed
+from maqet_engine.cloudinit.known_hosts import host_pattern, known_hosts_lines, write_known_hosts
 from maqet_engine.cloudinit.seed import Seed, build_seed
 from maqet_engine.cloudinit.sshkeys import fingerprint
 
@@ -20,6 +21,9 @@ __all__ = [
     "fingerprint",
     "fingerprints_from_console",
     "host_keys_from_console",
+    "host_pattern",
+    "known_hosts_lines",
     "normalize",
+    "write_known_hosts",
     "write_seed",
 ]
