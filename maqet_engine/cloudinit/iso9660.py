@@ -149,7 +149,8 @@ def _iso_sort_key(identifier: str) -> tuple[str, str]:
 
 
 def _joliet_name(name: str) -> bytes:
-    return (name + ";1").encode("utf-16-be")
+    """UCS-2 big-endian, without the ``;1`` version (as genisoimage and xorriso write it)."""
+    return name.encode("utf-16-be")
 
 
 # --- records -------------------------------------------------------------------
