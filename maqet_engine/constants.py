@@ -195,3 +195,5 @@ SSH_KEY_TYPES: Final = frozenset({
     "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
 })
 SSH_DEFAULT_PORT: Final = 22
+# Longest public key line accepted (a 16384-bit RSA key is ~2.8 KB); bounds parsing work.
+SSH_KEY_LINE_MAX: Final = 8192

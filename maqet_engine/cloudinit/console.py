@@ -41,11 +41,12 @@ FINGERPRINTS_END = "-----END SSH HOST KEY FINGERPRINTS-----"
 
 # CSI (colours, cursor), OSC (titles) and two-byte escapes.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
-# A timestamped kernel message, or a systemd status line, up to and including its newline:
-# removed wherever it starts, so a user-space line it interrupted is joined back together.
+# A timestamped kernel message, or a systemd status line (its status is 6 columns wide),
+# up to and including its newline: removed wherever it starts, so a user-space line it
+# interrupted is joined back together.
 _INTERJECTIONS = re.compile(
     r"\[ *\d+\.\d+\] [^\n]*(?:\n|\Z)"
-    r"|\[ *(?:OK|FAILED|DEPEND|TIME|WARN|[* ]+) *\] [^\n]*(?:\n|\Z)"
+    r"|\[(?:  OK  |FAILED|DEPEND| TIME | WARN |[* ]{6})\] [^\n]*(?:\n|\Z)"
 )
 # What `logger --stderr` puts before each line: optional <PRI>, a timestamp, the tag.
 _SYSLOG_PREFIX = re.compile(

@@ -57,6 +57,8 @@ def parse_public_key(text: str) -> PublicKey:
     stripped = text.strip()
     if not stripped:
         raise ValueError("is empty")
+    if len(stripped) > C.SSH_KEY_LINE_MAX:
+        raise ValueError(f"is longer than {C.SSH_KEY_LINE_MAX} characters; give one key line")
     if "\n" in stripped or "\r" in stripped:
         raise ValueError("spans several lines; give one key per list item")
     found = _LINE.fullmatch(stripped)

@@ -98,3 +98,14 @@ def test_damaged_lines_are_skipped_never_returned(ed25519: str, rsa: str):
 def test_a_new_begin_abandons_an_unfinished_block(ed25519: str, rsa: str):
     text = "\n".join([BEGIN, rsa, BEGIN, ed25519, END])
     assert host_keys_from_console(text) == [" ".join(ed25519.split()[:2])]
+
+
+def test_pathological_input_is_parsed_quickly(ed25519: str):
+    """Long runs that the patterns could backtrack on (blank columns, '[', key-like junk)."""
+    import time
+
+    junk = "[" + " " * 50_000 + "\n" + "ssh-rsa " + "A" * 50_000 + "\n" + "[ 1.0" * 10_000
+    text = "\n".join([BEGIN, junk, ed25519, END])
+    start = time.monotonic()
+    assert host_keys_from_console(text * 20) == [" ".join(ed25519.split()[:2])]
+    assert time.monotonic() - start < 2.0

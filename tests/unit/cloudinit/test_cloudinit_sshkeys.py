@@ -34,6 +34,7 @@ def test_fingerprints_match_ssh_keygen(ed25519: str, rsa: str, ecdsa: str):
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINjdOVyhCHuxWRHXdl4TleBW", "truncated"),
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE", "broken base64"),
     ("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB", "not a ssh-ed25519 key"),
+    ("ssh-rsa " + "A" * 9000, "longer than 8192"),
 ])
 def test_parse_public_key_refuses(line: str, reason: str):
     with pytest.raises(ValueError, match=reason):
