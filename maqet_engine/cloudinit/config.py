@@ -27,7 +27,6 @@ raw-text ``user_data`` cannot take the shortcuts that would have to be merged in
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -299,6 +298,8 @@ def _check_keys(raw: Mapping[Any, Any], allowed: Sequence[str], path: str) -> No
     for key in raw:
         if key in allowed:
             continue
+        import difflib  # only on the error path: it costs ~5 ms of import time
+
         key_path = _join(path, key if isinstance(key, str) else _show(key))
         close = (difflib.get_close_matches(key, allowed, n=1, cutoff=C.DID_YOU_MEAN_CUTOFF)
                  if isinstance(key, str) else [])
