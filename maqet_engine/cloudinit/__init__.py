@@ -18,13 +18,14 @@ instance-id), :mod:`.iso9660` (the image writer), :mod:`.files` (atomic writes),
 
 How the ISO 9660 image is written, and why
 ------------------------------------------
-By :mod:`.iso9660`, a ~250-line writer of our own for "a few small files in the root
+By :mod:`.iso9660`, a writer of about 270 lines for "a few small files in the root
 directory", with Joliet and Rock Ridge. The alternatives were weighed:
 
 - ``genisoimage``/``xorriso``/``cloud-localds`` (Debian): one more apt package every user
-  must install, a subprocess per seed, and reproducible output only with care
-  (``SOURCE_DATE_EPOCH`` is honoured by xorriso; file dates still come from the temporary
-  files, volume UUIDs from the clock).
+  must install and a subprocess per seed. Checked here: Debian 12's genisoimage stamps the
+  build time into the volume descriptors even with ``SOURCE_DATE_EPOCH`` and fixed input
+  mtimes, so two builds differ; xorriso is reproducible only with ``SOURCE_DATE_EPOCH``
+  *and* the temporary input files' mtimes pinned.
 - ``pycdlib`` (PyPI, LGPL, pure Python): no apt package and fast, but it stamps
   ``time.time()`` in local time into every directory record, volume descriptor and
   Rock Ridge entry, with no parameter to fix it. Byte-for-byte reproducible images would
@@ -34,8 +35,8 @@ directory", with Joliet and Rock Ridge. The alternatives were weighed:
 Determinism is the requirement that decides: the seed's hash must not change unless the
 config does, or an unchanged VM would look changed. A purpose-built writer is
 deterministic by construction (fixed timestamps in UTC, sorted records, no host state),
-needs no dependency, and builds a seed in well under a millisecond. The format is frozen
-(ECMA-119 1988, RRIP 1.10, Joliet 1995) and the scope small; tests read the images back
+needs no dependency, and renders a seed image in about 0.1 ms. The format is frozen
+(ISO 9660:1988, RRIP 1.10, Joliet 1995) and the scope small; tests read the images back
 with isoinfo, xorriso and blkid, and through Linux's isofs in the test guest. Rock Ridge
 gives Linux (which cloud-init mounts through) the lower-case names ``user-data``,
 ``meta-data``, ``network-config``; Joliet gives the same names to readers without Rock Ridge.
