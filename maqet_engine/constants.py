@@ -159,3 +159,46 @@ SNAPSHOT_JOB_EVENT: Final = "JOB_STATUS_CHANGE"
 SNAPSHOT_PROGRESS_AFTER_S: Final = 1.0  # show a progress line for anything slower
 PROGRESS_TICK_S: Final = 0.125  # redraw interval of a TTY progress bar
 PROGRESS_BAR_WIDTH: Final = 16  # cells of the indeterminate bar, brackets excluded
+
+# --- cloud-init ---------------------------------------------------------------
+# The NoCloud seed (maqet_engine/cloudinit): an ISO 9660 image cloud-init finds by its label.
+CLOUD_INIT_LABEL: Final = "cidata"
+CLOUD_INIT_USER_DATA: Final = "user-data"
+CLOUD_INIT_META_DATA: Final = "meta-data"
+CLOUD_INIT_NETWORK_CONFIG: Final = "network-config"
+CLOUD_INIT_SEED_FILE: Final = "cidata.iso"  # suggested name in the VM's data directory
+CLOUD_INIT_FILE_MODE: Final = 0o600  # seed and known_hosts files (user-data may hold secrets)
+# Every timestamp in the image: fixed so that the same seed is the same bytes
+# (1980-01-01T00:00:00Z, the earliest date FAT and zip can store too).
+CLOUD_INIT_SEED_TIME: Final = (1980, 1, 1, 0, 0, 0)
+# instance-id = PREFIX + VM name + "-" + the first HEX digits of the content's sha256.
+CLOUD_INIT_INSTANCE_ID_PREFIX: Final = "maqet-"
+CLOUD_INIT_INSTANCE_ID_HEX: Final = 16
+CLOUD_INIT_SUDO_ALL: Final = "ALL=(ALL) NOPASSWD:ALL"  # what `sudo: true` grants
+CLOUD_INIT_DEFAULT_USER: Final = "default"  # cloud-init's name for the image's default user
+# First bytes cloud-init recognizes as user-data (cloudinit/handlers INCLUSION_TYPES_MAP,
+# MIME headers, jinja templates), compared case-insensitively after leading blanks.
+CLOUD_INIT_USER_DATA_STARTS: Final = (
+    "#cloud-config", "#!", "#include", "#cloud-boothook", "#part-handler", "#upstart-job",
+    "## template: jinja", "content-type:", "mime-version:",
+)
+USER_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+USER_NAME_HELP: Final = (
+    "1-32 characters: lower-case letters, digits, '_', '-'; starting with a letter or '_'"
+)
+HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+HOSTNAME_HELP: Final = (
+    "dot-separated labels of 1-63 letters, digits and '-' (not at either end), "
+    "253 characters at most"
+)
+# OpenSSH public key types accepted in authorized keys and read from the console.
+SSH_KEY_TYPES: Final = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+})
+SSH_DEFAULT_PORT: Final = 22
+# Longest public key line accepted (a 16384-bit RSA key is ~2.8 KB); bounds parsing work.
+SSH_KEY_LINE_MAX: Final = 8192
