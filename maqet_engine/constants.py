@@ -168,9 +168,6 @@ CLOUD_INIT_META_DATA: Final = "meta-data"
 CLOUD_INIT_NETWORK_CONFIG: Final = "network-config"
 CLOUD_INIT_SEED_FILE: Final = "cidata.iso"  # suggested name in the VM's data directory
 CLOUD_INIT_FILE_MODE: Final = 0o600  # seed and known_hosts files (user-data may hold secrets)
-# Every timestamp in the image: fixed so that the same seed is the same bytes
-# (1980-01-01T00:00:00Z, the earliest date FAT and zip can store too).
-CLOUD_INIT_SEED_TIME: Final = (1980, 1, 1, 0, 0, 0)
 # instance-id = PREFIX + VM name + "-" + the first HEX digits of the content's sha256.
 CLOUD_INIT_INSTANCE_ID_PREFIX: Final = "maqet-"
 CLOUD_INIT_INSTANCE_ID_HEX: Final = 16

@@ -19,7 +19,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.cloudinit.config import normalize
-from maqet_engine.cloudinit.iso9660 import build_iso
+from maqet_engine.cloudinit.image import build_image
 from maqet_engine.frozen import Frozen
 
 __all__ = ["Seed", "build_seed"]
@@ -44,8 +44,11 @@ class Seed(Frozen):
         return files
 
     def image(self) -> bytes:
-        """The seed as an ISO 9660 image labelled ``cidata`` (byte-for-byte reproducible)."""
-        return build_iso(self.files(), volume_id=C.CLOUD_INIT_LABEL)
+        """The seed as an ISO 9660 image labelled ``cidata``, built by pycdlib.
+
+        The bytes carry the build time, so two calls differ; the files in it do not.
+        """
+        return build_image(self.files(), label=C.CLOUD_INIT_LABEL)
 
 
 def build_seed(config: Mapping[str, Any], *, vm_name: str) -> Seed:

@@ -128,11 +128,12 @@ FULL: dict[str, Any] = {
 }
 
 
-def test_same_config_gives_identical_bytes_and_id():
+def test_same_config_gives_the_same_files_and_id():
     first = build_seed(copy.deepcopy(FULL), vm_name="web1")
     second = build_seed(copy.deepcopy(FULL), vm_name="web1")
     assert first == second
-    assert first.image() == second.image()
+    assert first.instance_id == second.instance_id
+    assert first.files() == second.files()
 
 
 def test_key_order_and_the_normalized_form_do_not_change_the_seed():
