@@ -5,41 +5,41 @@ Typical use (the engine wires the paths and the console text)::
 
     cfg = normalize(definition["cloud_init"])          # canonical, JSON-able; compare/hash it
     seed = build_seed(cfg, vm_name="web1")             # pure: three files + instance-id
-    image = write_seed(seed, vm_dir / "cidata.iso")    # atomic; unchanged bytes: not rewritten
+    image = write_seed(seed, vm_dir / "cidata.iso")    # atomic; same files: not rewritten
     # attach image.path as a read-only *virtio* disk (q35's CD-ROM is AHCI, which the
     # Debian cloud kernel lacks): -drive file=...,if=virtio,format=raw,readonly=on
     keys = host_keys_from_console(serial_text)         # ["ssh-ed25519 AAAA...", ...]
     write_known_hosts(path, known_hosts_lines([host_pattern("127.0.0.1", 2222)], keys))
 
 Modules: :mod:`.config` (checks, canonical form), :mod:`.seed` (rendering,
-instance-id), :mod:`.iso9660` (the image writer), :mod:`.files` (atomic writes),
-:mod:`.sshkeys` (public key lines), :mod:`.console` (console parsing),
+instance-id), :mod:`.image` (the ISO image, through pycdlib), :mod:`.files` (atomic
+writes), :mod:`.sshkeys` (public key lines), :mod:`.console` (console parsing),
 :mod:`.known_hosts` (known_hosts entries).
 
-How the ISO 9660 image is written, and why
+The seed image, and when it is "unchanged"
 ------------------------------------------
-By :mod:`.iso9660`, a writer of about 270 lines for "a few small files in the root
-directory", with Joliet and Rock Ridge. The alternatives were weighed:
+The ISO 9660 image is written by ``pycdlib`` (PyPI, LGPL, maintained, pure Python):
+an ISO writer is exactly what a maintained library beats writing (the founders' rule), and
+pycdlib needs no apt package (genisoimage, xorriso or cloud-localds would be one more
+for every user, and a subprocess per seed) and runs in the venv the Ansible modules use on
+a remote hypervisor. The image is labelled ``cidata`` and has Rock Ridge 1.09 (Linux's
+isofs, which cloud-init mounts, sees ``user-data``, ``meta-data``, ``network-config``)
+and Joliet (the same names without Rock Ridge); see :mod:`.image`. pycdlib is imported
+only when a seed image is written or read, never by importing this package.
 
-- ``genisoimage``/``xorriso``/``cloud-localds`` (Debian): one more apt package every user
-  must install and a subprocess per seed. Checked here: Debian 12's genisoimage stamps the
-  build time into the volume descriptors even with ``SOURCE_DATE_EPOCH`` and fixed input
-  mtimes, so two builds differ; xorriso is reproducible only with ``SOURCE_DATE_EPOCH``
-  *and* the temporary input files' mtimes pinned.
-- ``pycdlib`` (PyPI, LGPL, pure Python): no apt package and fast, but it stamps
-  ``time.time()`` in local time into every directory record, volume descriptor and
-  Rock Ridge entry, with no parameter to fix it. Byte-for-byte reproducible images would
-  need monkeypatching its module globals (process-wide, not thread-safe, silently broken
-  by any refactoring of its internals) or rewriting its private date objects.
+Nothing depends on the image's *bytes*, which carry pycdlib's build time:
 
-Determinism is the requirement that decides: the seed's hash must not change unless the
-config does, or an unchanged VM would look changed. A purpose-built writer is
-deterministic by construction (fixed timestamps in UTC, sorted records, no host state),
-needs no dependency, and renders a seed image in about 0.1 ms. The format is frozen
-(ISO 9660:1988, RRIP 1.10, Joliet 1995) and the scope small; tests read the images back
-with isoinfo, xorriso and blkid, and through Linux's isofs in the test guest. Rock Ridge
-gives Linux (which cloud-init mounts through) the lower-case names ``user-data``,
-``meta-data``, ``network-config``; Joliet gives the same names to readers without Rock Ridge.
+- the engine decides whether a VM changed from the mapping :func:`normalize` returns
+  (its hash is part of the VM's spec), never from the image;
+- the instance-id comes from the seed's files (:mod:`.seed`), so the same config gives
+  the same id, and any change a new one, whatever the image bytes;
+- :func:`write_seed` leaves an existing image alone (same inode, same mtime) when reading
+  it back with pycdlib finds the ``cidata`` label, Rock Ridge and Joliet, and exactly the
+  seed's files, byte for byte, under their Rock Ridge names: the seed as cloud-init
+  would read it. Otherwise (another seed, a damaged file, not an ISO at all) the image
+  is replaced atomically. The check needs no second file to keep in step with the
+  image, and an image of the same files written by another tool (genisoimage, an older
+  maqet) is kept too.
 
 Where shortcuts and explicit data meet
 --------------------------------------
