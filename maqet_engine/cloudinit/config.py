@@ -28,11 +28,18 @@ raw-text ``user_data`` cannot take the shortcuts that would have to be merged in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.cloudinit.sshkeys import parse_public_key
+from maqet_engine.definition.check import (
+    check_keys,
+    join,
+    require_list,
+    require_mapping,
+    show,
+)
 from maqet_engine.errors import ConfigError
 
 __all__ = ["KEYS", "USER_KEYS", "normalize"]
@@ -40,7 +47,6 @@ __all__ = ["KEYS", "USER_KEYS", "normalize"]
 KEYS = ("hostname", "meta_data", "network_config", "ssh_authorized_keys", "user_data", "users")
 USER_KEYS = ("name", "ssh_authorized_keys", "sudo")
 
-_SHOW_MAX = 80
 _NETWORK_VERSIONS = (1, 2)
 
 
@@ -50,16 +56,16 @@ def normalize(raw: Mapping[str, Any], *, path: str = "cloud_init") -> dict[str, 
     :param path: the section's key path, the prefix of every error path.
     :raise ConfigError: the first problem found, with the dotted path of the culprit.
     """
-    raw = _mapping(raw, path, "'key: value' lines such as 'hostname: web1'")
-    _check_keys(raw, KEYS, path)
+    raw = require_mapping(raw, path, "the cloud_init section")
+    check_keys(raw, KEYS, path)
     out: dict[str, Any] = {
-        "hostname": _hostname(raw.get("hostname"), _join(path, "hostname")),
-        "meta_data": _meta_data(raw.get("meta_data"), _join(path, "meta_data")),
+        "hostname": _hostname(raw.get("hostname"), join(path, "hostname")),
+        "meta_data": _meta_data(raw.get("meta_data"), join(path, "meta_data")),
         "network_config": _network_config(raw.get("network_config"),
-                                          _join(path, "network_config")),
+                                          join(path, "network_config")),
         "ssh_authorized_keys": _keys(raw.get("ssh_authorized_keys"),
-                                     _join(path, "ssh_authorized_keys")),
-        "user_data": _user_data(raw.get("user_data"), _join(path, "user_data")),
+                                     join(path, "ssh_authorized_keys")),
+        "user_data": _user_data(raw.get("user_data"), join(path, "user_data")),
         "users": _users(raw.get("users"), path),
     }
     _check_overlaps(out, path)
@@ -73,23 +79,24 @@ def _hostname(value: object, path: str) -> str | None:
         return None
     text = _string(value, path)
     if not C.HOSTNAME_RE.fullmatch(text):
-        raise ConfigError(f"{_show(text)} is not a valid host name", path=path,
+        raise ConfigError(f"{show(text)} is not a valid host name", path=path,
                           hint=f"use {C.HOSTNAME_HELP}")
     return text
 
 
 def _users(value: object, section: str) -> list[dict[str, Any]]:
-    path = _join(section, "users")
+    path = join(section, "users")
     if value is None:
         return []
-    items = _list(value, path, "[{name: admin, ssh_authorized_keys: ['ssh-ed25519 AAAA...']}]")
+    items = require_list(value, path,
+                         "[{name: admin, ssh_authorized_keys: ['ssh-ed25519 AAAA...']}]")
     users: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        item_path = _join(path, index)
-        entry = _mapping(item, item_path, "'name: ...' and 'ssh_authorized_keys: [...]' lines")
-        _check_keys(entry, USER_KEYS, item_path)
-        name_path = _join(item_path, "name")
+        item_path = join(path, index)
+        entry = require_mapping(item, item_path, "each user")
+        check_keys(entry, USER_KEYS, item_path)
+        name_path = join(item_path, "name")
         if entry.get("name") is None:
             raise ConfigError("is required", path=name_path,
                               hint="give the account name, such as 'admin' or 'root'")
@@ -97,19 +104,19 @@ def _users(value: object, section: str) -> list[dict[str, Any]]:
         if name == C.CLOUD_INIT_DEFAULT_USER:
             raise ConfigError("'default' is cloud-init's name for the image's own user",
                               path=name_path, hint="list that user's keys under "
-                              f"{_join(section, 'ssh_authorized_keys')} instead")
+                              f"{join(section, 'ssh_authorized_keys')} instead")
         if not C.USER_NAME_RE.fullmatch(name):
-            raise ConfigError(f"{_show(name)} is not a valid user name", path=name_path,
+            raise ConfigError(f"{show(name)} is not a valid user name", path=name_path,
                               hint=f"use {C.USER_NAME_HELP}")
         if name in seen:
-            raise ConfigError(f"{_show(name)} is already listed at {_join(path, seen[name])}",
+            raise ConfigError(f"{show(name)} is already listed at {join(path, seen[name])}",
                               path=name_path, hint="merge the two entries into one")
         seen[name] = index
         users.append({
             "name": name,
             "ssh_authorized_keys": _keys(entry.get("ssh_authorized_keys"),
-                                         _join(item_path, "ssh_authorized_keys")),
-            "sudo": _sudo(entry.get("sudo"), _join(item_path, "sudo"), name),
+                                         join(item_path, "ssh_authorized_keys")),
+            "sudo": _sudo(entry.get("sudo"), join(item_path, "sudo"), name),
         })
     return users
 
@@ -123,7 +130,7 @@ def _sudo(value: object, path: str, user: str) -> str | None:
         return C.CLOUD_INIT_SUDO_ALL
     if isinstance(value, str) and value.strip() and "\n" not in value:
         return value.strip()
-    raise ConfigError(f"{_show(value)} is not true, false or a sudoers rule", path=path,
+    raise ConfigError(f"{show(value)} is not true, false or a sudoers rule", path=path,
                       hint=f"use true (for {C.CLOUD_INIT_SUDO_ALL!r}), false, or one rule "
                       "as a string")
 
@@ -131,10 +138,10 @@ def _sudo(value: object, path: str, user: str) -> str | None:
 def _keys(value: object, path: str) -> list[str]:
     if value is None:
         return []
-    items = _list(value, path, "['ssh-ed25519 AAAA... me@laptop']")
+    items = require_list(value, path, "['ssh-ed25519 AAAA... me@laptop']")
     keys: list[str] = []
     for index, item in enumerate(items):
-        item_path = _join(path, index)
+        item_path = join(path, index)
         text = _string(item, item_path)
         try:
             keys.append(parse_public_key(text).line)
@@ -154,7 +161,7 @@ def _user_data(value: object, path: str) -> dict[str, Any] | str:
         return _user_data_text(value, path)
     if isinstance(value, Mapping):
         return _plain_mapping(value, path)
-    raise ConfigError(f"{_show(value)} is neither a mapping nor text", path=path,
+    raise ConfigError(f"{show(value)} is neither a mapping nor text", path=path,
                       hint="write #cloud-config keys as a mapping, or a script/MIME "
                       "document as a '|' block")
 
@@ -165,7 +172,7 @@ def _user_data_text(text: str, path: str) -> str:
         raise ConfigError("is empty", path=path, hint="remove it, or give a mapping or a script")
     if not start.startswith(C.CLOUD_INIT_USER_DATA_STARTS):
         first = text.lstrip().splitlines()[0]
-        raise ConfigError(f"cloud-init ignores text starting {_show(first)}", path=path,
+        raise ConfigError(f"cloud-init ignores text starting {show(first)}", path=path,
                           hint="start it with '#cloud-config', '#!' (a script), "
                           "'Content-Type:' (MIME) or write user_data as a mapping")
     if start.startswith("#cloud-config") and not start.startswith("#cloud-config-"):
@@ -179,9 +186,9 @@ def _user_data_text(text: str, path: str) -> str:
 def _meta_data(value: object, path: str) -> dict[str, Any]:
     if value is None:
         return {}
-    data = _plain_mapping(_mapping(value, path, "'key: value' lines"), path)
+    data = _plain_mapping(require_mapping(value, path, "meta_data"), path)
     if "instance-id" in data:
-        raise ConfigError("is set by maqet", path=_join(path, "instance-id"),
+        raise ConfigError("is set by maqet", path=join(path, "instance-id"),
                           hint="remove it: maqet derives it from the seed's content, so that "
                           "any change makes cloud-init run again")
     return data
@@ -196,7 +203,7 @@ def _network_config(value: object, path: str) -> dict[str, Any] | str | None:
         data = _parse_yaml(value, path)
         _network_version(data, path)
         return value
-    data = _plain_mapping(_mapping(value, path, "netplan-style 'version: 2' lines"), path)
+    data = _plain_mapping(require_mapping(value, path, "network config version 2"), path)
     _network_version(data, path)
     return data
 
@@ -204,14 +211,14 @@ def _network_config(value: object, path: str) -> dict[str, Any] | str | None:
 def _network_version(data: object, path: str) -> None:
     """Network config v1 or v2, either bare or under a top-level ``network`` key."""
     if isinstance(data, Mapping) and isinstance(data.get("network"), Mapping):
-        data, path = data["network"], _join(path, "network")
+        data, path = data["network"], join(path, "network")
     if not isinstance(data, Mapping):
         raise ConfigError("is not a mapping", path=path,
                           hint="write network config version 2 such as "
                           "'{version: 2, ethernets: {...}}'")
     version = data.get("version")
     if version not in _NETWORK_VERSIONS or isinstance(version, bool):
-        raise ConfigError("needs 'version: 1' or 'version: 2'", path=_join(path, "version"),
+        raise ConfigError("needs 'version: 1' or 'version: 2'", path=join(path, "version"),
                           hint="cloud-init reads network config versions 1 and 2 "
                           "(2 is netplan's format)")
 
@@ -224,7 +231,7 @@ def _check_overlaps(out: Mapping[str, Any], path: str) -> None:
         for shortcut, used in (("users", users), ("ssh_authorized_keys", keys)):
             if used:
                 raise ConfigError(f"is raw text, so maqet cannot add {shortcut!r} to it",
-                                  path=_join(path, "user_data"),
+                                  path=join(path, "user_data"),
                                   hint=f"write user_data as a mapping, or move {shortcut!r} "
                                   "into the text yourself")
         return
@@ -236,12 +243,12 @@ def _check_overlaps(out: Mapping[str, Any], path: str) -> None:
     }
     for key, (shortcut, active) in generated.items():
         if active and key in user_data:
-            raise ConfigError(f"is also set by {_join(path, shortcut)}",
-                              path=_join(_join(path, "user_data"), key),
+            raise ConfigError(f"is also set by {join(path, shortcut)}",
+                              path=join(join(path, "user_data"), key),
                               hint="keep one of the two")
     if hostname is not None and "local-hostname" in out["meta_data"]:
-        raise ConfigError(f"is also set by {_join(path, 'hostname')}",
-                          path=_join(_join(path, "meta_data"), "local-hostname"),
+        raise ConfigError(f"is also set by {join(path, 'hostname')}",
+                          path=join(join(path, "meta_data"), "local-hostname"),
                           hint="keep one of the two")
 
 
@@ -249,7 +256,7 @@ def _check_overlaps(out: Mapping[str, Any], path: str) -> None:
 
 def _plain_mapping(value: Mapping[Any, Any], path: str) -> dict[str, Any]:
     """A deep copy with keys sorted, refusing what JSON and a stable hash cannot hold."""
-    return {key: _plain(value[key], _join(path, key))
+    return {key: _plain(value[key], join(path, key))
             for key in sorted(_string_keys(value, path))}
 
 
@@ -258,14 +265,14 @@ def _plain(value: object, path: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ConfigError(f"{_show(value)} is not a finite number", path=path,
+            raise ConfigError(f"{show(value)} is not a finite number", path=path,
                               hint="quote it to make it a string")
         return value
     if isinstance(value, Mapping):
         return _plain_mapping(value, path)
     if isinstance(value, list | tuple):
-        return [_plain(item, _join(path, index)) for index, item in enumerate(value)]
-    raise ConfigError(f"{_show(value)} ({type(value).__name__}) is not a string, number, "
+        return [_plain(item, join(path, index)) for index, item in enumerate(value)]
+    raise ConfigError(f"{show(value)} ({type(value).__name__}) is not a string, number, "
                       "boolean, list or mapping", path=path,
                       hint="quote it to make it a string (YAML reads dates and !!binary "
                       "as other types)")
@@ -274,7 +281,7 @@ def _plain(value: object, path: str) -> Any:
 def _string_keys(value: Mapping[Any, Any], path: str) -> list[str]:
     for key in value:
         if not isinstance(key, str):
-            raise ConfigError(f"key {_show(key)} is not a string", path=path,
+            raise ConfigError(f"key {show(key)} is not a string", path=path,
                               hint="quote the key")
         if not key:
             raise ConfigError("has an empty key", path=path, hint="remove it or name it")
@@ -294,58 +301,10 @@ def _parse_yaml(text: str, path: str) -> Any:
                           hint="fix the text, or write it as a mapping") from None
 
 
-def _check_keys(raw: Mapping[Any, Any], allowed: Sequence[str], path: str) -> None:
-    for key in raw:
-        if key in allowed:
-            continue
-        import difflib  # only on the error path: it costs ~5 ms of import time
-
-        key_path = _join(path, key if isinstance(key, str) else _show(key))
-        close = (difflib.get_close_matches(key, allowed, n=1, cutoff=C.DID_YOU_MEAN_CUTOFF)
-                 if isinstance(key, str) else [])
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        raise ConfigError("unknown key", path=key_path, hint=hint)
-
-
-def _mapping(value: object, path: str, what: str) -> Mapping[Any, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{_show(value)} is not a mapping", path=path, hint=f"write {what}")
-    return value
-
-
-def _list(value: object, path: str, example: str) -> list[Any]:
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"{_show(value)} is not a list", path=path,
-                          hint=f"write a YAML list such as {example}")
-    return list(value)
-
-
 def _string(value: object, path: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{_show(value)} is not a string", path=path,
+        raise ConfigError(f"{show(value)} is not a string", path=path,
                           hint="quote the value to make it a string")
     if not value.strip():
         raise ConfigError("is empty", path=path, hint="give a value or remove the key")
     return value.strip()
-
-
-def _join(path: str, key: object) -> str:
-    """``users`` + ``0`` -> ``users[0]``; ``users[0]`` + ``name`` -> ``users[0].name``."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _show(value: object) -> str:
-    """A value as it appears in messages: YAML-ish scalars, strings quoted, short."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, Mapping):
-        text = "a mapping"
-    elif isinstance(value, list | tuple):
-        text = "a list"
-    else:
-        text = repr(value)
-    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."

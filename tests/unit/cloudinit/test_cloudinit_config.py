@@ -89,7 +89,7 @@ def test_user_data_texts_cloud_init_recognizes(text: str):
 
 # (section, error path, words in the message, words in the hint)
 BAD: list[tuple[Any, str, str, str]] = [
-    ("web1", "cloud_init", "'web1' is not a mapping", "hostname: web1"),
+    ("web1", "cloud_init", "'web1' is not a mapping", "'key: value' lines"),
     ({"hostnme": "x"}, "cloud_init.hostnme", "unknown key", "did you mean 'hostname'?"),
     ({"zzz": 1}, "cloud_init.zzz", "unknown key", "allowed keys: hostname, meta_data"),
     ({"hostname": 5}, "cloud_init.hostname", "5 is not a string", "quote"),
@@ -98,7 +98,7 @@ BAD: list[tuple[Any, str, str, str]] = [
     ({"hostname": "-web"}, "cloud_init.hostname", "not a valid host name", ""),
     ({"hostname": "  "}, "cloud_init.hostname", "is empty", ""),
     ({"users": {"name": "a"}}, "cloud_init.users", "a mapping is not a list", "YAML list"),
-    ({"users": ["admin"]}, "cloud_init.users[0]", "'admin' is not a mapping", "name:"),
+    ({"users": ["admin"]}, "cloud_init.users[0]", "'admin' is not a mapping", "'key: value'"),
     ({"users": [{"nmae": "a"}]}, "cloud_init.users[0].nmae", "unknown key",
      "did you mean 'name'?"),
     ({"users": [{"ssh_authorized_keys": []}]}, "cloud_init.users[0].name", "is required",
