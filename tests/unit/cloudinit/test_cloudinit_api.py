@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import maqet_engine.cloudinit as cloudinit
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_all_lists_exactly_the_public_names():
@@ -36,3 +41,20 @@ def test_definition_to_seed_to_known_hosts(tmp_path: Path, data_dir: Path, ed255
     assert all(line.startswith("[127.0.0.1]:2222 ") for line in written)
     prints = cloudinit.fingerprints_from_console(console)
     assert [p.fingerprint for p in prints] == [cloudinit.fingerprint(k) for k in keys]
+
+
+def test_pycdlib_is_imported_only_to_write_or_read_an_image(tmp_path: Path):
+    """Loading a definition with cloud_init must not pay for the ISO library."""
+    script = (
+        "import sys\n"
+        "import maqet_engine.cloudinit as c\n"
+        "seed = c.build_seed(c.normalize({'hostname': 'web1'}), vm_name='web1')\n"
+        "print('pycdlib' in sys.modules)\n"
+        "c.write_seed(seed, sys.argv[1])\n"
+        "print('pycdlib' in sys.modules)\n"
+    )
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cidata.iso")],
+                            capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "True"]
