@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import compile_package
 
-HEAVY = ("asyncio", "qemu.qmp", "yaml", "logging", "maqet_engine.definition")
+HEAVY = ("asyncio", "qemu.qmp", "yaml", "logging", "maqet_engine.definition", "pycdlib")
 
 
 def wall(argv: list[str], env: dict[str, str], runs: int) -> float:

@@ -180,3 +180,43 @@ IMAGE_PROGRESS_INTERVAL_S: Final = 0.1  # progress callbacks: at most ~10 per se
 IMAGE_SNIFF_BYTES: Final = 4096  # bytes read from the start to tell a disk from a page
 IMAGE_SECTOR: Final = 512  # a raw disk image is a whole number of these
 IMAGE_PINS_MAX: Final = 16  # remembered (source -> digest) resolutions per image
+
+# --- cloud-init ---------------------------------------------------------------
+# The NoCloud seed (maqet_engine/cloudinit): an ISO 9660 image cloud-init finds by its label.
+CLOUD_INIT_LABEL: Final = "cidata"
+CLOUD_INIT_USER_DATA: Final = "user-data"
+CLOUD_INIT_META_DATA: Final = "meta-data"
+CLOUD_INIT_NETWORK_CONFIG: Final = "network-config"
+CLOUD_INIT_SEED_FILE: Final = "cidata.iso"  # suggested name in the VM's data directory
+CLOUD_INIT_FILE_MODE: Final = 0o600  # seed and known_hosts files (user-data may hold secrets)
+# instance-id = PREFIX + VM name + "-" + the first HEX digits of the content's sha256.
+CLOUD_INIT_INSTANCE_ID_PREFIX: Final = "maqet-"
+CLOUD_INIT_INSTANCE_ID_HEX: Final = 16
+CLOUD_INIT_SUDO_ALL: Final = "ALL=(ALL) NOPASSWD:ALL"  # what `sudo: true` grants
+CLOUD_INIT_DEFAULT_USER: Final = "default"  # cloud-init's name for the image's default user
+# First bytes cloud-init recognizes as user-data (cloudinit/handlers INCLUSION_TYPES_MAP,
+# MIME headers, jinja templates), compared case-insensitively after leading blanks.
+CLOUD_INIT_USER_DATA_STARTS: Final = (
+    "#cloud-config", "#!", "#include", "#cloud-boothook", "#part-handler", "#upstart-job",
+    "## template: jinja", "content-type:", "mime-version:",
+)
+USER_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+USER_NAME_HELP: Final = (
+    "1-32 characters: lower-case letters, digits, '_', '-'; starting with a letter or '_'"
+)
+HOSTNAME_RE: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+HOSTNAME_HELP: Final = (
+    "dot-separated labels of 1-63 letters, digits and '-' (not at either end), "
+    "253 characters at most"
+)
+# OpenSSH public key types accepted in authorized keys and read from the console.
+SSH_KEY_TYPES: Final = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+})
+SSH_DEFAULT_PORT: Final = 22
+# Longest public key line accepted (a 16384-bit RSA key is ~2.8 KB); bounds parsing work.
+SSH_KEY_LINE_MAX: Final = 8192

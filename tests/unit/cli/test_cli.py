@@ -179,7 +179,8 @@ def test_real_process_exit_codes_and_no_traceback(maqet_home, tmp_path):
     assert not maqet_home.exists()
 
 
-HEAVY_MODULES = ("asyncio", "qemu.qmp", "yaml", "maqet_engine.definition", "logging", "dataclasses")
+HEAVY_MODULES = ("asyncio", "qemu.qmp", "yaml", "maqet_engine.definition", "logging",
+                 "dataclasses", "pycdlib")
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["ls"]])
