@@ -111,12 +111,12 @@ def bench_rerun(root: Path, env: dict[str, str], n: int, runs: int) -> None:
 
 
 def bench_inventory(root: Path, env: dict[str, str], n: int, runs: int) -> None:
-    from maqet_engine.engine import EngineContext, apply, load_spec
+    from maqet_engine.engine import EngineContext, apply, load_definition
 
     home = root / "inv-home"
     ctx = EngineContext.for_home(str(home), check_mode=False)
     for i in range(n):
-        spec = load_spec(ctx, config={
+        spec = load_definition(ctx, definition={
             "name": f"inv{i:03d}", "memory": "512M", "tags": ["bench", f"shard{i % 4}"],
             "network": [{"type": "user", "forward": [{"host": 20000 + i, "guest": 22}]}]})
         apply(ctx, spec=spec, state="present")

@@ -146,32 +146,27 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="mqb", dir="/tmp"))
     os.environ["MAQET_HOME"] = str(home)
+    from maqet_engine import engine
     from maqet_engine.control.client import RunnerClient
-    from maqet_engine.definition import build_argv, parse_spec, resolve_accel
-    from maqet_engine.definition.model import Spec
-    from maqet_engine.engine import lifecycle
-    from maqet_engine.paths import resolve_paths
-    from maqet_engine.store import Store
 
-    paths = resolve_paths()
+    ctx = engine.EngineContext.from_env()
+    paths = ctx.paths
     files = guest.ensure_guest()
-    common = {"accel": "tcg", "memory": "256M", "machine": "q35", "arguments": ["-no-reboot"]}
-    store = Store.open(paths.db)
-    for name, extra in (("fw", {}), ("g", {"kernel": str(files.kernel),
-                                           "initrd": str(files.initrd),
-                                           "append": guest.GUEST_APPEND})):
-        spec = parse_spec({"name": name, **common, **extra}, base_dir=home, paths=paths)
-        store.insert_vm(spec.name, spec.to_json(), spec.hash)
+    fw = guest.guest_definition("fw", files)
+    for key in ("kernel", "initrd", "append"):
+        fw.pop(key)
+    for definition in (fw, guest.guest_definition("g", files)):
+        engine.define(ctx, engine.load_definition(ctx, definition=definition))
 
     def raw_argv(name: str) -> list[str]:
-        record = store.require_vm(name)
-        argv = build_argv(Spec.from_json(record.spec_json),
-                          runtime=paths.vm_runtime(900 + record.id),
-                          data=paths.vm_data(f"raw-{name}"), accel=resolve_accel("tcg"))
-        i = argv.index("-qmp")
-        argv = argv[:i] + argv[i + 2:]  # the bench supplies its own monitor
+        argv = engine.show(ctx, name).data["argv"]  # the command line maqet launches
+        i = argv.index("-mon")
+        argv = argv[:i - 2] + argv[i + 2:]  # the bench supplies its own monitor
         i = argv.index("-chardev")
         return argv[:i] + argv[i + 4:]  # ... and its own serial (or none)
+
+    def record(name: str) -> dict:
+        return engine.show(ctx, name).data
 
     leftovers: list[int] = []
     workdir = Path(tempfile.mkdtemp(prefix="mqr", dir="/tmp"))
@@ -189,12 +184,12 @@ def main() -> None:
         env = dict(os.environ)
         for run in range(args.runs):
             t = time.perf_counter()
-            lifecycle.ensure_running(paths, store, "fw")
+            engine.start(ctx, "fw")
             starts.append(time.perf_counter() - t)
-            record = store.require_vm("fw")
-            leftovers += [record.runner_pid, record.qemu_pid]
-            memory.append(runner_memory(record.runner_pid))
-            with RunnerClient(paths.vm_runtime(record.id).control_socket) as client:
+            vm = record("fw")
+            leftovers += [vm["runner_pid"], vm["qemu_pid"]]
+            memory.append(runner_memory(vm["runner_pid"]))
+            with RunnerClient(paths.vm_runtime(vm["id"]).control_socket) as client:
                 samples = []
                 for _ in range(args.rtt_runs):
                     t = time.perf_counter()
@@ -208,18 +203,17 @@ def main() -> None:
                                     "query-status"], env=env, stdout=subprocess.DEVNULL,
                                    check=True)
                     clis.append(time.perf_counter() - t)
-            lifecycle.ensure_stopped(paths, store, "fw", force=True)
+            engine.stop(ctx, "fw", force=True)
 
         raw_stops, stops = [], []
         for _ in range(max(1, args.runs // 2)):
             raw_stops.append(asyncio.run(raw_graceful_stop(raw_argv("g"), workdir)))
-            lifecycle.ensure_running(paths, store, "g")
-            record = store.require_vm("g")
-            leftovers += [record.runner_pid, record.qemu_pid]
-            with RunnerClient(paths.vm_runtime(record.id).control_socket, timeout=90) as c:
-                c.call("serial_wait", pattern=guest.GUEST_MARKER, timeout=60, ipc_timeout=90)
+            engine.start(ctx, "g")
+            vm = record("g")
+            leftovers += [vm["runner_pid"], vm["qemu_pid"]]
+            guest.wait_marker(paths, "g")
             t = time.perf_counter()
-            lifecycle.ensure_stopped(paths, store, "g", timeout=30)
+            engine.stop(ctx, "g", timeout=30)
             stops.append(time.perf_counter() - t)
     finally:
         for pid in leftovers:
@@ -227,7 +221,6 @@ def main() -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 wait_exit(pid, 5)
-        store.close()
 
     raw_start, start = median_ms(raw_starts), median_ms(starts)
     raw_rtt, rtt = median_ms(raw_rtts), median_ms(rtts)
