@@ -10,8 +10,8 @@ INTRO = """\
      prose (maqet_engine/definition/doctext.py) and regenerate. A unit test fails when this
      file is out of date. -->
 
-A VM is defined by a YAML mapping, usually in a file given to `maqet add -c FILE` or
-`maqet apply -c FILE` (or the `definition` of the Ansible modules):
+A VM is defined by a YAML mapping, usually in a file given to `maqet add -d FILE` or
+`maqet apply -d FILE` (or the `definition` of the Ansible modules):
 
 ```yaml
 name: web1
@@ -30,7 +30,7 @@ tags: [web]
 
 ## Several files, `--set` and `--name`
 
-- **Files** (`-c A -c B`) are merged in order, later files winning. Mappings merge
+- **Files** (`-d A -d B`) are merged in order, later files winning. Mappings merge
   key by key at every depth; every other value, **lists included, is replaced, never
   concatenated** (a later `storage:` replaces the whole list). A key set to `null`
   (`machine: null` or `machine:`) is unset again.
@@ -59,7 +59,9 @@ memory: 'lots' is not a size; use a number with a unit such as 512M or 2G
 cpu: -3 is out of range; use an integer from 1 to 1024
 ```
 
-Booleans must be YAML booleans (`true`/`false`), integers must be integers. The YAML
+Booleans must be YAML booleans (`true`/`false`). Integers are integers, or strings of
+decimal digits without a leading zero (`"2"`: what Ansible passes for `"{{ n }}"` with
+`-e n=2`, and what INI inventories hold); `"010"` and `"2 cores"` are refused. The YAML
 dialect is YAML 1.1 as read by PyYAML's safe loader, except that duplicate keys are
 errors and that MAC addresses (`52:54:00:12:34:56`), dates and leading-zero numbers
 stay strings instead of becoming base-60, date or octal values.
