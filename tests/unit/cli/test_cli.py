@@ -191,3 +191,15 @@ def test_fast_commands_import_nothing_heavy(maqet_home, argv):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert not imported & set(HEAVY_MODULES), imported & set(HEAVY_MODULES)
+
+
+def test_a_failed_start_after_defining_reports_the_change(maqet_home, tmp_path, capsys):
+    cfg = write_config(tmp_path, dict(MINIMAL, binary=str(tmp_path / "no-such-qemu")))
+    code, data = run_json(capsys, "apply", "-d", str(cfg), "--state", "running")
+    assert code == C.EXIT_HOST and data["error"]["type"] == "QEMUNotFound"
+    assert data["changed"] is True and data["result"]["actions"] == [{"action": "define"}]
+    code, out, err = run(capsys, "show", "vm1")
+    assert code == 0 and "defined" in out
+    code, out, err = run(capsys, "start", "vm1")
+    assert code == C.EXIT_HOST and "(changed before the error" not in err
+    assert err.startswith("maqet: error: QEMU binary ") and err.count("\n") == 1

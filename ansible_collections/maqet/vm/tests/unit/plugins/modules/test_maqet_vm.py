@@ -89,3 +89,14 @@ def test_absent_of_a_definition_whose_files_are_gone_needs_only_its_name(home, c
 def test_name_is_required_somewhere(home, capsys):
     result = run_module(maqet_vm, capsys, {"maqet_home": home, "state": "stopped"})
     assert result["failed"] and "one of the following is required" in result["msg"]
+
+
+def test_a_start_that_fails_after_defining_says_changed(home, capsys, tmp_path):
+    """The definition is stored, then QEMU cannot start (no such binary): the task fails
+    with changed=true and the actions done, so the next run is not a surprise."""
+    result = run_module(maqet_vm, capsys, {
+        "maqet_home": home, "state": "running",
+        "definition": {"name": "nobin", "binary": str(tmp_path / "no-such-qemu")}})
+    assert result["failed"] and result["error_type"] == "QEMUNotFound"
+    assert result["changed"] is True and result["actions"] == [{"action": "define"}]
+    assert "not found" in result["msg"] and "maqet " not in result["msg"]
