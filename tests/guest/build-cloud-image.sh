@@ -116,6 +116,7 @@ for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
     if [[ -s $f ]] && grep -q -E '^[[:space:]]*(deb|Types:)' "$f"; then SOURCES=("$f"); break; fi
 done
 ROOT=$WORK/root
+# dpkg's force-unsafe-io (no fsync per file) only while building: 31 s instead of 39 s here.
 log "mmdebstrap $SUITE (${SOURCES[*]:-default mirror}): $INCLUDE"
 mmdebstrap --quiet --mode=root --format=directory --variant=minbase --include="$INCLUDE" \
     --aptopt='Acquire::Languages "none"' \
@@ -125,6 +126,8 @@ mmdebstrap --quiet --mode=root --format=directory --variant=minbase --include="$
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
+    --setup-hook='echo force-unsafe-io >"$1/etc/dpkg/dpkg.cfg.d/00maqet-build"' \
+    --customize-hook='rm -f "$1/etc/dpkg/dpkg.cfg.d/00maqet-build"' \
     "$SUITE" "$ROOT" "${SOURCES[@]}" >&2 || die "mmdebstrap failed"
 
 # The kernel's modules, so that udev in the image loads what the hardware needs (virtio_net,
