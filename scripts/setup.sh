@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything maqet needs on a Debian 12 machine, as root: QEMU from apt,
 # a virtualenv with maqet and its extras in .venv, and (for tests and the demo)
-# the tiny test guest. Safe to run again: each step is skipped when done.
+# the test guests (tests/guest/README.md). Safe to run again: each step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ want_guest=1
 [ "${1:-}" = "--no-guest" ] && want_guest=0
 
 apt_packages=(qemu-system-x86 qemu-utils cpio python3-venv python3-pip ca-certificates)
+# The ssh guest and cloud image tests: ssh/scp/sftp/ssh-keygen, NoCloud seeds (iso9660 and
+# vfat), and building the cloud image (mmdebstrap, mkfs.ext4 -d).
+apt_packages+=(openssh-client genisoimage dosfstools mtools mmdebstrap e2fsprogs)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -43,5 +46,13 @@ fi
 .venv/bin/python -m compileall -q maqet_engine >/dev/null
 
 if [ "$want_guest" = 1 ]; then
+    # Each build is skipped when its cache is complete (tests/guest/README.md).
     bash tests/guest/build-guest.sh >/dev/null
+    bash tests/guest/build-ssh-guest.sh >/dev/null
+    if [ "$(id -u)" -eq 0 ]; then
+        bash tests/guest/build-cloud-image.sh >/dev/null
+    elif ! bash tests/guest/build-cloud-image.sh >/dev/null; then
+        # mmdebstrap needs root; test_guest_cloud.py will fail until the image exists.
+        echo "setup: could not build the cloud image as non-root (run setup as root)" >&2
+    fi
 fi
