@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -215,27 +216,38 @@ def _complete_files(directory: Path, names: tuple[str, ...],
 
 
 def _run_build(script: Path, timeout: float) -> Path:
-    """Run a build script; its last stdout line is the output directory."""
+    """Run a build script; its last stdout line is the output directory.
+
+    The script runs in its own process group: on timeout the whole group (apt, mmdebstrap,
+    ...) gets SIGTERM, which also lets the script's trap unmount and delete its work tree.
+    """
     env = dict(os.environ, MAQET_GUEST_CACHE=str(cache_root()))
+    proc = subprocess.Popen(
+        ["bash", str(script)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        result = subprocess.run(
-            ["bash", str(script)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         raise RuntimeError(f"{script} did not finish within {timeout:.0f} s") from exc
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {result.returncode}:\n{result.stderr[-4000:]}"
-        )
-    lines = result.stdout.strip().splitlines()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed with exit code {proc.returncode}:\n{stderr[-4000:]}")
+    lines = stdout.strip().splitlines()
     if not lines:
-        raise RuntimeError(f"{script} printed no output directory; stderr:\n"
-                           f"{result.stderr[-2000:]}")
+        raise RuntimeError(f"{script} printed no output directory; stderr:\n{stderr[-2000:]}")
     return Path(lines[-1])
 
 
