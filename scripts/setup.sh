@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything maqet needs on a Debian 12 machine, as root: QEMU from apt,
 # a virtualenv with maqet and its extras in .venv, and (for tests and the demo)
-# the tiny test guest. Safe to run again: each step is skipped when done.
+# the test guests (tests/guest/README.md). Safe to run again: each step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,10 @@ want_guest=1
 # running its own sshd (tests/support/netns.py).
 apt_packages=(qemu-system-x86 qemu-utils cpio python3-venv python3-pip ca-certificates
               openssh-server openssh-client iproute2)
+# The ssh guest and cloud image tests: ssh/scp/sftp/ssh-keygen, NoCloud seeds (iso9660 and
+# vfat), and building the cloud image (mmdebstrap, mkfs.ext4 -d).
+# xorriso: a second, independent ISO reader for the seed tests (tests/integration/cloudinit).
+apt_packages+=(genisoimage dosfstools mtools mmdebstrap e2fsprogs xorriso)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -54,5 +58,13 @@ fi
 .venv/bin/python -m compileall -q maqet_engine >/dev/null
 
 if [ "$want_guest" = 1 ]; then
+    # Each build is skipped when its cache is complete (tests/guest/README.md).
     bash tests/guest/build-guest.sh >/dev/null
+    bash tests/guest/build-ssh-guest.sh >/dev/null
+    if [ "$(id -u)" -eq 0 ]; then
+        bash tests/guest/build-cloud-image.sh >/dev/null
+    elif ! bash tests/guest/build-cloud-image.sh >/dev/null; then
+        # mmdebstrap needs root; test_guest_cloud.py will fail until the image exists.
+        echo "setup: could not build the cloud image as non-root (run setup as root)" >&2
+    fi
 fi

@@ -17,40 +17,82 @@ Import as a plain module (``tests/conftest.py`` puts ``tests/guest`` on ``sys.pa
         console.send("echo hello-$((6*7))\\n")
         console.wait_for("hello-42", timeout=10)
 
-See ``tests/guest/README.md`` for what the guest contains and why tests use TCG.
+Two bigger guests that Ansible can reach over SSH (see README.md)::
+
+    keys = guest.make_ssh_keypair(tmp_path)                  # throwaway ed25519 pair
+    files = guest.ensure_ssh_guest()                          # busybox+dropbear+python3+qemu-ga
+    append = guest.ssh_guest_append(keys.public_line)         # key on the kernel command line
+    ... boot, console.wait_for(guest.SSH_GUEST_MARKER) ...
+    host_keys = guest.host_keys_from_console(console.text)    # cloud-init's KEYS block
+    image = guest.ensure_cloud_image()                        # Debian 12 + real cloud-init
+    seed = guest.make_nocloud_seed(tmp_path / "seed.iso", user_data=..., meta_data=...)
+
+See ``tests/guest/README.md`` for what the guests contain and why tests use TCG.
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import hashlib
+import itertools
+import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from maqet_engine.paths import Paths
 
 __all__ = [
     "BUILD_SCRIPT",
+    "CLOUD_APPEND",
+    "CLOUD_BUILD_SCRIPT",
+    "CLOUD_NO_SEED_APPEND",
     "GUEST_APPEND",
     "GUEST_KEYBOARD_PROMPT",
     "GUEST_MARKER",
     "GUEST_PROMPT",
+    "HOST_KEYS_BEGIN",
+    "HOST_KEYS_END",
+    "QGA_PORT_NAME",
+    "SSH_BUILD_SCRIPT",
+    "SSH_GUEST_ADDRESS",
+    "SSH_GUEST_APPEND",
+    "SSH_GUEST_MARKER",
+    "SSH_GUEST_PROMPT",
+    "SSH_KEY_PARAM",
+    "CloudImage",
+    "GuestAgent",
+    "GuestAgentError",
     "GuestFiles",
+    "SSHKeyPair",
     "SerialConsole",
     "SerialTimeout",
     "cache_root",
+    "ensure_cloud_image",
     "ensure_guest",
+    "ensure_ssh_guest",
+    "forwarded_port",
     "guest_definition",
+    "host_keys_from_console",
+    "known_hosts_line",
     "listen_unix",
+    "make_nocloud_seed",
+    "make_ssh_keypair",
+    "qmp_command",
+    "ssh_options",
+    "ssh_guest_append",
     "test_accel",
 ]
 
@@ -72,6 +114,48 @@ BUILD_SCRIPT = Path(__file__).resolve().with_name("build-guest.sh")
 
 _BUILD_TIMEOUT = 900.0  # seconds; a cold build is ~5 s plus a ~28 MB download
 
+# --- the ssh guest (build-ssh-guest.sh) ---------------------------------------------------
+
+SSH_GUEST_MARKER = "MAQET-GUEST-SSH-READY"
+"""Printed once on the serial console by the ssh guest's /init, after dropbear listens on
+port 22, qemu-ga was started (when its port exists) and the host key block was printed."""
+
+SSH_GUEST_PROMPT = "maqet-ssh# "
+"""The ssh guest's busybox shell prompt on the serial console (after the marker)."""
+
+SSH_GUEST_APPEND = GUEST_APPEND
+"""Kernel command line of the ssh guest without a key; see :func:`ssh_guest_append`."""
+
+SSH_KEY_PARAM = "maqet.ssh_key"
+"""Kernel parameter the ssh guest reads root's authorized keys from: base64 of one or more
+authorized_keys lines. May be repeated. A NoCloud seed can supply keys too (or instead)."""
+
+SSH_GUEST_ADDRESS = "10.0.2.15"
+"""The guest's static address on QEMU user networking (gateway 10.0.2.2)."""
+
+QGA_PORT_NAME = "org.qemu.guest_agent.0"
+"""virtserialport name on which both test guests run qemu-ga."""
+
+HOST_KEYS_BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
+HOST_KEYS_END = "-----END SSH HOST KEY KEYS-----"
+"""cloud-init's markers around the host public keys it prints on the console
+(``cc_keys_to_console`` running ``write-ssh-key-fingerprints``); the ssh guest prints the
+same block."""
+
+SSH_BUILD_SCRIPT = Path(__file__).resolve().with_name("build-ssh-guest.sh")
+CLOUD_BUILD_SCRIPT = Path(__file__).resolve().with_name("build-cloud-image.sh")
+_LIB_SCRIPT = Path(__file__).resolve().with_name("lib-guest.sh")
+
+# --- the cloud image (build-cloud-image.sh) -----------------------------------------------
+
+CLOUD_APPEND = "console=ttyS0 root=/dev/vda rw panic=-1 quiet cryptomgr.notests"
+"""Kernel command line for the cloud image: its small initramfs mounts ``root=`` and
+switch_roots to systemd; cloud-init runs (it wants a NoCloud seed)."""
+
+CLOUD_NO_SEED_APPEND = CLOUD_APPEND + " cloud-init=disabled"
+"""For booting the cloud image without a seed: cloud-init would otherwise still run its
+``None`` datasource (+13 s under TCG)."""
+
 
 @dataclass(frozen=True)
 class GuestFiles:
@@ -79,6 +163,20 @@ class GuestFiles:
 
     kernel: Path
     initrd: Path
+
+
+@dataclass(frozen=True)
+class CloudImage:
+    """The cloud image: Debian 12 with systemd, OpenSSH, python3, qemu-ga and cloud-init.
+
+    ``image`` is read-only in the cache: boot a qcow2 overlay on it
+    (``qemu-img create -f qcow2 -b IMAGE -F FORMAT vm.qcow2``), never the file itself.
+    """
+
+    kernel: Path
+    initrd: Path
+    image: Path
+    format: str
 
 
 def cache_root() -> Path:
@@ -89,21 +187,69 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "maqet-test-guest"
 
 
-def _recipe_hash() -> str:
-    return hashlib.sha256(BUILD_SCRIPT.read_bytes()).hexdigest()
+def _recipe_hash(*scripts: Path) -> str:
+    """sha256 of the concatenated scripts (the build scripts stamp ``recipe`` the same way)."""
+    digest = hashlib.sha256()
+    for script in scripts:
+        digest.update(script.read_bytes())
+    return digest.hexdigest()
 
 
 def _complete(directory: Path) -> GuestFiles | None:
     """The build in ``directory`` if it is complete and made by the current recipe."""
-    kernel, initrd, recipe = directory / "vmlinuz", directory / "initrd.gz", directory / "recipe"
+    if _complete_files(directory, ("vmlinuz", "initrd.gz"), (BUILD_SCRIPT,)) is None:
+        return None
+    return GuestFiles(kernel=directory / "vmlinuz", initrd=directory / "initrd.gz")
+
+
+def _complete_files(directory: Path, names: tuple[str, ...],
+                    scripts: tuple[Path, ...]) -> list[Path] | None:
+    """``directory/name`` for each name if all are non-empty and ``recipe`` matches."""
+    paths = [directory / name for name in names]
     try:
-        if kernel.stat().st_size == 0 or initrd.stat().st_size == 0:
+        if any(path.stat().st_size == 0 for path in paths):
             return None
-        if recipe.read_text().strip() != _recipe_hash():
+        if (directory / "recipe").read_text().strip() != _recipe_hash(*scripts):
             return None
     except OSError:
         return None
-    return GuestFiles(kernel=kernel, initrd=initrd)
+    return paths
+
+
+def _run_build(script: Path, timeout: float) -> Path:
+    """Run a build script; its last stdout line is the output directory.
+
+    The script runs in its own process group: on timeout the whole group (apt, mmdebstrap,
+    ...) gets SIGTERM, which also lets the script's trap unmount and delete its work tree.
+    """
+    env = dict(os.environ, MAQET_GUEST_CACHE=str(cache_root()))
+    proc = subprocess.Popen(
+        ["bash", str(script)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise RuntimeError(f"{script} did not finish within {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed with exit code {proc.returncode}:\n{stderr[-4000:]}")
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{script} printed no output directory; stderr:\n{stderr[-2000:]}")
+    return Path(lines[-1])
 
 
 def ensure_guest() -> GuestFiles:
@@ -116,30 +262,61 @@ def ensure_guest() -> GuestFiles:
     found = _complete((cache_root() / "current").resolve())
     if found is not None:
         return found
-    env = dict(os.environ, MAQET_GUEST_CACHE=str(cache_root()))
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_BUILD_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"{BUILD_SCRIPT} did not finish within {_BUILD_TIMEOUT:.0f} s") from exc
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode}:\n{result.stderr[-4000:]}"
-        )
-    lines = result.stdout.strip().splitlines()
-    built = _complete(Path(lines[-1])) if lines else None
+    built = _complete(_run_build(BUILD_SCRIPT, _BUILD_TIMEOUT))
     if built is None:
-        raise RuntimeError(
-            f"{BUILD_SCRIPT} succeeded but left no complete build "
-            f"(stdout: {result.stdout[-500:]!r}; stderr: {result.stderr[-2000:]})"
-        )
+        raise RuntimeError(f"{BUILD_SCRIPT} succeeded but left no complete build")
     return built
+
+
+_SSH_BUILD_TIMEOUT = 900.0  # seconds; a cold build is ~10 s plus a ~47 MB download
+_CLOUD_BUILD_TIMEOUT = 1800.0  # seconds; ~45 s here, mmdebstrap downloads ~200 packages
+
+
+def ensure_ssh_guest() -> GuestFiles:
+    """The ssh guest (``build-ssh-guest.sh``), built first when the cache is missing or stale.
+
+    Same kernel as :func:`ensure_guest`; the initramfs adds dropbear, sftp-server, python3.11
+    and qemu-ga. Boot it with :func:`ssh_guest_append` and ``-m 256``.
+    """
+    scripts = (SSH_BUILD_SCRIPT, _LIB_SCRIPT)
+    names = ("vmlinuz", "initrd.gz")
+    found = _complete_files((cache_root() / "ssh" / "current").resolve(), names, scripts)
+    if found is None:
+        found = _complete_files(_run_build(SSH_BUILD_SCRIPT, _SSH_BUILD_TIMEOUT), names, scripts)
+    if found is None:
+        raise RuntimeError(f"{SSH_BUILD_SCRIPT} succeeded but left no complete build")
+    return GuestFiles(kernel=found[0], initrd=found[1])
+
+
+def ensure_cloud_image() -> CloudImage:
+    """The cloud image (``build-cloud-image.sh``), built first when missing or stale.
+
+    Building needs root (mmdebstrap) and network access to the Debian archive. Boot with
+    :data:`CLOUD_APPEND`, a qcow2 overlay on ``image`` and a NoCloud seed
+    (:func:`make_nocloud_seed`).
+    """
+    scripts = (CLOUD_BUILD_SCRIPT, _LIB_SCRIPT)
+    names = ("vmlinuz", "initrd.gz", "disk.qcow2")
+    found = _complete_files((cache_root() / "cloud" / "current").resolve(), names, scripts)
+    if found is None:
+        found = _complete_files(_run_build(CLOUD_BUILD_SCRIPT, _CLOUD_BUILD_TIMEOUT),
+                                names, scripts)
+    if found is None:
+        raise RuntimeError(f"{CLOUD_BUILD_SCRIPT} succeeded but left no complete build")
+    return CloudImage(kernel=found[0], initrd=found[1], image=found[2], format="qcow2")
+
+
+def ssh_guest_append(*public_keys: str, base: str = SSH_GUEST_APPEND) -> str:
+    """Kernel command line that makes the ssh guest accept ``public_keys`` for root.
+
+    Each key is an authorized_keys line (``ssh-ed25519 AAAA... comment``); they travel as one
+    ``maqet.ssh_key=`` parameter holding base64 of the lines (the command line is limited to
+    2048 bytes: a few ed25519 keys fit, RSA keys take ~750 bytes each).
+    """
+    if not public_keys:
+        return base
+    lines = "".join(key.strip() + "\n" for key in public_keys)
+    return f"{base} {SSH_KEY_PARAM}={base64.b64encode(lines.encode()).decode()}"
 
 
 def test_accel() -> str:
@@ -343,3 +520,287 @@ def guest_definition(name: str, files: GuestFiles | None = None, **overrides: ob
         "arguments": ["-no-reboot"]}
     data.update(overrides)
     return data
+
+
+# --- SSH: host keys from the console, client keys, forwarded ports ----------------------
+
+# A public key as cloud-init prints it: type, base64 blob, optional comment. Anything before
+# the type on the line (a logger prefix such as "ec2: ", a timestamp) is ignored.
+_PUBLIC_KEY = re.compile(
+    r"(?P<type>(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+) +(?P<blob>AAAA[A-Za-z0-9+/]+={0,3})"
+    r"(?P<comment>(?: +\S+)*)"
+)
+
+
+def host_keys_from_console(text: str) -> list[str]:
+    """Host public keys from the last complete cloud-init KEYS block in console ``text``.
+
+    cloud-init (and the ssh guest) print::
+
+        -----BEGIN SSH HOST KEY KEYS-----
+        ssh-ed25519 AAAAC3Nza... root@hostname
+        -----END SSH HOST KEY KEYS-----
+
+    Returns the key lines (``type blob [comment]``) of the last block that has an END marker
+    (a rebooted guest prints a new block), without any prefix before the key type. Lines in
+    the block that are not keys (kernel messages interleaved on the console) are skipped.
+    Returns ``[]`` when no complete block was printed yet.
+    """
+    end = text.rfind(HOST_KEYS_END)
+    if end < 0:
+        return []
+    begin = text.rfind(HOST_KEYS_BEGIN, 0, end)
+    if begin < 0:
+        return []
+    keys = []
+    for line in text[begin + len(HOST_KEYS_BEGIN) : end].splitlines():
+        match = _PUBLIC_KEY.search(line)
+        if match is not None:
+            keys.append(f"{match['type']} {match['blob']}{match['comment'].rstrip()}")
+    return keys
+
+
+def known_hosts_line(host_key: str, host: str = "127.0.0.1", port: int = 22) -> str:
+    """A known_hosts line for ``host_key`` (``type blob [comment]``) at ``host``:``port``."""
+    key_type, blob = host_key.split()[:2]
+    name = host if port == 22 else f"[{host}]:{port}"
+    return f"{name} {key_type} {blob}"
+
+
+def forwarded_port(usernet: str, guest_port: int = 22) -> int:
+    """The host port of the ``hostfwd`` rule to ``guest_port``, from HMP ``info usernet``.
+
+    Ask QEMU for ``hostfwd=tcp:127.0.0.1:0-:22`` (port 0): slirp binds a free port itself,
+    so nothing races between choosing a port and QEMU binding it; this reads which one it got.
+    """
+    for line in usernet.splitlines():
+        fields = line.split()
+        # "TCP[HOST_FORWARD]  FD  SRC-ADDR SRC-PORT  DST-ADDR DST-PORT  RECVQ SENDQ"
+        if len(fields) >= 6 and fields[0] == "TCP[HOST_FORWARD]" and fields[5] == str(guest_port):
+            return int(fields[3])
+    raise ValueError(f"no TCP host forwarding to guest port {guest_port} in:\n{usernet}")
+
+
+def ssh_options(private_key: str | os.PathLike[str],
+                known_hosts: str | os.PathLike[str]) -> list[str]:
+    """Options for ``ssh``/``scp``/``sftp`` against a test guest: no user or system config,
+    only ``private_key`` (no agent), batch mode, and strict host key checking against
+    ``known_hosts`` (build it from the console: :func:`host_keys_from_console`,
+    :func:`known_hosts_line`)."""
+    return [
+        "-F", "/dev/null",
+        "-i", os.fspath(private_key),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={os.fspath(known_hosts)}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "ConnectTimeout=30",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SSHKeyPair:
+    """A throwaway OpenSSH key pair on disk (no passphrase)."""
+
+    private_key: Path
+    public_key: Path
+
+    @property
+    def public_line(self) -> str:
+        """The authorized_keys line (``ssh-ed25519 AAAA... comment``)."""
+        return self.public_key.read_text().strip()
+
+
+def make_ssh_keypair(directory: str | os.PathLike[str], name: str = "id_ed25519",
+                     comment: str = "maqet-test") -> SSHKeyPair:
+    """Create an ed25519 key pair ``directory/name`` and ``.pub`` with ``ssh-keygen``."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise RuntimeError("ssh-keygen not found: install the Debian package openssh-client")
+    private = Path(directory) / name
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    )
+    return SSHKeyPair(private_key=private, public_key=private.with_name(name + ".pub"))
+
+
+def make_nocloud_seed(path: str | os.PathLike[str], *, user_data: str, meta_data: str,
+                      network_config: str | None = None, filesystem: str = "iso9660") -> Path:
+    """Write a NoCloud seed image at ``path``: ``filesystem`` ``iso9660`` (label ``cidata``,
+    made with genisoimage, xorriso or mkisofs) or ``vfat`` (label ``CIDATA``, mkfs.vfat +
+    mcopy). Attach it as a read-only **virtio** disk: q35's CD-ROM is AHCI, which the cloud
+    kernel lacks. Returns the path."""
+    target = Path(path)
+    files = {"user-data": user_data, "meta-data": meta_data}
+    if network_config is not None:
+        files["network-config"] = network_config
+    staging = target.with_name(target.name + ".d")
+    staging.mkdir()
+    try:
+        for name, content in files.items():
+            (staging / name).write_text(content)
+        sources = [str(staging / name) for name in files]
+        if filesystem == "iso9660":
+            tool = next((t for t in ("genisoimage", "xorriso", "mkisofs") if shutil.which(t)),
+                        None)
+            if tool is None:
+                raise RuntimeError("no genisoimage, xorriso or mkisofs: install genisoimage")
+            argv = [tool] + (["-as", "mkisofs"] if tool == "xorriso" else [])
+            argv += ["-quiet", "-output", str(target), "-volid", "cidata", "-joliet", "-rock",
+                     *sources]
+            subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        elif filesystem == "vfat":
+            if shutil.which("mkfs.vfat") is None or shutil.which("mcopy") is None:
+                raise RuntimeError("mkfs.vfat or mcopy missing: install dosfstools and mtools")
+            target.unlink(missing_ok=True)
+            subprocess.run(["mkfs.vfat", "-n", "CIDATA", "-C", str(target), "2048"],
+                           check=True, capture_output=True, timeout=60)
+            subprocess.run(["mcopy", "-i", str(target), *sources, "::"],
+                           check=True, capture_output=True, timeout=60)
+        else:
+            raise ValueError(f"filesystem must be iso9660 or vfat, not {filesystem!r}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# --- qemu-guest-agent ----------------------------------------------------------------------
+
+class GuestAgentError(RuntimeError):
+    """qemu-ga answered with an error, or did not answer in time."""
+
+
+class GuestAgent:
+    """A client for qemu-ga on a virtserialport chardev socket (``server=on``).
+
+    Bind the socket before QEMU starts (:func:`listen_unix` + ``fd=N``) and connect this client
+    once; QEMU queues what is written until the agent opens the port. Call :meth:`sync` before
+    anything else: it repeats ``guest-sync`` until its own id comes back, discarding replies
+    to earlier attempts, as the protocol requires.
+    """
+
+    _ids = itertools.count(int(time.time()) % 100000 * 1000)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(self.path)
+        except OSError:
+            self._sock.close()
+            raise
+        self._buffer = b""
+
+    def _send(self, command: str, arguments: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            message["arguments"] = arguments
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _reply(self, deadline: float) -> dict[str, Any] | None:
+        """The next JSON object from the agent, or None when ``deadline`` passed."""
+        while True:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if newline:
+                self._buffer = rest
+                try:
+                    reply = json.loads(line.strip(b"\xff \t\r").decode() or "null")
+                except ValueError:
+                    continue  # noise before the channel is in sync
+                if isinstance(reply, dict):
+                    return reply
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._sock.settimeout(remaining)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                return None
+            if not data:
+                raise GuestAgentError(f"qemu-ga channel {self.path} closed")
+            self._buffer += data
+
+    def sync(self, timeout: float = 60.0, attempt: float = 2.0) -> None:
+        """Bring the channel in sync: ``guest-sync`` with a fresh id every ``attempt``
+        seconds until that id comes back, for at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sync_id = next(self._ids)
+            self._send("guest-sync", {"id": sync_id})
+            wait_until = min(deadline, time.monotonic() + attempt)
+            while (reply := self._reply(wait_until)) is not None:
+                if reply.get("return") == sync_id:
+                    return
+        raise GuestAgentError(f"qemu-ga on {self.path} did not answer guest-sync in {timeout} s")
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                timeout: float = 30.0) -> Any:
+        """Run ``command`` and return its ``return`` value (call :meth:`sync` first)."""
+        self._send(command, arguments)
+        reply = self._reply(time.monotonic() + timeout)
+        if reply is None:
+            raise GuestAgentError(f"qemu-ga: no reply to {command} within {timeout} s")
+        if "error" in reply:
+            raise GuestAgentError(f"qemu-ga: {command} failed: {reply['error']}")
+        return reply.get("return")
+
+    def exec_wait(self, argv: list[str], timeout: float = 60.0) -> tuple[int, bytes, bytes]:
+        """``guest-exec`` ``argv`` with captured output and wait for it by asking
+        ``guest-exec-status`` (each call is a round trip to the guest, no sleeping here).
+        Returns (exit code, stdout, stderr)."""
+        pid = self.execute("guest-exec", {"path": argv[0], "arg": argv[1:],
+                                          "capture-output": True})["pid"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.execute("guest-exec-status", {"pid": pid})
+            if status.get("exited"):
+                return (
+                    int(status.get("exitcode", -1)),
+                    base64.b64decode(status.get("out-data", "")),
+                    base64.b64decode(status.get("err-data", "")),
+                )
+        raise GuestAgentError(f"qemu-ga: {argv} did not exit within {timeout} s")
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> GuestAgent:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --- QMP ----------------------------------------------------------------------------------
+
+def qmp_command(path: str | os.PathLike[str], command: str,
+                arguments: dict[str, Any] | None = None, *, hangup_ok: bool = False,
+                timeout: float = 10.0) -> Any:
+    """Run one QMP ``command`` on a fresh connection to ``path``; every step is bounded by
+    ``timeout``. With ``hangup_ok`` QEMU may close the connection before we do (after
+    ``system_powerdown`` or ``quit``)."""
+    import asyncio
+
+    from qemu.qmp import QMPClient  # imported here: only tests that boot QEMU need it
+
+    async def session() -> Any:
+        client = QMPClient("maqet-test-guest")
+        await asyncio.wait_for(client.connect(os.fspath(path)), timeout)
+        try:
+            return await asyncio.wait_for(client.execute(command, arguments), timeout)
+        finally:
+            with contextlib.suppress(*((EOFError, ConnectionResetError) if hangup_ok else ())):
+                await asyncio.wait_for(client.disconnect(), timeout)
+
+    return asyncio.run(session())
