@@ -524,47 +524,20 @@ def guest_definition(name: str, files: GuestFiles | None = None, **overrides: ob
 
 # --- SSH: host keys from the console, client keys, forwarded ports ----------------------
 
-# A public key as cloud-init prints it: type, base64 blob, optional comment. Anything before
-# the type on the line (a logger prefix such as "ec2: ", a timestamp) is ignored.
-_PUBLIC_KEY = re.compile(
-    r"(?P<type>(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+) +(?P<blob>AAAA[A-Za-z0-9+/]+={0,3})"
-    r"(?P<comment>(?: +\S+)*)"
-)
-
-
 def host_keys_from_console(text: str) -> list[str]:
-    """Host public keys from the last complete cloud-init KEYS block in console ``text``.
+    """Host public keys (``type blob``) from the last complete cloud-init KEYS block in
+    console ``text`` (``[]`` before one was printed): the engine's own parser, so the
+    guests are tested against what maqet reads."""
+    from maqet_engine.cloudinit import host_keys_from_console as parse
 
-    cloud-init (and the ssh guest) print::
-
-        -----BEGIN SSH HOST KEY KEYS-----
-        ssh-ed25519 AAAAC3Nza... root@hostname
-        -----END SSH HOST KEY KEYS-----
-
-    Returns the key lines (``type blob [comment]``) of the last block that has an END marker
-    (a rebooted guest prints a new block), without any prefix before the key type. Lines in
-    the block that are not keys (kernel messages interleaved on the console) are skipped.
-    Returns ``[]`` when no complete block was printed yet.
-    """
-    end = text.rfind(HOST_KEYS_END)
-    if end < 0:
-        return []
-    begin = text.rfind(HOST_KEYS_BEGIN, 0, end)
-    if begin < 0:
-        return []
-    keys = []
-    for line in text[begin + len(HOST_KEYS_BEGIN) : end].splitlines():
-        match = _PUBLIC_KEY.search(line)
-        if match is not None:
-            keys.append(f"{match['type']} {match['blob']}{match['comment'].rstrip()}")
-    return keys
+    return parse(text)
 
 
 def known_hosts_line(host_key: str, host: str = "127.0.0.1", port: int = 22) -> str:
-    """A known_hosts line for ``host_key`` (``type blob [comment]``) at ``host``:``port``."""
-    key_type, blob = host_key.split()[:2]
-    name = host if port == 22 else f"[{host}]:{port}"
-    return f"{name} {key_type} {blob}"
+    """A known_hosts line for ``host_key`` at ``host``:``port`` (the engine's format)."""
+    from maqet_engine.cloudinit import host_pattern, known_hosts_lines
+
+    return known_hosts_lines([host_pattern(host, port)], [host_key])[0]
 
 
 def forwarded_port(usernet: str, guest_port: int = 22) -> int:
