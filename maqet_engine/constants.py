@@ -36,6 +36,12 @@ HOME_DATA_DIR: Final = "data"
 HOME_RUNTIME_DIR: Final = "run"
 HOME_CONFIG_DIR: Final = "config"
 RUNTIME_DIR_MODE: Final = 0o700
+PRIVATE_DIR_MODE: Final = 0o700  # data dir, VM directories
+PRIVATE_FILE_MODE: Final = 0o600  # the store, logs (console logs carry secrets), disks
+# Runtime roots without XDG_RUNTIME_DIR: root's in /run (only root creates names there),
+# anyone else's in /tmp (checked, never trusted: see paths.py).
+ROOT_RUNTIME_BASE: Final = "/run"
+USER_RUNTIME_BASE: Final = "/tmp"
 QMP_SOCKET: Final = "qmp.sock"
 CONTROL_SOCKET: Final = "ctl.sock"
 SERIAL_SOCKET: Final = "serial.sock"
