@@ -65,12 +65,22 @@ class VMDataPaths(Frozen):
 
 
 class Paths(Frozen):
-    """The three roots of one installation: data, runtime, config."""
+    """The three roots of one installation: data, runtime, config. ``home`` is
+    ``MAQET_HOME`` (None with XDG paths); ``anchor`` is where the trust checks of the
+    data directory's parents stop (``MAQET_HOME``, or ``$HOME`` when the data directory
+    is under it; None: its parent), see :mod:`maqet_engine.trust`."""
 
-    __slots__ = ("data", "runtime", "config")
+    __slots__ = ("data", "runtime", "config", "home", "anchor")
     data: Path
     runtime: Path
     config: Path
+    home: Path | None
+    anchor: Path | None
+
+    @classmethod
+    def of(cls, *, data: Path, runtime: Path, config: Path) -> Paths:
+        """Paths given as roots only (the runner's, tests')."""
+        return cls(data=data, runtime=runtime, config=config, home=None, anchor=None)
 
     @property
     def db(self) -> Path:
@@ -194,6 +204,8 @@ def resolve_paths(env: Mapping[str, str] | None = None) -> Paths:
         runtime = home / C.HOME_RUNTIME_DIR
         config = home / C.HOME_CONFIG_DIR
         anchor = home
+        trust_anchor: Path | None = home
+        maqet_home: Path | None = home
     else:
         user_home = Path(env.get("HOME") or Path.home())
         data = Path(env.get("XDG_DATA_HOME") or user_home / ".local" / "share") / C.APP_NAME
@@ -206,6 +218,9 @@ def resolve_paths(env: Mapping[str, str] | None = None) -> Paths:
         else:
             runtime = Path(C.USER_RUNTIME_BASE) / f"{C.APP_NAME}-{os.getuid()}"
         anchor = data
+        maqet_home = None
+        trust_anchor = user_home.absolute() if user_home.absolute() in data.parents else None
     if not _fits(runtime):
         runtime = _short_runtime(anchor)
-    return Paths(data=data, runtime=runtime, config=config)
+    return Paths(data=data, runtime=runtime, config=config, home=maqet_home,
+                 anchor=trust_anchor)

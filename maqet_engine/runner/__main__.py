@@ -153,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     name = args["name"]
     paths = resolve_paths()
     if "data" in args and "runtime" in args:  # the spawner's paths, whatever our env says
-        paths = Paths(data=Path(args["data"]), runtime=Path(args["runtime"]),
-                      config=Path(args["config"]) if "config" in args else paths.config)
+        paths = Paths.of(data=Path(args["data"]), runtime=Path(args["runtime"]),
+                         config=Path(args["config"]) if "config" in args else paths.config)
+    os.umask(0o077)  # logs, sockets and whatever QEMU creates: the caller's only
     data = paths.vm_data(name)
-    data.root.mkdir(parents=True, exist_ok=True)
+    data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     logging.basicConfig(
         filename=data.runner_log, level=logging.INFO,
         format=f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s",

@@ -38,7 +38,7 @@ def scratch():
 
 
 def _paths_with_runtime(runtime: Path, tmp_path: Path) -> Paths:
-    return Paths(data=tmp_path / "data", runtime=runtime, config=tmp_path / "config")
+    return Paths.of(data=tmp_path / "data", runtime=runtime, config=tmp_path / "config")
 
 
 def test_root_without_xdg_runtime_dir_uses_run_not_tmp(tmp_path):
