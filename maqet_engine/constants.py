@@ -94,6 +94,17 @@ SCSI_CONTROLLER_MODEL: Final = "virtio-scsi-pci"
 SERIAL_CHARDEV_ID: Final = "serial0"
 NETDEV_ID_PREFIX: Final = "net"
 QEMU_PROCESS_PREFIX: Final = "maqet-"  # -name NAME,process=maqet-NAME
+# QEMU's confinement (docs/security.md). Root's QEMU drops to this user after start-up
+# (-runas) unless MAQET_QEMU_USER names another one, or "root" (opt-out).
+DEFAULT_QEMU_USER: Final = "maqet-qemu"
+ENV_QEMU_USER: Final = "MAQET_QEMU_USER"
+QEMU_USER_OPT_OUT: Final = "root"
+QEMU_USER_CREATE: Final = "useradd --system --no-create-home --shell /usr/sbin/nologin maqet-qemu"
+# seccomp: no obsolete syscalls, no fork/exec (spawn; allowed only for a bridge NIC,
+# whose qemu-bridge-helper QEMU spawns), no scheduler/resource changes, and no set*id
+# calls, except with -runas: QEMU 7.2 installs the filter before it drops to the user,
+# so elevateprivileges=deny kills it (SIGSYS) at its own setuid.
+SANDBOX_BASE: Final = "on,obsolete=deny,resourcecontrol=deny"
 MOUNT_TAG_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,31}")
 MOUNT_TAG_HELP: Final = "1-31 characters: letters, digits, '_', '.', '-'"
 IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
