@@ -46,6 +46,9 @@ QMP_SOCKET: Final = "qmp.sock"
 CONTROL_SOCKET: Final = "ctl.sock"
 SERIAL_SOCKET: Final = "serial.sock"
 LOCK_FILE: Final = "runner.lock"
+# Locks live in the data directory, not the runtime one: a tmp cleaner or logind that
+# removes the runtime directory must not make a live runner look dead.
+LOCKS_DIR: Final = "locks"
 RUNNER_LOG: Final = "runner.log"
 QEMU_LOG: Final = "qemu.log"
 SERIAL_LOG: Final = "serial.log"
@@ -141,6 +144,9 @@ QEMU_LOG_TAIL_LINES: Final = 10
 
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner
+# Sent to a live runner whose control socket vanished (its runtime directory was
+# removed): it re-creates the directory and the socket (runner/control.py).
+RECREATE_SOCKET_SIGNAL: Final = "SIGUSR2"
 RUNNER_MODULE: Final = "maqet_engine.runner"
 QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
 QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqet show --argv)

@@ -44,14 +44,18 @@ _ID_WIDTH = 10
 
 
 class VMRuntimePaths(Frozen):
-    """Sockets and the lock of one VM's runner (short paths)."""
+    """Sockets of one VM's runner (short paths), and its locks. The locks are in the
+    data directory (``data/locks/ID.*``): the runtime directory may vanish under a
+    live runner (tmp cleaners, logind at logout), and "is the runner alive" must not."""
 
-    __slots__ = ("root", "qmp_socket", "control_socket", "serial_socket", "lock_file")
+    __slots__ = ("root", "qmp_socket", "control_socket", "serial_socket", "lock_file",
+                 "start_lock")
     root: Path
     qmp_socket: Path
     control_socket: Path
     serial_socket: Path
     lock_file: Path
+    start_lock: Path
 
 
 class VMDataPaths(Frozen):
@@ -97,12 +101,14 @@ class Paths(Frozen):
 
     def vm_runtime(self, vm_id: int) -> VMRuntimePaths:
         root = self.runtime / str(vm_id)
+        locks = self.data / C.LOCKS_DIR
         return VMRuntimePaths(
             root=root,
             qmp_socket=root / C.QMP_SOCKET,
             control_socket=root / C.CONTROL_SOCKET,
             serial_socket=root / C.SERIAL_SOCKET,
-            lock_file=root / C.LOCK_FILE,
+            lock_file=locks / f"{vm_id}.{C.LOCK_FILE}",
+            start_lock=locks / f"{vm_id}.{C.START_LOCK_FILE}",
         )
 
     def ensure_runtime(self, vm_id: int) -> VMRuntimePaths:
@@ -113,6 +119,7 @@ class Paths(Frozen):
             another user or writable by group or others.
         """
         rt = self.vm_runtime(vm_id)
+        rt.lock_file.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         parent = self.runtime.parent
         if not parent.is_dir():  # MAQET_HOME/run, XDG_RUNTIME_DIR/maqet: the caller's
             parent.mkdir(mode=C.RUNTIME_DIR_MODE, parents=True, exist_ok=True)
