@@ -70,8 +70,6 @@ DEFAULT_VIRTFS_SECURITY_MODEL: Final = "mapped-xattr"
 MAX_CPUS: Final = 1024
 MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
 SPEC_HASH_ALGORITHM: Final = "sha256"
-# Host paths a virtfs share may not export unless `allow_dangerous: true`.
-DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})
 # Choices of the definition schema (docs/configuration.md is generated from them).
 ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
 VGA_CHOICES: Final = ("std", "virtio", "qxl", "cirrus", "none")

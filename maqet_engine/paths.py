@@ -119,7 +119,6 @@ class Paths(Frozen):
             another user or writable by group or others.
         """
         rt = self.vm_runtime(vm_id)
-        rt.lock_file.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         parent = self.runtime.parent
         if not parent.is_dir():  # MAQET_HOME/run, XDG_RUNTIME_DIR/maqet: the caller's
             parent.mkdir(mode=C.RUNTIME_DIR_MODE, parents=True, exist_ok=True)
@@ -135,6 +134,7 @@ class Paths(Frozen):
                 os.close(root_fd)
         finally:
             os.close(parent_fd)
+        rt.lock_file.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         return rt
 
 

@@ -45,19 +45,30 @@ def qemu_user(env: Mapping[str, str] | None = None, *, check: bool = True) -> st
 
 
 def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
-                 accel: str | None = None, check_user: bool = True) -> list[str]:
+                 accel: str | None = None, launching: bool = True) -> list[str]:
     """The argv that runs ``record``'s stored definition, confined: under seccomp
     (``-sandbox``) and, when maqet is root, as the unprivileged :func:`qemu_user`.
 
     :param qmp_fd: the QMP socket's fd (the spawner's); views leave the placeholder.
     :param accel: the accelerator in use (a running VM's); None resolves the
         definition's ``accel`` on this host.
-    :param check_user: refuse when the QEMU user is missing (views pass False).
+    :param launching: this command line will run (views pass False): refuse a missing
+        QEMU user, and judge the definition's host paths again as they resolve now (a
+        symlink re-pointed since the definition was stored), giving QEMU the resolved
+        directory of each share.
+    :raise ConfigError: a host path that now resolves somewhere maqet refuses.
     """
     from maqet_engine.definition import Spec, build_argv, resolve_accel
 
     spec = Spec.from_json(record.spec_json)
+    if launching:
+        from maqet_engine.definition.hostpaths import recheck
+
+        data = Spec.from_json(record.spec_json).data  # a copy of our own to resolve in
+        recheck(data, maqet_dirs=(paths.data, paths.runtime),
+                vm_dir=paths.vm_data(record.name).root)
+        spec = Spec(data)
     return build_argv(spec, runtime=paths.vm_runtime(record.id),
                       data=paths.vm_data(record.name), qmp_fd=qmp_fd,
                       accel=accel or resolve_accel(spec.data["accel"]),
-                      run_as=qemu_user(check=check_user), sandbox=True)
+                      run_as=qemu_user(check=launching), sandbox=True)
