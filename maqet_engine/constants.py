@@ -36,10 +36,19 @@ HOME_DATA_DIR: Final = "data"
 HOME_RUNTIME_DIR: Final = "run"
 HOME_CONFIG_DIR: Final = "config"
 RUNTIME_DIR_MODE: Final = 0o700
+PRIVATE_DIR_MODE: Final = 0o700  # data dir, VM directories
+PRIVATE_FILE_MODE: Final = 0o600  # the store, logs (console logs carry secrets), disks
+# Runtime roots without XDG_RUNTIME_DIR: root's in /run (only root creates names there),
+# anyone else's in /tmp (checked, never trusted: see paths.py).
+ROOT_RUNTIME_BASE: Final = "/run"
+USER_RUNTIME_BASE: Final = "/tmp"
 QMP_SOCKET: Final = "qmp.sock"
 CONTROL_SOCKET: Final = "ctl.sock"
 SERIAL_SOCKET: Final = "serial.sock"
 LOCK_FILE: Final = "runner.lock"
+# Locks live in the data directory, not the runtime one: a tmp cleaner or logind that
+# removes the runtime directory must not make a live runner look dead.
+LOCKS_DIR: Final = "locks"
 RUNNER_LOG: Final = "runner.log"
 QEMU_LOG: Final = "qemu.log"
 SERIAL_LOG: Final = "serial.log"
@@ -61,8 +70,6 @@ DEFAULT_VIRTFS_SECURITY_MODEL: Final = "mapped-xattr"
 MAX_CPUS: Final = 1024
 MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
 SPEC_HASH_ALGORITHM: Final = "sha256"
-# Host paths a virtfs share may not export unless `allow_dangerous: true`.
-DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})
 # Choices of the definition schema (docs/configuration.md is generated from them).
 ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
 VGA_CHOICES: Final = ("std", "virtio", "qxl", "cirrus", "none")
@@ -88,6 +95,17 @@ SCSI_CONTROLLER_MODEL: Final = "virtio-scsi-pci"
 SERIAL_CHARDEV_ID: Final = "serial0"
 NETDEV_ID_PREFIX: Final = "net"
 QEMU_PROCESS_PREFIX: Final = "maqet-"  # -name NAME,process=maqet-NAME
+# QEMU's confinement (docs/security.md). Root's QEMU drops to this user after start-up
+# (-runas) unless MAQET_QEMU_USER names another one, or "root" (opt-out).
+DEFAULT_QEMU_USER: Final = "maqet-qemu"
+ENV_QEMU_USER: Final = "MAQET_QEMU_USER"
+QEMU_USER_OPT_OUT: Final = "root"
+QEMU_USER_CREATE: Final = "useradd --system --no-create-home --shell /usr/sbin/nologin maqet-qemu"
+# seccomp: no obsolete syscalls, no fork/exec (spawn; allowed only for a bridge NIC,
+# whose qemu-bridge-helper QEMU spawns), no scheduler/resource changes, and no set*id
+# calls, except with -runas: QEMU 7.2 installs the filter before it drops to the user,
+# so elevateprivileges=deny kills it (SIGSYS) at its own setuid.
+SANDBOX_BASE: Final = "on,obsolete=deny,resourcecontrol=deny"
 MOUNT_TAG_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,31}")
 MOUNT_TAG_HELP: Final = "1-31 characters: letters, digits, '_', '.', '-'"
 IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
@@ -124,6 +142,9 @@ QEMU_LOG_TAIL_LINES: Final = 10
 
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner
+# Sent to a live runner whose control socket vanished (its runtime directory was
+# removed): it re-creates the directory and the socket (runner/control.py).
+RECREATE_SOCKET_SIGNAL: Final = "SIGUSR2"
 RUNNER_MODULE: Final = "maqet_engine.runner"
 QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
 QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqet show --argv)

@@ -20,6 +20,8 @@ carries the process exit code the CLI uses (``docs/cli.md``)::
      +-- HostError                  exit 6  missing binary, permissions, disk full
           +-- QEMUNotFound          exit 6  the QEMU binary is not installed
           +-- StateStoreError       exit 6  the SQLite store cannot be used
+          +-- UnsafePath            exit 6  a file or directory another user controls
+          +-- QEMUUserMissing       exit 6  root without the unprivileged QEMU user
 
 Wrappers keep their cause (``raise ... from err``); ``asyncio.CancelledError`` is
 never wrapped.
@@ -151,13 +153,22 @@ class StateStoreError(HostError):
     pass
 
 
+class UnsafePath(HostError):
+    """A directory or file maqet would trust (its home, store, runtime directory, a
+    definition file) can be changed by another user, or is a symlink where none may be."""
+
+
+class QEMUUserMissing(HostError):
+    """maqet runs as root and the unprivileged user QEMU should run as does not exist."""
+
+
 # Errors that may cross the IPC socket, rebuilt on the client side by type name.
 _REMOTE_TYPES: dict[str, type[MaqetError]] = {
     cls.__name__: cls
     for cls in (
         MaqetError, UsageError, ConfigError, NotFoundError, SnapshotNotFound, ConflictError,
         AlreadyExists, StateConflict, RuntimeFailure, RunnerUnavailable, OperationTimeout,
-        HostError, QEMUNotFound, StateStoreError,
+        HostError, QEMUNotFound, StateStoreError, UnsafePath, QEMUUserMissing,
     )
 }
 

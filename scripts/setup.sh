@@ -40,6 +40,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Root's QEMU drops to this user after start-up (-runas); maqet refuses to run QEMU
+# as root without it (docs/security.md).
+if [ "$(id -u)" -eq 0 ] && ! getent passwd maqet-qemu >/dev/null; then
+    echo "setup: creating the system user maqet-qemu"
+    useradd --system --no-create-home --shell /usr/sbin/nologin maqet-qemu
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from maqet_engine import constants as C
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))  # guest.py: the tiny test guest
 sys.path.insert(0, str(REPO / "tests" / "support"))  # procs.py: processes a test caused
@@ -37,6 +39,17 @@ def _qemu_is_installed(request: pytest.FixtureRequest) -> None:
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: install the Debian packages "
                     "qemu-system-x86 and qemu-utils (bash scripts/setup.sh does)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _qemu_user_exists() -> None:
+    """Root's QEMU drops to the ``maqet-qemu`` user (docs/security.md) and maqet refuses
+    to start one without it. scripts/setup.sh creates it; a run as root makes sure of it
+    (a system user without a home, left in place: ``userdel maqet-qemu`` removes it)."""
+    if os.geteuid() == 0:
+        from users import ensure_user
+
+        ensure_user(C.DEFAULT_QEMU_USER)
 
 
 @pytest.fixture

@@ -78,8 +78,14 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
     """
-    runner_log = paths.vm_data(name).runner_log
-    runner_log.parent.mkdir(parents=True, exist_ok=True)
+    from maqet_engine import trust
+
+    data = paths.vm_data(name)
+    runner_log = data.runner_log
+    trust.check_vm_dir(paths, name)
+    data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    for log_file in (data.qemu_log, data.serial_log):  # QEMU appends to these: 0600
+        trust.make_private_file(log_file)
     launch: dict[str, Any] | None = None
     qmp: socket.socket | None = None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -89,7 +95,7 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
             qmp = bind_qmp_socket(runtime.qmp_socket)
             launch = {"qemu_argv": qemu_argv(qmp.fileno()), "qmp_fd": qmp.fileno()}
             pass_fds.append(qmp.fileno())
-        with open(runner_log, "ab") as log:
+        with os.fdopen(trust.open_private_log(runner_log), "ab") as log:
             proc = subprocess.Popen(
                 # -P: no cwd on sys.path, so the caller's directory cannot shadow the
                 # maqet_engine that _runner_env() puts on PYTHONPATH.

@@ -18,9 +18,17 @@ def memory_arg(n_bytes: int) -> str:
     return f"{n_bytes // _MIB}M" if n_bytes % _MIB == 0 else f"{n_bytes}b"
 
 
+def sandbox_arg(spec: Spec, *, run_as: str | None) -> str:
+    """``-sandbox`` value: seccomp as tight as this spec allows (see constants)."""
+    spawn = "allow" if any(n["type"] == "bridge" for n in spec.data["network"]) else "deny"
+    elevate = "allow" if run_as else "deny"
+    return f"{C.SANDBOX_BASE},spawn={spawn},elevateprivileges={elevate}"
+
+
 def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel: str,
                qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
-               registry: StorageRegistry | None = None) -> list[str]:
+               registry: StorageRegistry | None = None, run_as: str | None = None,
+               sandbox: bool = False) -> list[str]:
     """QEMU's argv (``argv[0]`` is ``binary`` as written; the runner resolves it).
 
     :param accel: the resolved accelerator (``kvm`` or ``tcg``), see ``resolve_accel``.
@@ -28,11 +36,18 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
         it). Views pass nothing and show :data:`~maqet_engine.constants.QMP_FD_PLACEHOLDER`:
         the one part of a shown command line that differs from what runs.
     :param registry: storage types (default: :func:`default_registry`).
+    :param run_as: ``-runas USER``: QEMU opens its files, then drops to that user (the
+        caller decides: root with the ``maqet-qemu`` user, see ``command_line``).
+    :param sandbox: add ``-sandbox`` (seccomp, :func:`sandbox_arg`).
     """
     d = spec.data
     name = d["name"]
     argv = [d["binary"], "-name", f"{name},process={C.QEMU_PROCESS_PREFIX}{name}",
             "-nodefaults", "-no-user-config", "-accel", accel]
+    if sandbox:
+        argv += ["-sandbox", sandbox_arg(spec, run_as=run_as)]
+    if run_as is not None:
+        argv += ["-runas", run_as]
     if d["machine"] is not None:
         argv += ["-machine", d["machine"]]
     if d["memory"] is not None:

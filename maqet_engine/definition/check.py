@@ -31,6 +31,7 @@ class PathContext:
 
     definition_dir: Path
     vm_dir: Path
+    maqet_dirs: tuple[Path, ...] = ()  # the installation's data and runtime directories
 
     def base(self, base: Base) -> Path:
         return self.definition_dir if base is Base.DEFINITION else self.vm_dir
@@ -224,14 +225,20 @@ def check_path(value: object, path: str, *, base: Path, exists: Exists | None) -
     if exists is None:
         return resolved
     target = Path(resolved)
-    if not target.exists():
+    try:
+        found = target.exists()
+        is_dir = target.is_dir()
+    except OSError as err:  # /proc/1/root/... as a user: EACCES
+        raise ConfigError(f"{show(value)} cannot be accessed: {err.strerror}", path=path,
+                          hint="give a path maqet can read") from None
+    if not found:
         raise ConfigError(f"{show(value)} does not exist (looked for {resolved})",
                           path=path, hint="relative paths start at the directory of the "
                           "definition file")
-    if exists is Exists.FILE and target.is_dir():
+    if exists is Exists.FILE and is_dir:
         raise ConfigError(f"{show(value)} is a directory, not a file", path=path,
                           hint="give the path of a file")
-    if exists is Exists.DIR and not target.is_dir():
+    if exists is Exists.DIR and not is_dir:
         raise ConfigError(f"{show(value)} is not a directory", path=path,
                           hint="give the path of a directory")
     return resolved

@@ -24,6 +24,12 @@ from maqet_engine.definition.check import (
     require_mapping,
     show,
 )
+from maqet_engine.definition.hostpaths import (
+    SHARE_DENIED_EXACT,
+    SHARE_DENIED_INSIDE,
+    check_host_file,
+    check_share,
+)
 from maqet_engine.definition.machine import DeviceSlots, NoSlotLeft
 from maqet_engine.definition.qemuopts import json_arg, opt_value
 from maqet_engine.definition.schema import STORAGE_COMMON, Base, Exists, Field, Kind
@@ -99,8 +105,10 @@ class StorageRegistry:
         return type_name in self._types
 
 
-def _blockdev(name: str, driver: str, filename: str, readonly: bool) -> str:
-    protocol: dict[str, Any] = {"driver": "file", "filename": filename}
+def _blockdev(name: str, driver: str, filename: str, readonly: bool, *,
+              device: bool = False) -> str:
+    protocol: dict[str, Any] = {"driver": "host_device" if device else "file",
+                                "filename": filename}
     node: dict[str, Any] = {"driver": driver, "node-name": name}
     if readonly:
         protocol["read-only"] = True
@@ -116,6 +124,9 @@ _INTERFACE = Field("interface", Kind.ENUM, "Bus the guest sees the disk on. `scs
                    default=C.DEFAULT_DISK_INTERFACE, choices=C.DISK_INTERFACES)
 _READONLY = Field("readonly", Kind.BOOL, "Attach read-only (not with `interface: ide`).",
                   default=False)
+_DEVICE = Field("device", Kind.BOOL, "`file` is a host block device (e.g. `/dev/sdb`, an "
+                "LVM volume) that the guest gets whole; without it maqet refuses device "
+                "nodes.", default=False)
 
 
 class _DiskImage(StorageType):
@@ -133,6 +144,14 @@ class _DiskImage(StorageType):
                               "creates it", path=join(path, "size"),
                               hint="give the size of the new disk such as 10G, or point "
                               "'file' at an existing image")
+        where = join(path, "file")
+        check_host_file(entry["file"], where, write=not entry["readonly"],
+                        device=entry["device"], maqet_dirs=ctx.maqet_dirs, vm_dir=ctx.vm_dir)
+        if entry.get("backing") is not None:
+            check_host_file(entry["backing"], join(path, "backing"), write=False,
+                            device=False, maqet_dirs=ctx.maqet_dirs, vm_dir=ctx.vm_dir)
+        if not entry["device"]:
+            del entry["device"]  # stored only when set: older definitions keep their hash
         if entry["readonly"] and entry["interface"] == "ide":
             raise ConfigError("cannot be true with interface 'ide' (QEMU's ide-hd has no "
                               "read-only mode)", path=join(path, "readonly"),
@@ -144,7 +163,8 @@ class _DiskImage(StorageType):
 
     def argv(self, entry: Mapping[str, Any], slots: DeviceSlots) -> StorageArgs:
         name = entry["name"]
-        blockdev = _blockdev(name, self.type_name, entry["file"], entry["readonly"])
+        blockdev = _blockdev(name, self.type_name, entry["file"], entry["readonly"],
+                             device=bool(entry.get("device")))
         ids = f"drive={name},id={name}"
         match entry["interface"]:
             case "ide":
@@ -177,6 +197,7 @@ class Qcow2Storage(_DiskImage):
         _size_field(),
         _INTERFACE,
         _READONLY,
+        _DEVICE,
         Field("backing", Kind.PATH, "Base image for a new overlay (linked clone), relative "
               "to the directory of the definition file; must exist. Used only when `file` "
               "is created; the base itself is never written.",
@@ -186,8 +207,8 @@ class Qcow2Storage(_DiskImage):
 
 class RawStorage(_DiskImage):
     type_name = "raw"
-    doc = "A raw disk image (or a block device)."
-    fields = (_file_field("raw"), _size_field(), _INTERFACE, _READONLY)
+    doc = "A raw disk image, or a whole host block device with `device: true`."
+    fields = (_file_field("raw"), _size_field(), _INTERFACE, _READONLY, _DEVICE)
 
 
 class CdromStorage(StorageType):
@@ -198,6 +219,11 @@ class CdromStorage(StorageType):
               "definition file; must exist.", required=True,
               base=Base.DEFINITION, exists=Exists.FILE),
     )
+
+    def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
+        check_host_file(entry["file"], join(path, "file"), write=False, device=False,
+                        maqet_dirs=ctx.maqet_dirs, vm_dir=ctx.vm_dir)
+        return entry
 
     def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:
         return (Claim("file", entry["file"], exclusive=False),)
@@ -215,9 +241,10 @@ class VirtfsStorage(StorageType):
            "TAG /mnt`).")
     fields = (
         Field("path", Kind.PATH, "Host directory to share, relative to the directory of "
-              "the definition file; must exist. System directories (" +
-              ", ".join(f"`{p}`" for p in sorted(C.DANGEROUS_SHARE_PATHS)) +
-              ") are refused, after following symlinks, unless `allow_dangerous`.",
+              "the definition file; must exist. Refused unless `allow_dangerous`, "
+              "after following symlinks (when stored and again at each start): "
+              + ", ".join(f"`{p}`" for p in SHARE_DENIED_EXACT) + ", and anything in "
+              + ", ".join(f"`{p}`" for p in SHARE_DENIED_INSIDE) + ".",
               required=True, base=Base.DEFINITION, exists=Exists.DIR),
         Field("mount_tag", Kind.STR, "Tag the guest mounts; unique within the VM.",
               default_doc="the entry's `name`", pattern=C.MOUNT_TAG_RE,
@@ -233,13 +260,7 @@ class VirtfsStorage(StorageType):
     def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
         if entry["mount_tag"] is None:
             entry["mount_tag"] = entry["name"]
-        real = os.path.realpath(entry["path"])
-        if real in C.DANGEROUS_SHARE_PATHS and not entry["allow_dangerous"]:
-            shown = real if real == entry["path"] else f"{entry['path']} (really {real})"
-            raise ConfigError(f"{shown} is a host system directory; sharing it lets the "
-                              "guest read or change it", path=join(path, "path"),
-                              hint="set allow_dangerous: true on this entry if that is "
-                              "what you want")
+        check_share(entry["path"], join(path, "path"), allow_dangerous=entry["allow_dangerous"])
         return entry
 
     def claims(self, entry: Mapping[str, Any]) -> Iterable[Claim]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.definition.check import PathContext, check_keys, check_section, show
+from maqet_engine.definition.hostpaths import check_host_file
 from maqet_engine.definition.model import Spec
 from maqet_engine.definition.network import normalize_network
 from maqet_engine.definition.schema import TOP
@@ -53,8 +54,12 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
                           hint="set 'name:' in the definition or pass --name")
     validate_vm_name(name)
     ctx = PathContext(definition_dir=Path(os.path.abspath(base_dir)),
-                      vm_dir=paths.vm_data(name).root)
+                      vm_dir=paths.vm_data(name).root, maqet_dirs=(paths.data, paths.runtime))
     data = check_section(raw, TOP.fields, "", ctx)
+    for key in ("kernel", "initrd"):
+        if data[key] is not None:
+            check_host_file(data[key], key, write=False, device=False,
+                            maqet_dirs=ctx.maqet_dirs, vm_dir=ctx.vm_dir)
     registry = registry or default_registry()
     data["storage"] = normalize_storage(data["storage"], path="storage", ctx=ctx,
                                         registry=registry)

@@ -40,7 +40,10 @@ def load_definition(
     from maqet_engine.definition import load_definition as load_files
     from maqet_engine.definition import parse_spec
     from maqet_engine.definition.merge import deep_merge
+    from maqet_engine.trust import check_definition_file
 
+    for file in files:  # another user's file, or one in their directory: not trusted
+        check_definition_file(Path(file))
     raw, base_dir = load_files(files, sets, name) if files else ({}, Path.cwd())
     if definition is not None:
         raw = deep_merge(raw, dict(definition))

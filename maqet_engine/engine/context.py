@@ -36,6 +36,19 @@ class EngineContext(Frozen):
         return self if check_mode == self.check_mode else EngineContext(
             paths=self.paths, check_mode=check_mode)
 
-    def open_store(self, *, create: bool) -> Store:
-        """Open the state store; reads pass ``create=False`` and never make files."""
+    def open_store(self, *, create: bool, verify: bool = True) -> Store:
+        """Open the state store; reads pass ``create=False`` and never make files.
+
+        :param verify: refuse a home, data directory or store that another user could
+            change (:mod:`maqet_engine.trust`). Only the pure reads (``ls``, ``show``,
+            ``status``) pass False: they run nothing and change nothing.
+        :param create: make the home and data directory (0700) and the store (0600).
+        """
+        from maqet_engine import trust
+
+        if verify:
+            trust.check_installation(self.paths)
+        if create:
+            trust.make_private_dirs(self.paths)
+            trust.make_private_file(self.paths.db)
         return Store.open(self.paths.db, create=create)

@@ -38,6 +38,10 @@ def ensure_absent(ctx: EngineContext, store: Store, name: str, result: Result, *
     if record.status.is_active and not ctx.check_mode:
         raise StateConflict(f"VM {name!r} is {record.status.value}",
                             hint="stop it first, or remove it with force")
+    if purge:
+        from maqet_engine.trust import check_vm_dir
+
+        check_vm_dir(ctx.paths, name)  # deleting in another user's directory: no
     result.record("remove")
     if not ctx.check_mode:
         store.delete_vm(name)

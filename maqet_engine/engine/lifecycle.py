@@ -16,15 +16,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine import log
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
 from maqet_engine.errors import MaqetError, RunnerUnavailable, StateConflict
-from maqet_engine.ipc import locks, procs
+from maqet_engine.ipc import locks, procs, watch
 from maqet_engine.paths import Paths
 from maqet_engine.store import Store, VMRecord, VMStatus
 
@@ -43,7 +45,7 @@ def _decided(paths: Paths, name: str, *, wanted: str, found: str, action: str) -
 @contextlib.contextmanager
 def _start_lock(paths: Paths, record: VMRecord) -> Iterator[None]:
     runtime = paths.ensure_runtime(record.id)
-    fd = os.open(runtime.root / C.START_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(runtime.start_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held by a spawner for at most RUNNER_READY_TIMEOUT_S
         yield
@@ -141,7 +143,7 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     try:
         from maqet_engine.control.client import RunnerClient
 
-        with RunnerClient(paths.vm_runtime(record.id).control_socket,
+        with RunnerClient(control_socket(paths, record),
                           timeout=_stop_call_timeout(timeout)) as client:
             try:
                 reply = client.call("stop", timeout=timeout, force=force)
@@ -190,6 +192,37 @@ def set_paused(paths: Paths, store: Store, name: str, *, paused: bool,
 
 
 # --- IPC and views ----------------------------------------------------------------------------
+def control_socket(paths: Paths, record: VMRecord) -> Path:
+    """The runner's control socket, summoned back when it vanished under a live runner
+    (a tmp cleaner or logind removed the runtime directory): the directory is made
+    again (private), and the runner, identified by pid and start time, is asked by
+    signal to re-create its socket; this waits (inotify, bounded) until it listens.
+    Nothing is killed: the runner still holds QEMU's QMP connection."""
+    runtime = paths.vm_runtime(record.id)
+    if runtime.control_socket.exists():
+        return runtime.control_socket
+    pidfd = procs.open_pidfd(record.runner_pid, record.runner_start)
+    if pidfd is None:  # no runner of ours: connecting says so
+        return runtime.control_socket
+    try:
+        if not locks.runner_alive(runtime.lock_file):
+            return runtime.control_socket
+        paths.ensure_runtime(record.id)
+        with watch.DirectoryWatch(runtime.root) as changes:
+            if runtime.control_socket.exists():  # re-created before the watch began
+                return runtime.control_socket
+            _log.info("%s: control socket gone, asking runner %d to re-create it",
+                      record.name, record.runner_pid)
+            signal.pidfd_send_signal(pidfd, getattr(signal, C.RECREATE_SOCKET_SIGNAL))
+            # The runner binds, listens, then chmods: the chmod says it is listening.
+            changes.wait_for(C.CONTROL_SOCKET, timeout=C.IPC_STATUS_TIMEOUT_S)
+    except ProcessLookupError:
+        pass  # it exited meanwhile: connecting says so
+    finally:
+        os.close(pidfd)
+    return runtime.control_socket
+
+
 def call(paths: Paths, store: Store, name: str, method: str, *,
          ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
     """One request to the VM's runner; re-adopts first when the runner died but QEMU
@@ -202,8 +235,8 @@ def call(paths: Paths, store: Store, name: str, method: str, *,
         if not view.qemu_alive:
             raise StateConflict(f"VM {name!r} is {view.status.value}", hint="start it first")
         ensure_running(paths, store, name)
-    with RunnerClient(paths.vm_runtime(record.id).control_socket,
-                      timeout=ipc_timeout) as client:
+        record = store.require_vm(name)
+    with RunnerClient(control_socket(paths, record), timeout=ipc_timeout) as client:
         return client.call(method, **params)
 
 
@@ -220,7 +253,7 @@ def live_status(paths: Paths, record: VMRecord) -> dict[str, Any]:
     from maqet_engine.control.client import RunnerClient
 
     try:
-        with RunnerClient(paths.vm_runtime(record.id).control_socket,
+        with RunnerClient(control_socket(paths, record),
                           timeout=C.IPC_STATUS_TIMEOUT_S) as client:
             live = client.call("status")
     except (MaqetError, OSError) as err:  # a view must not fail on a runner going away

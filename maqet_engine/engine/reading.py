@@ -23,7 +23,7 @@ LOGS = ("serial", "qemu", "runner")
 def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> Result:
     """Every VM, observed (``data``: a list of VM views, by name). ``live`` asks each
     running VM's runner for its own report too (one IPC call each)."""
-    with ctx.open_store(create=False) as store:
+    with ctx.open_store(create=False, verify=False) as store:
         records = store.list_vms()
     views = [_view(ctx, record, live=live, argv=argv) for record in records]
     return Result(name=None, data=views)
@@ -31,7 +31,7 @@ def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> R
 
 def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
     """One VM's view (``vm`` and ``data``), with its QEMU command line."""
-    with ctx.open_store(create=False) as store:
+    with ctx.open_store(create=False, verify=False) as store:
         record = store.require_vm(name)
     view = _view(ctx, record, live=live, argv=True)
     return Result(name=name, vm=view, data=view)
@@ -39,7 +39,7 @@ def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
 
 def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
     """The run status now: observed, plus the runner's report and recent events."""
-    with ctx.open_store(create=False) as store:
+    with ctx.open_store(create=False, verify=False) as store:
         record = store.require_vm(name)
         recent = [e.to_dict() for e in store.events(name, limit=events)]
     from maqet_engine.engine.lifecycle import live_status

@@ -56,7 +56,7 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
     if with_argv:
         from maqet_engine.engine.command_line import command_line
 
-        view["argv"] = command_line(record, paths, accel=view["accel"])
+        view["argv"] = command_line(record, paths, accel=view["accel"], launching=False)
     if live:
         view.update(live)
     return view

@@ -114,8 +114,8 @@ def read_launch(stream: Any) -> Launch | None:
 
 async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int | None,
                  lock_fd: list[int], log: logging.Logger) -> int:
+    from maqet_engine.runner.control import ControlSocket
     from maqet_engine.runner.handlers import Handlers
-    from maqet_engine.runner.server import ControlServer
     from maqet_engine.runner.vm import SupervisedVM
     from maqet_engine.store import Store
 
@@ -123,7 +123,7 @@ async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int |
     vm = SupervisedVM(name, paths, store, log, launch=launch)
     try:
         ready = await vm.start()
-        server = ControlServer(vm.runtime.control_socket, Handlers(vm).dispatch, log)
+        server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
         await server.start()
     except BaseException:
         await vm.close()
@@ -153,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     name = args["name"]
     paths = resolve_paths()
     if "data" in args and "runtime" in args:  # the spawner's paths, whatever our env says
-        paths = Paths(data=Path(args["data"]), runtime=Path(args["runtime"]),
-                      config=Path(args["config"]) if "config" in args else paths.config)
+        paths = Paths.of(data=Path(args["data"]), runtime=Path(args["runtime"]),
+                         config=Path(args["config"]) if "config" in args else paths.config)
+    os.umask(0o077)  # logs, sockets and whatever QEMU creates: the caller's only
+    from maqet_engine.runner.control import ignore_recreate_requests
+
+    ignore_recreate_requests()  # a client's request before we serve must not kill us
     data = paths.vm_data(name)
-    data.root.mkdir(parents=True, exist_ok=True)
+    data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     logging.basicConfig(
         filename=data.runner_log, level=logging.INFO,
         format=f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s",

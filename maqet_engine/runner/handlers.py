@@ -12,6 +12,8 @@ pause/resume   -                                            changed, status
 keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}
 type           text                                         {"sent": N}
 screendump     path (absolute), format="png"                {"path": ..., "format": ...}
+               (the runner opens the file and hands QEMU the fd: a QEMU that dropped
+               to the maqet-qemu user could not create it in the caller's directory)
 serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
 serial_write   text                                         {"sent": N} (bytes to the UART)
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
@@ -20,12 +22,14 @@ job            command, arguments={}, timeout               the concluded job (r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import UsageError
+from maqet_engine.errors import MaqetError, UsageError
 from maqet_engine.ipc.protocol import Request
 from maqet_engine.runner import jobs
 from maqet_engine.runner import keys as keymap
@@ -58,6 +62,7 @@ def _only(params: dict[str, Any], *allowed: str) -> None:
 class Handlers:
     def __init__(self, vm: SupervisedVM) -> None:
         self.vm = vm
+        self._passing_fd = asyncio.Lock()  # an fd sent by SCM_RIGHTS, then its add-fd
         self._methods: dict[str, Handler] = {
             "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
@@ -143,8 +148,32 @@ class Handlers:
                              hint="QEMU's working directory is not yours")
         if fmt not in ("png", "ppm"):
             raise UsageError(f"unknown screendump format {fmt!r}", hint="use png or ppm")
-        await self.vm.execute("screendump", {"filename": path, "format": fmt})
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, C.PRIVATE_FILE_MODE)
+        except OSError as err:
+            raise UsageError(f"screendump: cannot write {path}: {err.strerror}") from None
+        try:
+            fdset = await self._add_fd(fd)
+        finally:
+            os.close(fd)
+        try:
+            await self.vm.execute("screendump", {"filename": f"/dev/fdset/{fdset}",
+                                                 "format": fmt})
+        finally:
+            with contextlib.suppress(MaqetError):
+                await self.vm.execute("remove-fd", {"fdset-id": fdset})
         return {"path": path, "format": fmt}
+
+    async def _add_fd(self, fd: int) -> int:
+        """Hand QEMU ``fd`` (SCM_RIGHTS + ``add-fd``); returns its fdset id, which
+        QEMU's file options accept as ``/dev/fdset/N``."""
+        async with self._passing_fd:
+            if self.vm.exited.is_set():
+                await self.vm.execute("add-fd")  # raises the "not running" error
+            self.vm.qmp.send_fd_scm(fd)
+            added = await self.vm.execute("add-fd")
+        return int(added["fdset-id"])
 
     async def serial_wait(self, params: dict[str, Any]) -> Any:
         _only(params, "pattern", "since", "timeout")

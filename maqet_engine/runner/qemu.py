@@ -58,8 +58,10 @@ class QEMUProcess:
     @classmethod
     def launch(cls, argv: list[str], *, qemu_log: Path, pass_fds: tuple[int, ...]) -> QEMUProcess:
         """Start QEMU in a new session with its output appended to ``qemu_log``."""
-        qemu_log.parent.mkdir(parents=True, exist_ok=True)
-        with open(qemu_log, "ab") as log:
+        from maqet_engine.trust import open_private_log
+
+        qemu_log.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        with os.fdopen(open_private_log(qemu_log), "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"--- maqet {stamp}: starting QEMU\n".encode())
             log.flush()

@@ -45,9 +45,12 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
         file that is not in the format its entry says.
     :raise RuntimeFailure: qemu-img refused (its message is included).
     """
+    from maqet_engine.trust import check_vm_dir
+
     data = spec_data(spec)
     vm_name = str(data["name"])
     vm_dir = paths.vm_data(vm_name).root
+    check_vm_dir(paths, vm_name)  # disks are made (and later opened by root) in there
     actions: list[dict[str, Any]] = []
     for index, entry in disk_entries(data):
         where = f"storage[{index}]"
@@ -70,7 +73,7 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
                         "path": str(target), "size": size, "backing": backing})
         if check_mode:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         _create(target, entry, size, backing, what=f"create disk {entry['name']} of "
                 f"VM {vm_name!r}")
         records.register_file(store, target, vm_name, entry["name"])
@@ -87,6 +90,7 @@ def _create(target: Path, entry: Mapping[str, Any], size: int | None, backing: s
     try:
         qemu_img.create(temporary, entry["type"], size=size, backing=backing,
                         backing_fmt=backing_fmt, what=what)
+        os.chmod(temporary, C.PRIVATE_FILE_MODE)  # guest data: the owner's only
         os.link(temporary, target)  # fails rather than replace a file made meanwhile
     except FileExistsError:
         pass  # another start created it first: theirs is as good as ours

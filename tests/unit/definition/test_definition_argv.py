@@ -222,3 +222,21 @@ def test_from_json_spec_builds_the_same_argv(parse: Parse, paths: Paths):
                                                (2 * MiB + 1, "2097153b"), (1536 * MiB, "1536M")])
 def test_memory_arg(n_bytes: int, text: str):
     assert memory_arg(n_bytes) == text
+
+
+def test_confinement_is_spelled_from_what_the_engine_decided(parse: Parse, paths: Paths):
+    """-sandbox and -runas come right after the accelerator. set*id calls stay allowed
+    only with -runas (QEMU 7.2 drops privileges after installing the filter); spawning
+    only for a bridge NIC (QEMU runs qemu-bridge-helper)."""
+    def argv(raw: dict[str, Any], **kwargs: Any) -> list[str]:
+        return build_argv(parse({"name": "vm", **raw}), runtime=paths.vm_runtime(7),
+                          data=paths.vm_data("vm"), accel="tcg", **kwargs)
+
+    base = "on,obsolete=deny,resourcecontrol=deny"
+    assert argv({}, sandbox=True)[len(head()):][:2] == [
+        "-sandbox", f"{base},spawn=deny,elevateprivileges=deny"]
+    assert argv({}, sandbox=True, run_as="maqet-qemu")[len(head()):][:4] == [
+        "-sandbox", f"{base},spawn=deny,elevateprivileges=allow", "-runas", "maqet-qemu"]
+    bridged = argv({"network": [{"type": "bridge", "bridge": "br0"}]}, sandbox=True)
+    assert bridged[bridged.index("-sandbox") + 1] == f"{base},spawn=allow,elevateprivileges=deny"
+    assert "-sandbox" not in argv({}) and "-runas" not in argv({})
