@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from maqet_engine import constants as C
 from maqet_engine.errors import (
@@ -81,6 +81,7 @@ class SupervisedVM:
         self._escalate = asyncio.Event()  # a forced stop arrived during a polite one
         self._stop_task: asyncio.Task[dict[str, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._listener: EventListener | None = None
 
     # --- the one way the run status changes ------------------------------------------
     def transition(self, status: VMStatus, event: str, data: dict[str, Any] | None = None, *,
@@ -209,7 +210,7 @@ class SupervisedVM:
         done, _ = await asyncio.wait({connect, exit_future}, timeout=C.QMP_CONNECT_TIMEOUT_S,
                                      return_when=asyncio.FIRST_COMPLETED)
         if connect in done and connect.exception() is None:
-            listener = EventListener()
+            listener = self._listener = EventListener()
             self.qmp.register_listener(listener)
             self._tasks.append(asyncio.create_task(self._watch_events(listener), name="qmp-events"))
             return
@@ -236,28 +237,48 @@ class SupervisedVM:
     # --- events and exit ----------------------------------------------------------------
     async def _watch_events(self, listener: EventListener) -> None:
         async for event in listener:
-            kind = str(event["event"])
-            data = dict(event.get("data", {}))
-            self.log.info("QMP event %s %s", kind, data)
-            status: VMStatus | None = None
-            if kind == "SHUTDOWN":
-                self._shutdown = data
-                status = VMStatus.STOPPING
-            elif kind == "GUEST_PANICKED":
-                self._panicked = True
-            elif kind == "STOP" and self.status != VMStatus.STOPPING:
-                status = VMStatus.PAUSED
-            elif kind == "RESUME" and self.status != VMStatus.STOPPING:
-                status = VMStatus.RUNNING
-            if status is not None and not self.exited.is_set():
-                self.transition(status, kind, data)
-            else:
-                self._event(kind, data)
+            kind = self._on_event(event)
             if kind == "STOP" and not self.exited.is_set():
                 with contextlib.suppress(MaqetError, QMPError):
                     current = await self._execute("query-status")
                     if current.get("status") == C.QMP_STATUS_INTERNAL_ERROR:
                         await self._internal_error_stop()
+
+    def _on_event(self, event: Any) -> str:
+        """Record one QMP event (and the status it implies); returns its kind."""
+        kind = str(event["event"])
+        data = dict(event.get("data", {}))
+        self.log.info("QMP event %s %s", kind, data)
+        status: VMStatus | None = None
+        if kind == "SHUTDOWN":
+            self._shutdown = data
+            status = VMStatus.STOPPING
+        elif kind == "GUEST_PANICKED":
+            self._panicked = True
+        elif kind == "STOP" and self.status != VMStatus.STOPPING:
+            status = VMStatus.PAUSED
+        elif kind == "RESUME" and self.status != VMStatus.STOPPING:
+            status = VMStatus.RUNNING
+        if status is not None and not self.exited.is_set():
+            self.transition(status, kind, data)
+        else:
+            self._event(kind, data)
+        return kind
+
+    async def _settle_events(self) -> None:
+        """After QEMU exited: let the QMP reader reach the end of what QEMU sent (its
+        last events, e.g. SHUTDOWN, may still be in the socket when the exit is seen),
+        then handle the events not handled yet — so the exit is classified knowing them."""
+        deadline = time.monotonic() + C.QMP_LADDER_CALL_TIMEOUT_S
+        while self.qmp.runstate == Runstate.RUNNING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.qmp.runstate_changed(), remaining)
+        if self._listener is not None:
+            for event in self._listener.clear():
+                self._on_event(event)
 
     async def _internal_error_stop(self) -> None:
         """KVM emulation failure: the guest is dead although QEMU lives. Report crashed
@@ -269,6 +290,7 @@ class SupervisedVM:
 
     async def _watch_exit(self, exit_future: asyncio.Future[ExitInfo]) -> None:
         info = await exit_future
+        await self._settle_events()
         status, reason = self._classify(info)
         self.log.info("QEMU exited: %s (%s)", reason, status.value)
         with contextlib.suppress(Exception):
