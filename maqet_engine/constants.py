@@ -60,6 +60,20 @@ DEFAULT_NIC_MODEL: Final = "virtio-net-pci"
 DEFAULT_VIRTFS_SECURITY_MODEL: Final = "mapped-xattr"
 MAX_CPUS: Final = 1024
 MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
+# x86-64 guests address at most 52 physical bits (QEMU's phys-bits cannot exceed 52):
+# more RAM than 4 PiB can never start, so it is refused when the VM is defined.
+MAX_MEMORY_BYTES: Final = 1 << 52
+# The largest qcow2 image qemu-img creates with its default 64 KiB clusters: 32 MiB of
+# L1 table (QCOW_MAX_L1_SIZE) x 512 MiB per L2 table = 2 PiB. Raw images get the same
+# ceiling (their real limit is the host file system's).
+MAX_DISK_BYTES: Final = 1 << 51
+# Free-form QEMU option strings (machine, cpu_model, display) reach QEMU's command line
+# and every message: letters, digits and the punctuation QEMU's option syntax uses.
+QEMU_OPTION_RE: Final = re.compile(r"[A-Za-z0-9_.,:=+/@-]{1,512}", re.ASCII)
+QEMU_OPTION_HELP: Final = (
+    "1-512 characters: letters, digits and _ . , : = + / @ - (QEMU option syntax such as "
+    "q35,smm=off)"
+)
 SPEC_HASH_ALGORITHM: Final = "sha256"
 # Host paths a virtfs share may not export unless `allow_dangerous: true`.
 DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})

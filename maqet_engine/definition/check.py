@@ -19,7 +19,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.definition.schema import Base, Exists, Field, Kind
-from maqet_engine.definition.units import SizeError, format_size, parse_size
+from maqet_engine.definition.units import SizeError, SizeTooLarge, format_size, parse_size
 from maqet_engine.errors import ConfigError
 
 _SHOW_MAX = 240  # long enough for real paths, short enough for one line
@@ -199,7 +199,11 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 def _check_size(value: object, f: Field, path: str) -> int:
     try:
-        n_bytes = parse_size(value, bare_unit=f.bare_unit)
+        n_bytes = parse_size(value, bare_unit=f.bare_unit, maximum=f.maximum)
+    except SizeTooLarge:
+        assert f.maximum is not None
+        raise ConfigError(f"{show(value)} is too large", path=path,
+                          hint=f"use at most {format_size(f.maximum)}") from None
     except SizeError as err:
         raise ConfigError(f"{show(value)} {err}", path=path,
                           hint="use a number with a unit such as 512M or 2G") from None

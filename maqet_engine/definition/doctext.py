@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from maqet_engine import constants as C
+from maqet_engine.definition.units import format_size
+
+_SIZE_LIMITS = f"""\
+Digits are ASCII digits only. `memory` is at most
+{format_size(C.MAX_MEMORY_BYTES)} (x86-64 guests address 52 bits), a disk `size` at \
+most {format_size(C.MAX_DISK_BYTES)} (the
+largest qcow2 image with default clusters).
+"""
+
 INTRO = """\
 # VM definitions
 
@@ -68,7 +78,7 @@ stay strings instead of becoming base-60, date or octal values.
 by `B` or `iB`, in any case; all units are binary (`1M` = `1MB` = `1MiB` = 1048576
 bytes), as in QEMU. Decimals are allowed when they make whole bytes (`1.5G`). A bare
 number is **MiB for `memory`** (QEMU's `-m` convention) and **bytes for disk `size`**
-(qemu-img's).
+(qemu-img's). """ + _SIZE_LIMITS + """\
 
 maqet stores the definition **normalized**: sizes in bytes, paths absolute, every
 default written out, tags sorted without duplicates, forwarded ports sorted. Two

@@ -6,8 +6,8 @@ import re
 
 from maqet_engine import constants as C
 
-_I440FX_RE = re.compile(r"pc|pc-i440fx-.*|pc-\d.*")
-_Q35_RE = re.compile(r"q35|pc-q35-.*")
+_I440FX_RE = re.compile(r"pc|pc-i440fx-.*|pc-[0-9].*", re.ASCII)
+_Q35_RE = re.compile(r"q35|pc-q35-.*", re.ASCII)
 
 
 class NoSlotLeft(Exception):

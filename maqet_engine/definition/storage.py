@@ -166,7 +166,7 @@ def _file_field(kind: str) -> Field:
 def _size_field() -> Field:
     return Field("size", Kind.SIZE, "Size of a disk maqet creates; a bare number is bytes, "
                  "as with qemu-img. Required when `file` does not exist (and no `backing`).",
-                 bare_unit=C.DISK_BARE_UNIT)
+                 maximum=C.MAX_DISK_BYTES, bare_unit=C.DISK_BARE_UNIT)
 
 
 class Qcow2Storage(_DiskImage):
