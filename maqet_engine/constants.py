@@ -74,6 +74,14 @@ QEMU_OPTION_HELP: Final = (
     "1-512 characters: letters, digits and _ . , : = + / @ - (QEMU option syntax such as "
     "q35,smm=off)"
 )
+# Reading definitions: a definition is a small YAML text in a regular file; a device
+# (/dev/zero), pipe or huge file is refused before it is read into memory.
+MAX_DEFINITION_BYTES: Final = 1024 * 1024
+# Nesting levels of a definition (a real one needs 5: network[].forward[].host); deeper
+# input is refused before the YAML composer or deepcopy recurse into it.
+MAX_DEFINITION_DEPTH: Final = 32
+# Longest user value shown in a message (longer ones keep their start and end).
+MESSAGE_VALUE_MAX: Final = 160
 SPEC_HASH_ALGORITHM: Final = "sha256"
 # Host paths a virtfs share may not export unless `allow_dangerous: true`.
 DANGEROUS_SHARE_PATHS: Final = frozenset({"/", "/etc", "/proc", "/sys", "/dev", "/boot"})

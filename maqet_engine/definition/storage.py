@@ -129,7 +129,7 @@ class _DiskImage(StorageType):
             raise ConfigError(f"{show(entry['file'])} is a directory, not a disk image",
                               path=join(path, "file"), hint="give the path of an image file")
         if not target.exists() and entry["size"] is None and entry.get("backing") is None:
-            raise ConfigError(f"is required: {entry['file']} does not exist yet and maqet "
+            raise ConfigError(f"is required: {show(target)} does not exist yet and maqet "
                               "creates it", path=join(path, "size"),
                               hint="give the size of the new disk such as 10G, or point "
                               "'file' at an existing image")
@@ -235,7 +235,9 @@ class VirtfsStorage(StorageType):
             entry["mount_tag"] = entry["name"]
         real = os.path.realpath(entry["path"])
         if real in C.DANGEROUS_SHARE_PATHS and not entry["allow_dangerous"]:
-            shown = real if real == entry["path"] else f"{entry['path']} (really {real})"
+            shown = show(Path(entry["path"]))
+            if real != entry["path"]:
+                shown += f" (really {show(Path(real))})"
             raise ConfigError(f"{shown} is a host system directory; sharing it lets the "
                               "guest read or change it", path=join(path, "path"),
                               hint="set allow_dangerous: true on this entry if that is "
