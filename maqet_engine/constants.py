@@ -161,7 +161,9 @@ LOG_TAIL_BYTES: Final = 64 * 1024  # read at most this much from the end of a lo
 LOG_FOLLOW_CHUNK: Final = 65536  # `maqet logs -f`: largest read of new log data at once
 INOTIFY_READ_BYTES: Final = 4096  # room for several inotify events per read
 READY_PIPE_CHUNK: Final = 65536  # spawner: read size for the runner's readiness line
-SEND_KEY_HOLD_MS: Final = 20  # QMP send-key hold time per key for `maqet keys/type`
+# How long `maqet keys/type` hold each key chord down: the runner presses it (QMP
+# input-send-event), waits this long, releases it, then presses the next one.
+SEND_KEY_HOLD_MS: Final = 20
 SCREENDUMP_FORMAT: Final = "png"
 QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
 

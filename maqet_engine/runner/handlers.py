@@ -9,8 +9,8 @@ status         -                                            status, pids, accel,
 qmp            command, arguments={}                        QMP's "return" value
 stop           timeout=STOP_TIMEOUT_S, force=false          rung, elapsed, status, reason
 pause/resume   -                                            changed, status
-keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}
-type           text                                         {"sent": N}
+keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}, once delivered
+type           text                                         {"sent": N}, once delivered
 screendump     path (absolute), format="png"                {"path": ..., "format": ...}
 serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
 serial_write   text                                         {"sent": N} (bytes to the UART)
@@ -20,16 +20,19 @@ job            command, arguments={}, timeout               the concluded job (r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import UsageError
+from maqet_engine.errors import MaqetError, QMPCommandError, StateConflict, UsageError
 from maqet_engine.ipc.protocol import Request
 from maqet_engine.runner import jobs
 from maqet_engine.runner import keys as keymap
 from maqet_engine.runner.vm import SupervisedVM
+from maqet_engine.store import VMStatus
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -127,12 +130,40 @@ class Handlers:
         return {"sent": await self._send(keymap.text_chords(text))}
 
     async def _send(self, chords: list[list[str]]) -> int:
+        """Press each chord, hold it ``SEND_KEY_HOLD_MS``, release it; return when the
+        last key is released, i.e. in the guest's keyboard device.
+
+        QMP ``send-key`` with a hold time would return at once and leave QEMU typing
+        from its own queue for seconds, into whatever guest state comes next (a loaded
+        snapshot, issue 9). ``input-send-event`` is delivered when it returns, so the
+        runner paces the keys itself, like a typist; the wait is the device's pacing.
+        """
         for qcodes in chords:
-            await self.vm.execute("send-key", {
-                "keys": [{"type": "qcode", "data": code} for code in qcodes],
-                "hold-time": C.SEND_KEY_HOLD_MS,
-            })
+            await self._press(qcodes)
         return len(chords)
+
+    async def _press(self, qcodes: list[str]) -> None:
+        if self.vm.status == VMStatus.PAUSED:  # QEMU refuses input then: say why
+            raise StateConflict(f"VM {self.vm.name!r} is paused: the guest cannot take keys",
+                                hint="resume it first")
+        await self._input_event(keymap.key_events(qcodes, down=True))
+        release = self._input_event(keymap.key_events(qcodes, down=False))
+        try:
+            await asyncio.sleep(C.SEND_KEY_HOLD_MS / 1000)
+        except asyncio.CancelledError:  # never leave a key pressed
+            with contextlib.suppress(MaqetError):
+                await asyncio.shield(release)
+            raise
+        await release
+
+    async def _input_event(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await self.vm.execute("input-send-event", {"events": events})
+        except QMPCommandError as err:
+            if "not running" not in err.desc:
+                raise
+            raise StateConflict(f"VM {self.vm.name!r} is not running ({err.desc})",
+                                hint="resume it first") from err
 
     async def screendump(self, params: dict[str, Any]) -> Any:
         _only(params, "path", "format")
