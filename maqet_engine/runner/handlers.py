@@ -16,6 +16,10 @@ serial_wait    pattern, since=0, timeout                    {"match": ..., "offs
 serial_write   text                                         {"sent": N} (bytes to the UART)
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
 =============  ===========================================  ============================
+
+``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
+lock: a snapshot is never taken or loaded while keys of another request are still
+being pressed.
 """
 
 from __future__ import annotations
@@ -61,11 +65,12 @@ def _only(params: dict[str, Any], *allowed: str) -> None:
 class Handlers:
     def __init__(self, vm: SupervisedVM) -> None:
         self.vm = vm
+        self.input_lock = asyncio.Lock()  # keys/type vs snapshot jobs, see the docstring
         self._methods: dict[str, Handler] = {
             "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
             "screendump": self.screendump, "serial_wait": self.serial_wait,
-            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm),
+            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm, lock=self.input_lock),
         }
 
     async def dispatch(self, request: Request) -> Any:
@@ -138,8 +143,9 @@ class Handlers:
         snapshot, issue 9). ``input-send-event`` is delivered when it returns, so the
         runner paces the keys itself, like a typist; the wait is the device's pacing.
         """
-        for qcodes in chords:
-            await self._press(qcodes)
+        async with self.input_lock:
+            for qcodes in chords:
+                await self._press(qcodes)
         return len(chords)
 
     async def _press(self, qcodes: list[str]) -> None:

@@ -14,6 +14,10 @@ window restored the snapshot, then QEMU typed the rest into the restored guest.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -74,6 +78,29 @@ def test_type_then_revert_leaves_nothing_in_the_restored_guest(
     result = engine.snapshot(ctx, "vm1", "clean", state="reverted", timeout=JOB_TIMEOUT)
     assert result.describe()[0].startswith("reverted to snapshot clean (RAM and")
     assert_no_leak(vms, ctx, offset)
+
+
+def test_revert_from_another_client_waits_for_keys_being_typed(
+        vms: VMFactory, snapshotted: tuple[EngineContext, int]):
+    """`maqet type` in another process is halfway through COMMAND when this client
+    reverts: the runner finishes the typing before it loads the snapshot."""
+    ctx, offset = snapshotted
+    typist = subprocess.Popen(
+        [sys.executable, "-m", "maqet_engine", "type", "vm1",
+         "echo STARTED-$((2*4))\n" + COMMAND], env=os.environ.copy(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The first line ran: the runner is now typing COMMAND (~2.5 s of keys).
+        _, offset = wait_console(vms.paths, "vm1", r"STARTED-8", since=offset)
+        engine.snapshot(ctx, "vm1", "clean", state="reverted", timeout=JOB_TIMEOUT)
+        out, err = typist.communicate(timeout=TYPE_TIMEOUT)
+        assert typist.returncode == 0, err
+    finally:
+        if typist.poll() is None:
+            os.kill(typist.pid, signal.SIGKILL)
+            typist.wait()
+    assert_no_leak(vms, ctx, offset)
+
 
 
 def test_keys_to_a_paused_vm_are_refused_not_lost(
