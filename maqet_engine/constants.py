@@ -69,6 +69,28 @@ DEFAULT_NIC_MODEL: Final = "virtio-net-pci"
 DEFAULT_VIRTFS_SECURITY_MODEL: Final = "mapped-xattr"
 MAX_CPUS: Final = 1024
 MIN_MEMORY_BYTES: Final = 2 * 1024 * 1024  # QEMU refuses less than 2 MiB
+# x86-64 guests address at most 52 physical bits (QEMU's phys-bits cannot exceed 52):
+# more RAM than 4 PiB can never start, so it is refused when the VM is defined.
+MAX_MEMORY_BYTES: Final = 1 << 52
+# The largest qcow2 image qemu-img creates with its default 64 KiB clusters: 32 MiB of
+# L1 table (QCOW_MAX_L1_SIZE) x 512 MiB per L2 table = 2 PiB. Raw images get the same
+# ceiling (their real limit is the host file system's).
+MAX_DISK_BYTES: Final = 1 << 51
+# Free-form QEMU option strings (machine, cpu_model, display) reach QEMU's command line
+# and every message: letters, digits and the punctuation QEMU's option syntax uses.
+QEMU_OPTION_RE: Final = re.compile(r"[A-Za-z0-9_.,:=+/@-]{1,512}", re.ASCII)
+QEMU_OPTION_HELP: Final = (
+    "1-512 characters: letters, digits and _ . , : = + / @ - (QEMU option syntax such as "
+    "q35,smm=off)"
+)
+# Reading definitions: a definition is a small YAML text in a regular file; a device
+# (/dev/zero), pipe or huge file is refused before it is read into memory.
+MAX_DEFINITION_BYTES: Final = 1024 * 1024
+# Nesting levels of a definition (a real one needs 5: network[].forward[].host); deeper
+# input is refused before the YAML composer or deepcopy recurse into it.
+MAX_DEFINITION_DEPTH: Final = 32
+# Longest user value shown in a message (longer ones keep their start and end).
+MESSAGE_VALUE_MAX: Final = 160
 SPEC_HASH_ALGORITHM: Final = "sha256"
 # Choices of the definition schema (docs/configuration.md is generated from them).
 ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
@@ -160,7 +182,9 @@ LOG_TAIL_BYTES: Final = 64 * 1024  # read at most this much from the end of a lo
 LOG_FOLLOW_CHUNK: Final = 65536  # `maqet logs -f`: largest read of new log data at once
 INOTIFY_READ_BYTES: Final = 4096  # room for several inotify events per read
 READY_PIPE_CHUNK: Final = 65536  # spawner: read size for the runner's readiness line
-SEND_KEY_HOLD_MS: Final = 20  # QMP send-key hold time per key for `maqet keys/type`
+# How long `maqet keys/type` hold each key chord down: the runner presses it (QMP
+# input-send-event), waits this long, releases it, then presses the next one.
+SEND_KEY_HOLD_MS: Final = 20
 SCREENDUMP_FORMAT: Final = "png"
 QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -19,10 +21,8 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.definition.schema import Base, Exists, Field, Kind
-from maqet_engine.definition.units import SizeError, format_size, parse_size
+from maqet_engine.definition.units import SizeError, SizeTooLarge, format_size, parse_size
 from maqet_engine.errors import ConfigError
-
-_SHOW_MAX = 240  # long enough for real paths, short enough for one line
 
 
 @dataclass(frozen=True)
@@ -37,26 +37,143 @@ class PathContext:
         return self.definition_dir if base is Base.DEFINITION else self.vm_dir
 
 
-def show(value: object) -> str:
-    """A value as it appears in messages: YAML-ish scalars, strings quoted, short."""
+@dataclass(frozen=True)
+class RefusedValue:
+    """A value the YAML reader could not turn into plain data (``!!int x``, ``!!binary``,
+    a 5,000-digit number). It stays in place so that :func:`check_data` reports it with
+    its key path: ``cpu: !!int 'x' is not an integer; ...``."""
+
+    shown: str
+    problem: str
+    hint: str
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LONG_INT_BITS = 256  # larger integers are described, not printed (str() may refuse them)
+
+
+def show(value: object, *, quoted: bool = True) -> str:
+    """User input as it appears in a message: the one place that turns it into text.
+
+    Control and other non-printing characters are escaped (``\\x1b``), so nothing a user
+    wrote reaches a terminal raw or breaks the one-line message; text longer than
+    ``MESSAGE_VALUE_MAX`` keeps its start and end around ``...``. Strings are quoted
+    (``'q35'``) unless ``quoted`` is false; paths are shown bare (``/tmp/vm.yml``);
+    containers and values no definition can hold are named, not printed.
+    """
     if value is None:
         text = "null"
     elif isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, RefusedValue):
+        text = value.shown
     elif isinstance(value, Mapping):
         text = "a mapping"
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, list):
         text = "a list"
-    else:
+    elif isinstance(value, int) and value.bit_length() > _LONG_INT_BITS:
+        text = f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    elif isinstance(value, int | float):
         text = repr(value)
-    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
+    elif isinstance(value, str):
+        text = repr(value) if quoted else _escape(value)
+    elif isinstance(value, os.PathLike):
+        text = _escape(os.fsdecode(value))
+    elif isinstance(value, bytes):
+        text = repr(value)
+    else:
+        text = f"a Python {type(value).__name__}"
+    return shorten(text)
+
+
+def _escape(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _ESCAPES.get(char) or _codepoint(char)
+                   for char in text)
+
+
+def _codepoint(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def shorten(text: str, limit: int = C.MESSAGE_VALUE_MAX) -> str:
+    """``text`` if it fits ``limit``, else its start and end around ``...``."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) * 2 // 3
+    return text[:head] + "..." + text[len(text) - (limit - 3 - head):]
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` named for a message (``a NUL character``,
+    ``the control character U+001B``), or None when there is none."""
+    for char in text:
+        if unicodedata.category(char) == "Cc":
+            return "a NUL character" if char == "\0" else \
+                f"the control character U+{ord(char):04X}"
+    return None
 
 
 def join(path: str, key: object) -> str:
-    """``storage[0]`` + ``size`` -> ``storage[0].size``; ints become indices."""
-    if isinstance(key, int):
+    """``storage[0]`` + ``size`` -> ``storage[0].size``; ints become indices. A key a
+    user wrote is escaped and shortened like any value (:func:`show`)."""
+    if isinstance(key, int) and not isinstance(key, bool):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+    text = show(key, quoted=False)
+    return f"{path}.{text}" if path else text
+
+
+def check_data(value: object, path: str = "") -> None:
+    """Refuse what no definition can hold, before anything walks or copies it.
+
+    A definition is plain data: mappings with scalar keys, lists, strings, numbers,
+    booleans and null, at most ``MAX_DEFINITION_DEPTH`` containers deep. YAML yields
+    nothing else apart from :class:`RefusedValue`; a Python caller (the Ansible module's
+    inline mapping) may pass anything: a set, bytes, a datetime, a mapping holding
+    itself. A container reached twice (YAML aliases) is walked again only when reached
+    deeper, so an alias bomb costs its distinct containers, not its expansion.
+
+    :raise ConfigError: the first such value, with its key path.
+    """
+    deepest: dict[int, int] = {}
+    # (value, its key path, containers above it, the key path of its outermost one)
+    stack: list[tuple[object, str, int, str]] = [(value, path, 0, path)]
+    while stack:
+        node, where, depth, outer = stack.pop()
+        if node is None or isinstance(node, str | int | float):  # bool is an int
+            continue
+        if isinstance(node, RefusedValue):
+            raise ConfigError(f"{node.shown} {node.problem}", path=where, hint=node.hint)
+        if not isinstance(node, Mapping | list):
+            raise ConfigError(f"{show(node)} cannot be part of a definition", path=where,
+                              hint="use strings, numbers, booleans, null, lists and "
+                              "mappings only (what JSON can hold)")
+        if depth >= C.MAX_DEFINITION_DEPTH:  # named by the key it starts at
+            raise ConfigError(f"is nested more than {C.MAX_DEFINITION_DEPTH} levels deep",
+                              path=outer, hint="a definition needs only a few levels; "
+                              "remove the extra nesting")
+        if deepest.get(id(node), -1) >= depth:
+            continue
+        deepest[id(node)] = depth
+        if isinstance(node, list):
+            children = [(item, join(where, index)) for index, item in enumerate(node)]
+        else:
+            children = []
+            for key, item in node.items():
+                if isinstance(key, RefusedValue):
+                    raise ConfigError(f"{key.shown} {key.problem}", path=where,
+                                      hint=key.hint)
+                if key is not None and not isinstance(key, str | int | float):
+                    raise ConfigError(f"has a key that is {show(key)}", path=where,
+                                      hint="keys are names such as 'memory'")
+                children.append((item, join(where, key if isinstance(key, str)
+                                            else show(key))))
+        stack.extend((item, here, depth + 1, here if depth == 0 and not path else outer)
+                     for item, here in children)
 
 
 def require_mapping(value: object, path: str, what: str) -> Mapping[Any, Any]:
@@ -85,7 +202,7 @@ def unknown_key(key: object, allowed: Sequence[str], path: str,
             path=key_path, hint=f"allowed keys here: {', '.join(allowed)}",
         )
     close = (difflib.get_close_matches(key, allowed, n=1, cutoff=C.DID_YOU_MEAN_CUTOFF)
-             if isinstance(key, str) else [])
+             if isinstance(key, str) and len(key) <= C.MESSAGE_VALUE_MAX else [])
     if close:
         return ConfigError("unknown key", path=key_path, hint=f"did you mean {close[0]!r}?")
     return ConfigError("unknown key", path=key_path, hint=f"allowed keys: {', '.join(allowed)}")
@@ -171,8 +288,7 @@ def _check_str(value: object, f: Field, path: str, *, allow_empty: bool = False)
     if not isinstance(value, str):
         raise ConfigError(f"{show(value)} is not a string", path=path,
                           hint="quote the value to make it a string")
-    if "\0" in value:
-        raise ConfigError("contains a NUL character", path=path, hint="remove it")
+    _refuse_control(value, path)
     if not value and not allow_empty:
         raise ConfigError("is empty", path=path, hint="remove the key to leave it unset")
     if f.pattern is not None and not f.pattern.fullmatch(value):
@@ -191,7 +307,7 @@ def _check_int(value: object, f: Field, path: str) -> int:
     if (f.minimum is not None and value < f.minimum) or (
         f.maximum is not None and value > f.maximum
     ):
-        raise ConfigError(f"{value} is out of range", path=path, hint=describe(f))
+        raise ConfigError(f"{show(value)} is out of range", path=path, hint=describe(f))
     return value
 
 
@@ -199,9 +315,19 @@ def _check_int(value: object, f: Field, path: str) -> int:
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
+def _refuse_control(value: str, path: str) -> None:
+    found = control_character(value)
+    if found is not None:
+        raise ConfigError(f"{show(value)} contains {found}", path=path, hint="remove it")
+
+
 def _check_size(value: object, f: Field, path: str) -> int:
     try:
-        n_bytes = parse_size(value, bare_unit=f.bare_unit)
+        n_bytes = parse_size(value, bare_unit=f.bare_unit, maximum=f.maximum)
+    except SizeTooLarge:
+        assert f.maximum is not None
+        raise ConfigError(f"{show(value)} is too large", path=path,
+                          hint=f"use at most {format_size(f.maximum)}") from None
     except SizeError as err:
         raise ConfigError(f"{show(value)} {err}", path=path,
                           hint="use a number with a unit such as 512M or 2G") from None
@@ -219,9 +345,8 @@ def check_path(value: object, path: str, *, base: Path, exists: Exists | None) -
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{show(value)} is not a path", path=path,
                           hint="use a non-empty string")
-    if "\0" in value:
-        raise ConfigError("contains a NUL character", path=path, hint="remove it")
-    resolved = os.path.normpath(base / Path(value).expanduser())
+    _refuse_control(value, path)
+    resolved = os.path.normpath(base / expand_user(value, path))
     if exists is None:
         return resolved
     target = Path(resolved)
@@ -232,7 +357,7 @@ def check_path(value: object, path: str, *, base: Path, exists: Exists | None) -
         raise ConfigError(f"{show(value)} cannot be accessed: {err.strerror}", path=path,
                           hint="give a path maqet can read") from None
     if not found:
-        raise ConfigError(f"{show(value)} does not exist (looked for {resolved})",
+        raise ConfigError(f"{show(value)} does not exist (looked for {show(Path(resolved))})",
                           path=path, hint="relative paths start at the directory of the "
                           "definition file")
     if exists is Exists.FILE and is_dir:
@@ -242,6 +367,15 @@ def check_path(value: object, path: str, *, base: Path, exists: Exists | None) -
         raise ConfigError(f"{show(value)} is not a directory", path=path,
                           hint="give the path of a directory")
     return resolved
+
+
+def expand_user(value: str, path: str) -> Path:
+    """``Path(value).expanduser()``, with ``~nosuchuser`` a ConfigError."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~name of a user that does not exist, or no $HOME
+        raise ConfigError(f"{show(value)}: cannot expand '~' (no such user, or no home "
+                          "directory)", path=path, hint="write the path without '~'") from None
 
 
 def describe(f: Field) -> str:

@@ -86,7 +86,8 @@ def _allowed(f: Field) -> str:
         case Kind.SIZE:
             bare = "MiB" if f.bare_unit == 1024 * 1024 else "bytes"
             floor = f"at least {format_size(f.minimum)}" if f.minimum else "more than 0"
-            return f"{floor}; a bare number is {bare}"
+            ceiling = f", at most {format_size(f.maximum)}" if f.maximum else ""
+            return f"{floor}{ceiling}; a bare number is {bare}"
         case Kind.PATH:
             exists = f"; must be an existing {f.exists.value}" if f.exists else ""
             return f"relative to {f.base.value if f.base else 'the current directory'}{exists}"

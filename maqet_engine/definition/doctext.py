@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+from maqet_engine import constants as C
+from maqet_engine.definition.units import format_size
+
+_LIMITS = f"""\
+A definition is plain data, what JSON can hold: mappings, lists, strings, numbers,
+booleans and null, nested at most {C.MAX_DEFINITION_DEPTH} levels. A definition file \
+is a regular file of at
+most {C.MAX_DEFINITION_BYTES // 1024} KiB of UTF-8 text (not a device or pipe, not \
+UTF-16) without control
+characters; the tags `!!binary`, `!!set`, `!!omap`, `!!pairs` and `!!timestamp` are
+refused, and so are strings containing control characters. Messages show the values
+they quote with control characters escaped (`\\x1b`) and long ones shortened.
+
+"""
+
+_SIZE_LIMITS = f"""\
+Digits are ASCII digits only. `memory` is at most
+{format_size(C.MAX_MEMORY_BYTES)} (x86-64 guests address 52 bits), a disk `size` at \
+most {format_size(C.MAX_DISK_BYTES)} (the
+largest qcow2 image with default clusters).
+"""
+
 INTRO = """\
 # VM definitions
 
@@ -66,11 +88,12 @@ dialect is YAML 1.1 as read by PyYAML's safe loader, except that duplicate keys 
 errors and that MAC addresses (`52:54:00:12:34:56`), dates and leading-zero numbers
 stay strings instead of becoming base-60, date or octal values.
 
+""" + _LIMITS + """\
 **Sizes** are a number with an optional unit `K`, `M`, `G` or `T`, optionally followed
 by `B` or `iB`, in any case; all units are binary (`1M` = `1MB` = `1MiB` = 1048576
 bytes), as in QEMU. Decimals are allowed when they make whole bytes (`1.5G`). A bare
 number is **MiB for `memory`** (QEMU's `-m` convention) and **bytes for disk `size`**
-(qemu-img's).
+(qemu-img's). """ + _SIZE_LIMITS + """\
 
 maqet stores the definition **normalized**: sizes in bytes, paths absolute, every
 default written out, tags sorted without duplicates, forwarded ports sorted. Two

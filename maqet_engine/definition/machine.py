@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from maqet_engine import constants as C
+from maqet_engine.definition.check import show
 
-_I440FX_RE = re.compile(r"pc|pc-i440fx-.*|pc-\d.*")
-_Q35_RE = re.compile(r"q35|pc-q35-.*")
+_I440FX_RE = re.compile(r"pc|pc-i440fx-.*|pc-[0-9].*", re.ASCII)
+_Q35_RE = re.compile(r"q35|pc-q35-.*", re.ASCII)
 
 
 class NoSlotLeft(Exception):
@@ -44,11 +45,12 @@ class DeviceSlots:
         if self._ide_layout is None:
             if used:
                 raise NoSlotLeft(f"maqet can place only one IDE device on machine "
-                                 f"{self.machine!r} (it knows the IDE layout of q35 and pc)")
+                                 f"{show(self.machine)} (it knows the IDE layout of q35 "
+                                 "and pc)")
             return ""
         buses, units = self._ide_layout
         if used >= buses * units:
-            raise NoSlotLeft(f"machine {self.machine or 'pc'!r} has only {buses * units} "
+            raise NoSlotLeft(f"machine {show(self.machine or 'pc')} has only {buses * units} "
                              "IDE positions")
         bus, unit = divmod(used, units)
         return f",bus=ide.{bus}" + (f",unit={unit}" if units > 1 else "")

@@ -111,17 +111,21 @@ TOP = Section(
               "a path (" + _paths_doc(Base.DEFINITION) + ") when it contains `/`.",
               default=C.DEFAULT_BINARY),
         Field("machine", Kind.STR, "Machine type and options, passed to `-machine` "
-              "(e.g. `q35`). Unset: QEMU's default machine."),
+              "(e.g. `q35`). Unset: QEMU's default machine.",
+              pattern=C.QEMU_OPTION_RE, pattern_help=C.QEMU_OPTION_HELP,
+              what="machine option string"),
         Field("accel", Kind.ENUM, "Accelerator. `auto` uses KVM when `/dev/kvm` is usable "
               "and the CPU has VT-x/AMD-V, TCG otherwise; it is resolved at each start.",
               default=C.DEFAULT_ACCEL, choices=C.ACCEL_CHOICES),
         Field("memory", Kind.SIZE, "Guest RAM, passed to `-m`. A bare number is MiB, as "
               "with QEMU's `-m`. Unset: QEMU's default.",
-              minimum=C.MIN_MEMORY_BYTES, bare_unit=C.MEMORY_BARE_UNIT),
+              minimum=C.MIN_MEMORY_BYTES, maximum=C.MAX_MEMORY_BYTES,
+              bare_unit=C.MEMORY_BARE_UNIT),
         Field("cpu", Kind.INT, "Number of vCPUs, passed to `-smp`. Unset: QEMU's default.",
               minimum=1, maximum=C.MAX_CPUS),
         Field("cpu_model", Kind.STR, "CPU model, passed to `-cpu` (e.g. `host` with KVM). "
-              "Unset: QEMU's default."),
+              "Unset: QEMU's default.", pattern=C.QEMU_OPTION_RE,
+              pattern_help=C.QEMU_OPTION_HELP, what="CPU option string"),
         Field("storage", Kind.ENTRIES, "Disks, CD-ROMs and shared host directories, in "
               "device order.", default=[], entries="storage"),
         Field("network", Kind.ENTRIES, "Network interfaces, in order; their netdev ids are "
@@ -136,7 +140,9 @@ TOP = Section(
         Field("append", Kind.STR, "Kernel command line (`-append`). Needs `kernel`.",
               requires=("kernel",)),
         Field("display", Kind.STR, "Display backend, passed to `-display`. The runner is "
-              "detached and headless, hence `none`.", default=C.DEFAULT_DISPLAY),
+              "detached and headless, hence `none`.", default=C.DEFAULT_DISPLAY,
+              pattern=C.QEMU_OPTION_RE, pattern_help=C.QEMU_OPTION_HELP,
+              what="display option string"),
         Field("vga", Kind.ENUM, "Graphics card (`-vga`). Screenshots need one, hence `std`.",
               default=C.DEFAULT_VGA, choices=C.VGA_CHOICES),
         Field("arguments", Kind.STR_LIST, "Extra QEMU arguments, appended verbatim after "

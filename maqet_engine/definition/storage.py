@@ -140,7 +140,7 @@ class _DiskImage(StorageType):
             raise ConfigError(f"{show(entry['file'])} is a directory, not a disk image",
                               path=join(path, "file"), hint="give the path of an image file")
         if not target.exists() and entry["size"] is None and entry.get("backing") is None:
-            raise ConfigError(f"is required: {entry['file']} does not exist yet and maqet "
+            raise ConfigError(f"is required: {show(target)} does not exist yet and maqet "
                               "creates it", path=join(path, "size"),
                               hint="give the size of the new disk such as 10G, or point "
                               "'file' at an existing image")
@@ -186,7 +186,7 @@ def _file_field(kind: str) -> Field:
 def _size_field() -> Field:
     return Field("size", Kind.SIZE, "Size of a disk maqet creates; a bare number is bytes, "
                  "as with qemu-img. Required when `file` does not exist (and no `backing`).",
-                 bare_unit=C.DISK_BARE_UNIT)
+                 maximum=C.MAX_DISK_BYTES, bare_unit=C.DISK_BARE_UNIT)
 
 
 class Qcow2Storage(_DiskImage):

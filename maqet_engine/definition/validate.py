@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.definition.check import PathContext, check_keys, check_section, show
+from maqet_engine.definition.check import (
+    PathContext,
+    check_data,
+    check_keys,
+    check_section,
+    expand_user,
+    show,
+)
 from maqet_engine.definition.hostpaths import check_host_file
 from maqet_engine.definition.model import Spec
 from maqet_engine.definition.network import normalize_network
@@ -47,6 +54,7 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the definition is {show(raw)}, not a mapping",
                           hint="write it as 'key: value' lines, starting with 'name:'")
+    check_data(raw)  # a Python caller's mapping may hold anything
     check_keys(raw, TOP.keys(), "")  # before "name is required": 'nmae:' is a typo
     name = raw.get("name")
     if name is None:
@@ -68,5 +76,6 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
     data["network"] = normalize_network(data["network"], path="network")
     data["tags"] = sorted(set(data["tags"]))
     if isinstance(data["binary"], str) and "/" in data["binary"]:
-        data["binary"] = os.path.normpath(ctx.definition_dir / Path(data["binary"]).expanduser())
+        data["binary"] = os.path.normpath(ctx.definition_dir
+                                          / expand_user(data["binary"], "binary"))
     return Spec(data)

@@ -10,7 +10,7 @@ wire format, the lock, process identity) is :mod:`maqet_engine.ipc`.
     states.py     the run-state machine: allowed transitions, one function
     serial.py     drains the serial socket, serves serial_wait
     jobs.py       QMP background jobs (snapshots) awaited by their events
-    keys.py       key names / text -> QMP send-key qcodes              (pure)
+    keys.py       key names / text -> qcode chords -> input events     (pure)
     handlers.py   IPC methods
     server.py     the control socket: peer uid check, framing
 

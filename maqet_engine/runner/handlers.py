@@ -9,8 +9,8 @@ status         -                                            status, pids, accel,
 qmp            command, arguments={}                        QMP's "return" value
 stop           timeout=STOP_TIMEOUT_S, force=false          rung, elapsed, status, reason
 pause/resume   -                                            changed, status
-keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}
-type           text                                         {"sent": N}
+keys           keys: ["ctrl-alt-delete", ...]               {"sent": N}, once delivered
+type           text                                         {"sent": N}, once delivered
 screendump     path (absolute), format="png"                {"path": ..., "format": ...}
                (the runner opens the file and hands QEMU the fd: a QEMU that dropped
                to the maqet-qemu user could not create it in the caller's directory)
@@ -18,6 +18,10 @@ serial_wait    pattern, since=0, timeout                    {"match": ..., "offs
 serial_write   text                                         {"sent": N} (bytes to the UART)
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
 =============  ===========================================  ============================
+
+``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
+lock: a snapshot is never taken or loaded while keys of another request are still
+being pressed.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, UsageError
+from maqet_engine.errors import MaqetError, QMPCommandError, StateConflict, UsageError
 from maqet_engine.ipc.protocol import Request
 from maqet_engine.runner import jobs
 from maqet_engine.runner import keys as keymap
 from maqet_engine.runner.vm import SupervisedVM
+from maqet_engine.store import VMStatus
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -63,11 +68,12 @@ class Handlers:
     def __init__(self, vm: SupervisedVM) -> None:
         self.vm = vm
         self._passing_fd = asyncio.Lock()  # an fd sent by SCM_RIGHTS, then its add-fd
+        self.input_lock = asyncio.Lock()  # keys/type vs snapshot jobs, see the docstring
         self._methods: dict[str, Handler] = {
             "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
             "screendump": self.screendump, "serial_wait": self.serial_wait,
-            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm),
+            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm, lock=self.input_lock),
         }
 
     async def dispatch(self, request: Request) -> Any:
@@ -132,12 +138,41 @@ class Handlers:
         return {"sent": await self._send(keymap.text_chords(text))}
 
     async def _send(self, chords: list[list[str]]) -> int:
-        for qcodes in chords:
-            await self.vm.execute("send-key", {
-                "keys": [{"type": "qcode", "data": code} for code in qcodes],
-                "hold-time": C.SEND_KEY_HOLD_MS,
-            })
+        """Press each chord, hold it ``SEND_KEY_HOLD_MS``, release it; return when the
+        last key is released, i.e. in the guest's keyboard device.
+
+        QMP ``send-key`` with a hold time would return at once and leave QEMU typing
+        from its own queue for seconds, into whatever guest state comes next (a loaded
+        snapshot, issue 9). ``input-send-event`` is delivered when it returns, so the
+        runner paces the keys itself, like a typist; the wait is the device's pacing.
+        """
+        async with self.input_lock:
+            for qcodes in chords:
+                await self._press(qcodes)
         return len(chords)
+
+    async def _press(self, qcodes: list[str]) -> None:
+        if self.vm.status == VMStatus.PAUSED:  # QEMU refuses input then: say why
+            raise StateConflict(f"VM {self.vm.name!r} is paused: the guest cannot take keys",
+                                hint="resume it first")
+        await self._input_event(keymap.key_events(qcodes, down=True))
+        release = self._input_event(keymap.key_events(qcodes, down=False))
+        try:
+            await asyncio.sleep(C.SEND_KEY_HOLD_MS / 1000)
+        except asyncio.CancelledError:  # never leave a key pressed
+            with contextlib.suppress(MaqetError):
+                await asyncio.shield(release)
+            raise
+        await release
+
+    async def _input_event(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await self.vm.execute("input-send-event", {"events": events})
+        except QMPCommandError as err:
+            if "not running" not in err.desc:
+                raise
+            raise StateConflict(f"VM {self.vm.name!r} is not running ({err.desc})",
+                                hint="resume it first") from err
 
     async def screendump(self, params: dict[str, Any]) -> Any:
         _only(params, "path", "format")

@@ -166,12 +166,17 @@ async def _dismiss_when_concluded(qmp: QMPClient, job_id: str) -> None:
 
 
 # --- IPC wiring -----------------------------------------------------------------------
-def ipc_handler(vm: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+def ipc_handler(vm: Any, *, lock: asyncio.Lock | None = None,
+                ) -> Callable[[dict[str, Any]], Awaitable[Any]]:
     """The runner's ``job`` method for a ``SupervisedVM`` (``vm.qmp``, ``vm.exited``).
 
     params: ``command``, ``arguments={}``, ``timeout=SNAPSHOT_JOB_TIMEOUT_S``; a
     ``job-id`` in ``arguments`` is used, else one is made. Result: see :func:`run_job`.
+    ``lock``: held for the whole job; the runner's input lock, so that no snapshot is
+    saved or loaded while keys are being pressed (the guest would be restored with
+    half a command typed, or keep receiving it after the load).
     """
+    lock = lock or asyncio.Lock()
 
     async def job(params: dict[str, Any]) -> Any:
         unknown = set(params) - {"command", "arguments", "timeout"}
@@ -189,7 +194,8 @@ def ipc_handler(vm: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         if vm.exited.is_set():
             raise StateConflict(f"VM {vm.name!r} is {vm.status.value}")
         job_id = str(arguments.pop("job-id", "") or new_job_id())
-        return await run_job(vm.qmp, command, arguments, job_id, float(timeout),
-                             abort=vm.exited)
+        async with lock:
+            return await run_job(vm.qmp, command, arguments, job_id, float(timeout),
+                                 abort=vm.exited)
 
     return job

@@ -1,12 +1,16 @@
-"""Key names and text as QMP ``send-key`` qcode lists (US keyboard layout).
+"""Key names and text as qcode chords (US keyboard layout), and chords as the key
+events of QMP ``input-send-event``.
 
 ``chord("ctrl-alt-delete")`` -> ``["ctrl", "alt", "delete"]`` (pressed together);
-``text_chords("Hi!\\n")`` -> ``[["shift", "h"], ["i"], ["shift", "1"], ["ret"]]``.
+``text_chords("Hi!\\n")`` -> ``[["shift", "h"], ["i"], ["shift", "1"], ["ret"]]``;
+``key_events(["shift", "h"], down=True)`` presses shift then h, ``down=False``
+releases h then shift.
 """
 
 from __future__ import annotations
 
 import string
+from typing import Any
 
 from maqet_engine.errors import UsageError
 
@@ -89,3 +93,11 @@ def char_chord(char: str) -> list[str]:
 def text_chords(text: str) -> list[list[str]]:
     """Every character of ``text`` as the chord that types it (newline -> ret)."""
     return [char_chord(char) for char in text]
+
+
+def key_events(qcodes: list[str], *, down: bool) -> list[dict[str, Any]]:
+    """The ``events`` of one ``input-send-event``: press the chord's keys in order, or
+    release them in reverse order."""
+    ordered = qcodes if down else list(reversed(qcodes))
+    return [{"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": code}}}
+            for code in ordered]

@@ -106,6 +106,11 @@ def test_parse_set(text: str, expected: tuple[str, Any]):
          "storage has no item '5'; use an index from 0 to 0"),
         ("storage: []", ["storage.0=x"], "storage has no item '0'; storage is an empty list"),
         ("name: a", ["name.x=1"], "name is a string, not a mapping or list"),
+        # a digit to str.isdigit(), not to int(): no ValueError
+        ("storage: [{}]", ["storage.\u00b2.size=4G"], "storage has no item '\u00b2'"),
+        ("storage: [{}]", ["storage." + "9" * 5000 + "=x"], r"storage has no item '9+\.\.\."),
+        ("name: a", ["tags=" + "[" * 1000 + "]" * 1000], "tags: is nested more than 32 levels"),
+        ("name: a", ["cpu=!!int x"], r"cpu: !!int 'x' is not an integer"),
     ],
 )
 def test_bad_sets(tmp_path: Path, text: str, sets: list[str], message: str):
