@@ -42,9 +42,11 @@ def load_definition(
     from maqet_engine.definition.merge import deep_merge
     from maqet_engine.trust import check_definition_file
 
+    raw, base_dir = load_files(files, sets, name) if files else ({}, Path.cwd())
+    # Checked once read (a bad file is a usage error first): the owner and directory
+    # checks make a swap between reading and checking impossible for another user.
     for file in files:  # another user's file, or one in their directory: not trusted
         check_definition_file(Path(file))
-    raw, base_dir = load_files(files, sets, name) if files else ({}, Path.cwd())
     if definition is not None:
         raw = deep_merge(raw, dict(definition))
         if name:
