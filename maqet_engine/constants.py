@@ -49,6 +49,9 @@ UNIX_PATH_MAX: Final = 107
 # --- state store ------------------------------------------------------------
 DB_BUSY_TIMEOUT_MS: Final = 30_000
 EVENTS_SHOWN_DEFAULT: Final = 20
+# Less free space than this on the store's filesystem: an I/O error is reported as a
+# full disk (SQLite alone needs 32 KiB for the WAL index before it can read).
+DISK_LOW_BYTES: Final = 1024 * 1024
 
 # --- spec -------------------------------------------------------------------
 DEFAULT_BINARY: Final = "qemu-system-x86_64"
