@@ -33,6 +33,7 @@ from maqet_engine.errors import (
     QEMULaunchError,
     RunnerUnavailable,
     error_from_dict,
+    host_error,
 )
 from maqet_engine.paths import Paths, VMRuntimePaths
 
@@ -79,30 +80,37 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
     """
     runner_log = paths.vm_data(name).runner_log
-    runner_log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        runner_log.parent.mkdir(parents=True, exist_ok=True)
+        log = open(runner_log, "ab")  # noqa: SIM115  # closed below, after the spawn
+    except OSError as err:  # a full disk, a read-only home
+        raise host_error(err, "open the runner log", runner_log) from err
     launch: dict[str, Any] | None = None
     qmp: socket.socket | None = None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         pass_fds = [write_fd]
         if qemu_argv is not None:
-            qmp = bind_qmp_socket(runtime.qmp_socket)
+            try:
+                qmp = bind_qmp_socket(runtime.qmp_socket)
+            except OSError as err:
+                raise host_error(err, "create the QMP socket", runtime.qmp_socket) from err
             launch = {"qemu_argv": qemu_argv(qmp.fileno()), "qmp_fd": qmp.fileno()}
             pass_fds.append(qmp.fileno())
-        with open(runner_log, "ab") as log:
-            proc = subprocess.Popen(
-                # -P: no cwd on sys.path, so the caller's directory cannot shadow the
-                # maqet_engine that _runner_env() puts on PYTHONPATH.
-                [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
-                 "--ready-fd", str(write_fd), "--data", str(paths.data),
-                 "--runtime", str(paths.runtime), "--config", str(paths.config)],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
-                start_new_session=True, close_fds=True, env=_runner_env(),
-            )
+        proc = subprocess.Popen(
+            # -P: no cwd on sys.path, so the caller's directory cannot shadow the
+            # maqet_engine that _runner_env() puts on PYTHONPATH.
+            [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
+             "--ready-fd", str(write_fd), "--data", str(paths.data),
+             "--runtime", str(paths.runtime), "--config", str(paths.config)],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
+            start_new_session=True, close_fds=True, env=_runner_env(),
+        )
     except BaseException:
         os.close(read_fd)
         raise
     finally:
+        log.close()
         os.close(write_fd)
         if qmp is not None:
             qmp.close()  # the runner holds its own copy

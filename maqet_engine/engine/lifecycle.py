@@ -23,9 +23,15 @@ from collections.abc import Iterator
 from maqet_engine import constants as C
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
-from maqet_engine.errors import MaqetError, RunnerUnavailable, StateConflict
+from maqet_engine.errors import (
+    MaqetError,
+    RunnerUnavailable,
+    StateConflict,
+    StateStoreError,
+    host_error,
+)
 from maqet_engine.ipc import locks, procs
-from maqet_engine.paths import Paths
+from maqet_engine.paths import Paths, VMRuntimePaths
 from maqet_engine.store import Store, VMRecord, VMStatus
 
 TYPE_CHECKING = False
@@ -35,10 +41,23 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 
+def _ensure_runtime(paths: Paths, record: VMRecord) -> VMRuntimePaths:
+    """The VM's runtime directory, created; a full or read-only one is a HostError."""
+    try:
+        return paths.ensure_runtime(record.id)
+    except OSError as err:
+        raise host_error(err, "create the runtime directory", paths.vm_runtime(record.id).root) \
+            from err
+
+
 @contextlib.contextmanager
 def _start_lock(paths: Paths, record: VMRecord) -> Iterator[None]:
-    runtime = paths.ensure_runtime(record.id)
-    fd = os.open(runtime.root / C.START_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    runtime = _ensure_runtime(paths, record)
+    lock = runtime.root / C.START_LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise host_error(err, "create the start lock", lock) from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held by a spawner for at most RUNNER_READY_TIMEOUT_S
         yield
@@ -106,7 +125,7 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
         _log.info("%s: wanted running, found %s, %s", name, view.status.value, verb)
         try:
-            ready = spawn_runner(name, paths, paths.ensure_runtime(record.id),
+            ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
                                  qemu_argv=launch)
         except StateConflict:  # a runner started outside the start lock won the race
             return []
@@ -115,7 +134,10 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
 
 def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
                    force: bool = False, check_mode: bool = False) -> list[Action]:
-    """Stop through the ladder; returns only after QEMU exited and the store says so."""
+    """Stop through the ladder; returns only after QEMU exited and the store says so.
+
+    A stop whose end the runner could not record (full or read-only disk) is recorded
+    here, or raised as a StateStoreError that says the VM did stop."""
     record = store.require_vm(name)
     view = runstate.probe(paths, record)
     if not view.runner_alive and not view.qemu_alive:
@@ -152,7 +174,34 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
             os.close(runner_fd)
     action.update(rung=reply.get("rung"), seconds=float(reply.get("elapsed") or 0.0),
                   status=reply.get("status", "stopped"), reason=reply.get("reason"))
+    if reply.get("recorded") is False:  # the runner's store write failed: try it here
+        _record_end(store, name, action, detail={"recorded_by": "maqet",
+                                                  "code": reply.get("code"),
+                                                  "signal": reply.get("signal")})
     return [action]
+
+
+def _record_end(store: Store, name: str, action: Action, *, detail: dict[str, Any]) -> None:
+    """Record the end of a stop that its runner did not (or could not) record.
+
+    :raise StateStoreError: the store cannot be written either; the message says that
+        the VM did stop, and what shows until space returns.
+    """
+    status = VMStatus(action.get("status") or "stopped")
+    reason = action.get("reason")
+    try:
+        store.update_runtime(name, status=status, runner_pid=None, runner_start=None,
+                             qemu_pid=None, qemu_start=None, stopped_at=time.time(),
+                             last_exit=reason, event=status.value,
+                             event_data={"rung": action.get("rung"), "reason": reason,
+                                         **detail})
+    except StateStoreError as err:
+        raise StateStoreError(
+            f"VM {name!r} did stop ({reason}), but the state store cannot record it: "
+            f"{err.message}",
+            hint="free space on (or remount read-write) the filesystem of the state store; "
+            "until then maqet shows the VM as crashed",
+        ) from err
 
 
 def restart(paths: Paths, store: Store, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
