@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from maqet_engine import constants as C
 from maqet_engine.errors import (
@@ -82,6 +82,7 @@ class SupervisedVM:
         self._previous = self.record.status  # the status before this runner's start
         self._aborting = False  # a failed start is being cleaned up (it records the end)
         self._exit_watch: asyncio.Task[None] | None = None
+        self._listener: EventListener | None = None  # QMP events, read by _watch_events
         # Run-state columns the store refused (a full or read-only disk): written with
         # the next record that succeeds, so the store catches up once space returns.
         self._unrecorded: dict[str, Any] = {}
@@ -263,7 +264,7 @@ class SupervisedVM:
         done, _ = await asyncio.wait({connect, exit_future}, timeout=C.QMP_CONNECT_TIMEOUT_S,
                                      return_when=asyncio.FIRST_COMPLETED)
         if connect in done and connect.exception() is None:
-            listener = EventListener()
+            listener = self._listener = EventListener()
             self.qmp.register_listener(listener)
             self._tasks.append(asyncio.create_task(self._watch_events(listener), name="qmp-events"))
             return
@@ -325,6 +326,7 @@ class SupervisedVM:
         info = await exit_future
         if self._aborting:  # a failed start killed it: _abort_start records that
             return
+        await self._settle_events()
         status, reason = self._classify(info)
         self.log.info("QEMU exited: %s (%s)", reason, status.value)
         with contextlib.suppress(Exception):
@@ -344,6 +346,22 @@ class SupervisedVM:
             if self.proc is not None:
                 self.proc.close()
             self.exited.set()
+
+    async def _settle_events(self) -> None:
+        """QEMU sends its last events (SHUTDOWN) before it exits, but its pidfd may wake
+        this runner first: then a guest's own powerdown would be classified as a crash
+        (an adopted QEMU has no exit status). Let QMP read up to QEMU's EOF and the event
+        task take all it read; bounded, like every wait on QMP after an exit."""
+
+        async def settle() -> None:
+            while self.qmp.runstate == Runstate.RUNNING:
+                await self.qmp.runstate_changed()
+            while self._listener is not None and not self._listener.empty():
+                await asyncio.sleep(0)  # a yield: the event task takes the next one
+            await asyncio.sleep(0)  # and handles the last one
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settle(), C.QMP_LADDER_CALL_TIMEOUT_S)
 
     def _classify(self, info: ExitInfo) -> tuple[VMStatus, str]:
         shutdown_reason = (self._shutdown or {}).get("reason")
