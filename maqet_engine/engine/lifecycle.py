@@ -25,6 +25,7 @@ from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
 from maqet_engine.errors import (
     MaqetError,
+    OperationTimeout,
     RunnerUnavailable,
     StateConflict,
     StateStoreError,
@@ -136,8 +137,11 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
                    force: bool = False, check_mode: bool = False) -> list[Action]:
     """Stop through the ladder; returns only after QEMU exited and the store says so.
 
-    A stop whose end the runner could not record (full or read-only disk) is recorded
-    here, or raised as a StateStoreError that says the VM did stop."""
+    A runner that holds its lock but does not answer (SIGSTOPped, wedged) is reported
+    within ``RUNNER_PING_TIMEOUT_S``; with ``force`` maqet then kills it and its QEMU
+    itself, by their recorded identities (pidfds), and records the stop. A stop whose
+    end the runner could not record (full or read-only disk) is recorded here, or
+    raised as a StateStoreError that says the VM did stop."""
     record = store.require_vm(name)
     view = runstate.probe(paths, record)
     if not view.runner_alive and not view.qemu_alive:
@@ -148,7 +152,13 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     if check_mode:
         return [action]
     if not view.runner_alive:  # QEMU lives without a runner: adopt it, then stop it
-        ensure_running(paths, store, name)
+        try:
+            ensure_running(paths, store, name)
+        except MaqetError as err:
+            if not force:
+                raise
+            return [_kill_unsupervised(paths, store, name, action,
+                                       f"no runner could adopt it: {err.message}")]
         record = store.require_vm(name)
     _log.info("%s: wanted stopped, found %s, stop (force=%s)", name, view.status.value, force)
     # Taken before the stop, so the runner's exit can be awaited without a PID race.
@@ -156,10 +166,29 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     try:
         from maqet_engine.control.client import RunnerClient
 
-        with RunnerClient(paths.vm_runtime(record.id).control_socket,
-                          timeout=_stop_call_timeout(timeout)) as client:
+        socket_path = paths.vm_runtime(record.id).control_socket
+        try:
+            client = RunnerClient(socket_path, timeout=C.RUNNER_PING_TIMEOUT_S)
+        except RunnerUnavailable as err:
+            if runstate.probe(paths, store.require_vm(name)).runner_alive:
+                if force and "timed out" in str(err):  # listening, never accepting
+                    return [_kill_unsupervised(paths, store, name, action,
+                                               _unanswered(record))]
+                raise
+            cleanup_stale(paths, store, name)  # it exited on its own meanwhile
+            return []
+        with client:
             try:
-                reply = client.call("stop", timeout=timeout, force=force)
+                client.call("ping", ipc_timeout=C.RUNNER_PING_TIMEOUT_S)
+                reply = client.call("stop", timeout=timeout, force=force,
+                                    ipc_timeout=_stop_call_timeout(timeout))
+            except OperationTimeout:
+                if not force:
+                    raise OperationTimeout(
+                        f"{_unanswered(record)} (stopped or hung)",
+                        hint="stop the VM with --force: maqet then kills QEMU and that "
+                        "runner itself") from None
+                return [_kill_unsupervised(paths, store, name, action, _unanswered(record))]
             except RunnerUnavailable:
                 if runstate.probe(paths, store.require_vm(name)).runner_alive:
                     raise
@@ -179,6 +208,49 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
                                                   "code": reply.get("code"),
                                                   "signal": reply.get("signal")})
     return [action]
+
+
+def _unanswered(record: VMRecord) -> str:
+    return (f"the runner of {record.name!r} (pid {record.runner_pid}) did not answer "
+            f"within {C.RUNNER_PING_TIMEOUT_S:g} s")
+
+
+def _kill_unsupervised(paths: Paths, store: Store, name: str, action: Action,
+                       why: str) -> Action:
+    """A forced stop when no runner can do it: SIGKILL the runner (first, so it cannot
+    record anything after us) and QEMU, each through a pidfd of its recorded identity
+    (PID + start time: a reused PID is never signalled), wait for both, record the
+    stop, remove what they left."""
+    import signal
+
+    started = time.monotonic()
+    record = store.require_vm(name)
+    targets = [("runner", record.runner_pid, procs.open_pidfd(record.runner_pid,
+                                                              record.runner_start)),
+               ("QEMU", record.qemu_pid, procs.open_pidfd(record.qemu_pid,
+                                                          record.qemu_start))]
+    killed = []
+    for what, pid, fd in targets:
+        if fd is None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        if not procs.wait_pidfd(fd, C.KILL_TIMEOUT_S):
+            raise OperationTimeout(f"{what} of {name!r} (pid {pid}) did not exit even after "
+                                   "SIGKILL", hint=f"it may be stuck in the kernel (D state); "
+                                   f"see /proc/{pid}/stack")
+        killed.append(f"{what} pid {pid}")
+    if runstate.probe(paths, store.require_vm(name)).runner_alive:
+        raise RunnerUnavailable(f"{why}, and it cannot be identified to be killed",
+                                hint="find the process holding "
+                                f"{paths.vm_runtime(record.id).lock_file} and kill it")
+    reason = f"killed by maqet stop --force ({', '.join(killed) or 'nothing left'}): {why}"
+    _log.warning("%s: %s", name, reason)
+    action.update(rung="kill", seconds=round(time.monotonic() - started, 3), status="stopped",
+                  reason=reason)
+    _record_end(store, name, action, detail={"recorded_by": "maqet", "unsupervised": True})
+    cleanup_stale(paths, store, name)  # the sockets and lock file they left
+    return action
 
 
 def _record_end(store: Store, name: str, action: Action, *, detail: dict[str, Any]) -> None:
