@@ -123,7 +123,15 @@ def test_a_read_only_home_reads_and_refuses_changes_in_one_line(disk, tmp_path):
     assert maqet("add", "-d", write_definition(tmp_path, {"name": "a"})).returncode == 0
     before = store_contents(home)
     other = write_definition(tmp_path, {"name": "b"})
+    runner_log = home / "data" / "vms" / "a" / C.RUNNER_LOG
+    runner_log.parent.mkdir(parents=True)
+    runner_log.write_text("hello from the runner\n")
     with disk.read_only():
+        logs = maqet("logs", "a", "--runner")
+        assert logs.returncode == 0 and "hello from the runner" in logs.stdout, logs.stderr
+        assert follow_prints(("logs", "a", "--runner", "-f"), "hello from the runner")
+        one_line_error(maqet("logs", "a", "--qemu", "-f"), C.EXIT_HOST,
+                       "cannot create the log to follow", "read-only")
         listing = maqet("ls")
         assert listing.returncode == 0 and "a " in listing.stdout, listing.stderr
         shown = maqet("show", "a")
@@ -136,6 +144,31 @@ def test_a_read_only_home_reads_and_refuses_changes_in_one_line(disk, tmp_path):
         assert not procs_of(home)
     assert store_contents(home) == before
     assert maqet("add", "-d", other).returncode == 0
+
+
+def follow_prints(args: tuple[str, ...], text: str, timeout: float = 30) -> bool:
+    """``maqet ARGS`` (a follow that never ends by itself) prints ``text``: read its
+    stdout (select on the pipe, bounded), then kill it by PID."""
+    import select
+
+    proc = subprocess.Popen([sys.executable, "-m", "maqet_engine", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ.copy())
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while text.encode() not in seen and time.monotonic() < deadline:
+            if not select.select([proc.stdout], [], [], deadline - time.monotonic())[0]:
+                break
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+    return text.encode() in seen
 
 
 def procs_of(home: Path) -> list[int]:
