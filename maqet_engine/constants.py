@@ -58,6 +58,9 @@ UNIX_PATH_MAX: Final = 107
 # --- state store ------------------------------------------------------------
 DB_BUSY_TIMEOUT_MS: Final = 30_000
 EVENTS_SHOWN_DEFAULT: Final = 20
+# Less free space than this on the store's filesystem: an I/O error is reported as a
+# full disk (SQLite alone needs 32 KiB for the WAL index before it can read).
+DISK_LOW_BYTES: Final = 1024 * 1024
 
 # --- spec -------------------------------------------------------------------
 DEFAULT_BINARY: Final = "qemu-system-x86_64"
@@ -157,8 +160,9 @@ STOP_TIMEOUT_S: Final = 30.0
 QUIT_TIMEOUT_S: Final = 5.0
 KILL_TIMEOUT_S: Final = 5.0
 # Bound on each QMP call of the stop ladder: a wedged (SIGSTOPped) QEMU never answers,
-# and SIGKILL must still be reached. A stop returns within timeout + 2 x this + the
-# waits after quit and kill (docs/runner.md).
+# and SIGKILL must still be reached. A call left unanswered skips its rung's wait, so a
+# stop of a hung QEMU returns within 2 x this + SIGKILL, whatever its timeout; QMP's
+# disconnect after an exit waits at most this too (docs/runner.md, Failure behaviour).
 QMP_LADDER_CALL_TIMEOUT_S: Final = 0.5
 QEMU_LOG_TAIL_LINES: Final = 10
 
@@ -173,6 +177,9 @@ QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqe
 QMP_SOCKET_BACKLOG: Final = 16
 IPC_BACKLOG: Final = 64
 IPC_STATUS_TIMEOUT_S: Final = 5.0  # status/view queries must not hang a `maqet status`
+# A stop first pings the runner: one that holds its lock but does not answer within this
+# (SIGSTOPped, wedged) is reported, or with --force killed together with its QEMU.
+RUNNER_PING_TIMEOUT_S: Final = 2.0
 RUNNER_EXIT_TIMEOUT_S: Final = 10.0  # after a stop reply: wait for the runner to let go
 RUNNER_REPLY_GRACE_S: Final = 2.0  # runner: time given to in-flight replies after QEMU exit
 SERIAL_READ_CHUNK: Final = 65536

@@ -162,6 +162,25 @@ class QEMUUserMissing(HostError):
     """maqet runs as root and the unprivileged user QEMU should run as does not exist."""
 
 
+def host_error(err: OSError, what: str, path: object, *,
+               cls: type[HostError] = HostError) -> HostError:
+    """The one-line error for an OSError of the host met while doing ``what`` (``"create
+    the VM directory"``) on ``path``: a full disk, a read-only filesystem, missing
+    permissions. Keep the cause: ``raise host_error(err, ...) from err``."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free space on that filesystem and retry"
+    elif err.errno == errno.EROFS:
+        hint = ("the filesystem is read-only: remount it read-write, or set MAQET_HOME to "
+                "a writable directory")
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the permissions there, or set MAQET_HOME to a directory you own"
+    else:
+        hint = "check that path and retry"
+    return cls(f"cannot {what} {path}: {err.strerror or err}", hint=hint)
+
+
 # Errors that may cross the IPC socket, rebuilt on the client side by type name.
 _REMOTE_TYPES: dict[str, type[MaqetError]] = {
     cls.__name__: cls

@@ -33,6 +33,7 @@ from maqet_engine.errors import (
     QEMULaunchError,
     RunnerUnavailable,
     error_from_dict,
+    host_error,
 )
 from maqet_engine.paths import Paths, VMRuntimePaths
 
@@ -83,32 +84,43 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
     data = paths.vm_data(name)
     runner_log = data.runner_log
     trust.check_vm_dir(paths, name)
-    data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    for log_file in (data.qemu_log, data.serial_log):  # QEMU appends to these: 0600
-        trust.make_private_file(log_file)
+    try:
+        data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        log = os.fdopen(trust.open_private_log(runner_log), "ab")  # closed after the spawn
+    except OSError as err:  # a full disk, a read-only home
+        raise host_error(err, "open the runner log", runner_log) from err
+    for log_file, what in ((data.qemu_log, "QEMU's log"), (data.serial_log, "the serial log")):
+        try:  # QEMU appends to these: 0600, made here
+            trust.make_private_file(log_file)
+        except OSError as err:
+            log.close()
+            raise host_error(err, f"open {what}", log_file) from err
     launch: dict[str, Any] | None = None
     qmp: socket.socket | None = None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         pass_fds = [write_fd]
         if qemu_argv is not None:
-            qmp = bind_qmp_socket(runtime.qmp_socket)
+            try:
+                qmp = bind_qmp_socket(runtime.qmp_socket)
+            except OSError as err:
+                raise host_error(err, "create the QMP socket", runtime.qmp_socket) from err
             launch = {"qemu_argv": qemu_argv(qmp.fileno()), "qmp_fd": qmp.fileno()}
             pass_fds.append(qmp.fileno())
-        with os.fdopen(trust.open_private_log(runner_log), "ab") as log:
-            proc = subprocess.Popen(
-                # -P: no cwd on sys.path, so the caller's directory cannot shadow the
-                # maqet_engine that _runner_env() puts on PYTHONPATH.
-                [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
-                 "--ready-fd", str(write_fd), "--data", str(paths.data),
-                 "--runtime", str(paths.runtime), "--config", str(paths.config)],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
-                start_new_session=True, close_fds=True, env=_runner_env(),
-            )
+        proc = subprocess.Popen(
+            # -P: no cwd on sys.path, so the caller's directory cannot shadow the
+            # maqet_engine that _runner_env() puts on PYTHONPATH.
+            [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
+             "--ready-fd", str(write_fd), "--data", str(paths.data),
+             "--runtime", str(paths.runtime), "--config", str(paths.config)],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
+            start_new_session=True, close_fds=True, env=_runner_env(),
+        )
     except BaseException:
         os.close(read_fd)
         raise
     finally:
+        log.close()
         os.close(write_fd)
         if qmp is not None:
             qmp.close()  # the runner holds its own copy

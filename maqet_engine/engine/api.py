@@ -82,6 +82,7 @@ def remove(
 ) -> Result:
     """Delete a VM's definition. A VM that runs is refused unless ``force``, which
     stops it the forced way (no ACPI powerdown: QMP quit, then SIGKILL)."""
+    check_timeout(timeout)
     with ctx.open_store(create=False) as store:
         record = store.get_vm(name)
         if record is None:

@@ -25,9 +25,16 @@ from maqet_engine import constants as C
 from maqet_engine import log
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
-from maqet_engine.errors import MaqetError, RunnerUnavailable, StateConflict
+from maqet_engine.errors import (
+    MaqetError,
+    OperationTimeout,
+    RunnerUnavailable,
+    StateConflict,
+    StateStoreError,
+    host_error,
+)
 from maqet_engine.ipc import locks, procs, watch
-from maqet_engine.paths import Paths
+from maqet_engine.paths import Paths, VMRuntimePaths
 from maqet_engine.store import Store, VMRecord, VMStatus
 
 TYPE_CHECKING = False
@@ -42,10 +49,22 @@ def _decided(paths: Paths, name: str, *, wanted: str, found: str, action: str) -
                  action=action)
 
 
+def _ensure_runtime(paths: Paths, record: VMRecord) -> VMRuntimePaths:
+    """The VM's runtime directory, created; a full or read-only one is a HostError."""
+    try:
+        return paths.ensure_runtime(record.id)
+    except OSError as err:
+        raise host_error(err, "create the runtime directory", paths.vm_runtime(record.id).root) \
+            from err
+
+
 @contextlib.contextmanager
 def _start_lock(paths: Paths, record: VMRecord) -> Iterator[None]:
-    runtime = paths.ensure_runtime(record.id)
-    fd = os.open(runtime.start_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    runtime = _ensure_runtime(paths, record)
+    try:
+        fd = os.open(runtime.start_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise host_error(err, "create the start lock", runtime.start_lock) from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held by a spawner for at most RUNNER_READY_TIMEOUT_S
         yield
@@ -113,7 +132,7 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
         _decided(paths, name, wanted="running", found=view.status.value, action=verb)
         try:
-            ready = spawn_runner(name, paths, paths.ensure_runtime(record.id),
+            ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
                                  qemu_argv=launch)
         except StateConflict:  # a runner started outside the start lock won the race
             return []
@@ -122,7 +141,13 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
 
 def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
                    force: bool = False, check_mode: bool = False) -> list[Action]:
-    """Stop through the ladder; returns only after QEMU exited and the store says so."""
+    """Stop through the ladder; returns only after QEMU exited and the store says so.
+
+    A runner that holds its lock but does not answer (SIGSTOPped, wedged) is reported
+    within ``RUNNER_PING_TIMEOUT_S``; with ``force`` maqet then kills it and its QEMU
+    itself, by their recorded identities (pidfds), and records the stop. A stop whose
+    end the runner could not record (full or read-only disk) is recorded here, or
+    raised as a StateStoreError that says the VM did stop."""
     record = store.require_vm(name)
     view = runstate.probe(paths, record)
     if not view.runner_alive and not view.qemu_alive:
@@ -133,7 +158,13 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     if check_mode:
         return [action]
     if not view.runner_alive:  # QEMU lives without a runner: adopt it, then stop it
-        ensure_running(paths, store, name)
+        try:
+            ensure_running(paths, store, name)
+        except MaqetError as err:
+            if not force:
+                raise
+            return [_kill_unsupervised(paths, store, name, action,
+                                       f"no runner could adopt it: {err.message}")]
         record = store.require_vm(name)
     _decided(paths, name, wanted="stopped", found=view.status.value,
              action="stop without waiting for the guest" if force else
@@ -143,10 +174,29 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
     try:
         from maqet_engine.control.client import RunnerClient
 
-        with RunnerClient(control_socket(paths, record),
-                          timeout=_stop_call_timeout(timeout)) as client:
+        socket_path = control_socket(paths, record)
+        try:
+            client = RunnerClient(socket_path, timeout=C.RUNNER_PING_TIMEOUT_S)
+        except RunnerUnavailable as err:
+            if runstate.probe(paths, store.require_vm(name)).runner_alive:
+                if force and "timed out" in str(err):  # listening, never accepting
+                    return [_kill_unsupervised(paths, store, name, action,
+                                               _unanswered(record))]
+                raise
+            cleanup_stale(paths, store, name)  # it exited on its own meanwhile
+            return []
+        with client:
             try:
-                reply = client.call("stop", timeout=timeout, force=force)
+                client.call("ping", ipc_timeout=C.RUNNER_PING_TIMEOUT_S)
+                reply = client.call("stop", timeout=timeout, force=force,
+                                    ipc_timeout=_stop_call_timeout(timeout))
+            except OperationTimeout:
+                if not force:
+                    raise OperationTimeout(
+                        f"{_unanswered(record)} (stopped or hung)",
+                        hint="stop the VM with --force: maqet then kills QEMU and that "
+                        "runner itself") from None
+                return [_kill_unsupervised(paths, store, name, action, _unanswered(record))]
             except RunnerUnavailable:
                 if runstate.probe(paths, store.require_vm(name)).runner_alive:
                     raise
@@ -161,7 +211,77 @@ def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.
             os.close(runner_fd)
     action.update(rung=reply.get("rung"), seconds=float(reply.get("elapsed") or 0.0),
                   status=reply.get("status", "stopped"), reason=reply.get("reason"))
+    if reply.get("recorded") is False:  # the runner's store write failed: try it here
+        _record_end(store, name, action, detail={"recorded_by": "maqet",
+                                                  "code": reply.get("code"),
+                                                  "signal": reply.get("signal")})
     return [action]
+
+
+def _unanswered(record: VMRecord) -> str:
+    return (f"the runner of {record.name!r} (pid {record.runner_pid}) did not answer "
+            f"within {C.RUNNER_PING_TIMEOUT_S:g} s")
+
+
+def _kill_unsupervised(paths: Paths, store: Store, name: str, action: Action,
+                       why: str) -> Action:
+    """A forced stop when no runner can do it: SIGKILL the runner (first, so it cannot
+    record anything after us) and QEMU, each through a pidfd of its recorded identity
+    (PID + start time: a reused PID is never signalled), wait for both, record the
+    stop, remove what they left."""
+    import signal
+
+    started = time.monotonic()
+    record = store.require_vm(name)
+    targets = [("runner", record.runner_pid, procs.open_pidfd(record.runner_pid,
+                                                              record.runner_start)),
+               ("QEMU", record.qemu_pid, procs.open_pidfd(record.qemu_pid,
+                                                          record.qemu_start))]
+    killed = []
+    for what, pid, fd in targets:
+        if fd is None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        if not procs.wait_pidfd(fd, C.KILL_TIMEOUT_S):
+            raise OperationTimeout(f"{what} of {name!r} (pid {pid}) did not exit even after "
+                                   "SIGKILL", hint=f"it may be stuck in the kernel (D state); "
+                                   f"see /proc/{pid}/stack")
+        killed.append(f"{what} pid {pid}")
+    if runstate.probe(paths, store.require_vm(name)).runner_alive:
+        raise RunnerUnavailable(f"{why}, and it cannot be identified to be killed",
+                                hint="find the process holding "
+                                f"{paths.vm_runtime(record.id).lock_file} and kill it")
+    reason = f"killed by maqet stop --force ({', '.join(killed) or 'nothing left'}): {why}"
+    _log.warning("%s: %s", name, reason)
+    action.update(rung="kill", seconds=round(time.monotonic() - started, 3), status="stopped",
+                  reason=reason)
+    _record_end(store, name, action, detail={"recorded_by": "maqet", "unsupervised": True})
+    cleanup_stale(paths, store, name)  # the sockets and lock file they left
+    return action
+
+
+def _record_end(store: Store, name: str, action: Action, *, detail: dict[str, Any]) -> None:
+    """Record the end of a stop that its runner did not (or could not) record.
+
+    :raise StateStoreError: the store cannot be written either; the message says that
+        the VM did stop, and what shows until space returns.
+    """
+    status = VMStatus(action.get("status") or "stopped")
+    reason = action.get("reason")
+    try:
+        store.update_runtime(name, status=status, runner_pid=None, runner_start=None,
+                             qemu_pid=None, qemu_start=None, stopped_at=time.time(),
+                             last_exit=reason, event=status.value,
+                             event_data={"rung": action.get("rung"), "reason": reason,
+                                         **detail})
+    except StateStoreError as err:
+        raise StateStoreError(
+            f"VM {name!r} did stop ({reason}), but the state store cannot record it: "
+            f"{err.message}",
+            hint="free space on (or remount read-write) the filesystem of the state store; "
+            "until then maqet shows the VM as crashed",
+        ) from err
 
 
 def restart(paths: Paths, store: Store, name: str, *, timeout: float = C.STOP_TIMEOUT_S,

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from maqet_engine import constants as C
+from maqet_engine.errors import host_error
 
 _IN_MODIFY = 0x00000002
 _IN_ATTRIB = 0x00000004
@@ -42,8 +43,12 @@ def follow(path: Path, offset: int) -> Iterator[bytes]:
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1 failed")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        if not path.exists():  # to be watched it must exist (a read-only home: say so)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(exist_ok=True)
+            except OSError as err:
+                raise host_error(err, "create the log to follow", path) from err
         if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ATTRIB) < 0:
             raise OSError(ctypes.get_errno(), f"cannot watch {path}")
         while True:

@@ -52,7 +52,13 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from maqet_engine import constants as C  # noqa: E402
-from maqet_engine.errors import MaqetError, StateConflict, UsageError  # noqa: E402
+from maqet_engine.errors import (  # noqa: E402
+    HostError,
+    MaqetError,
+    StateConflict,
+    UsageError,
+    host_error,
+)
 from maqet_engine.ipc import locks  # noqa: E402
 
 TYPE_CHECKING = False
@@ -121,12 +127,19 @@ async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int |
 
     store = Store.open(paths.db, create=False)
     vm = SupervisedVM(name, paths, store, log, launch=launch)
+    server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
     try:
         ready = await vm.start()
-        server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
-        await server.start()
-    except BaseException:
+        try:
+            await server.start()
+        except OSError as err:  # ENOSPC/EROFS on the runtime directory
+            raise host_error(err, "serve the control socket", server.path) from err
+    except BaseException as err:
+        if vm.proc is not None and not vm.exited.is_set():
+            await vm.abort_start(err)  # the start failed after all: leave no QEMU
+        await server.close(0)
         await vm.close()
+        store.close()
         raise
     log.info("ready: %s", ready)
     _report(ready_fd, ready)
@@ -148,6 +161,29 @@ def _release(lock_fd: list[int]) -> None:
         os.close(lock_fd.pop())
 
 
+def _open_log(name: str, paths: Paths) -> logging.Logger:
+    """Log to the VM's ``runner.log`` (``kill -USR1 PID`` dumps the stacks there too).
+
+    :raise HostError: the VM's directory or log cannot be created (full, read-only).
+    """
+    import faulthandler
+    import signal
+
+    data = paths.vm_data(name)
+    try:
+        data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        handler = logging.FileHandler(data.runner_log)
+    except OSError as err:
+        raise host_error(err, "open the runner log", data.runner_log) from err
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    faulthandler.register(signal.SIGUSR1, file=handler.stream)
+    return logging.getLogger(f"maqet_engine.runner.{name}")  # a child logger per VM
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     name = args["name"]
@@ -159,21 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     from maqet_engine.runner.control import ignore_recreate_requests
 
     ignore_recreate_requests()  # a client's request before we serve must not kill us
-    data = paths.vm_data(name)
-    data.root.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=data.runner_log, level=logging.INFO,
-        format=f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
-    )
-    log = logging.getLogger(f"maqet_engine.runner.{name}")  # a child logger per VM
-    import faulthandler
-    import signal
-
-    log_stream = logging.getLogger().handlers[0].stream  # type: ignore[attr-defined]
-    faulthandler.register(signal.SIGUSR1, file=log_stream)  # `kill -USR1 PID`: stacks to the log
     ready_fd = int(args["ready_fd"]) if "ready_fd" in args else None
     if ready_fd is not None:
         os.set_inheritable(ready_fd, False)  # QEMU must not hold the spawner's pipe open
+    try:
+        log = _open_log(name, paths)
+    except HostError as err:  # a full disk or read-only home: say so through the pipe
+        print(f"maqet runner: {err}", file=sys.stderr)
+        _report(ready_fd, {"ok": False, "error": err.to_dict()})
+        return err.exit_code
     lock_fd: list[int] = []  # emptied when released
     try:
         launch = read_launch(sys.stdin.buffer if sys.stdin is not None else None)
@@ -181,8 +211,12 @@ def main(argv: list[str] | None = None) -> int:
 
         with Store.open(paths.db, create=False) as store:
             record = store.require_vm(name)
-        runtime = paths.ensure_runtime(record.id)
-        fd = locks.acquire(runtime.lock_file, blocking=False)
+        try:
+            runtime = paths.ensure_runtime(record.id)
+            fd = locks.acquire(runtime.lock_file, blocking=False)
+        except OSError as err:
+            raise host_error(err, "create the runtime directory or lock of", paths.runtime) \
+                from err
         if fd is None:
             raise StateConflict(f"VM {name!r} already has a runner",
                                 hint="it is already running")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from maqet_engine import constants as C
+from maqet_engine.errors import host_error
 from maqet_engine.frozen import Frozen
 from maqet_engine.ipc import procs
 
@@ -57,14 +58,26 @@ class QEMUProcess:
     # --- creation ---------------------------------------------------------------
     @classmethod
     def launch(cls, argv: list[str], *, qemu_log: Path, pass_fds: tuple[int, ...]) -> QEMUProcess:
-        """Start QEMU in a new session with its output appended to ``qemu_log``."""
+        """Start QEMU in a new session with its output appended to ``qemu_log`` (0600).
+
+        :raise HostError: ``qemu_log`` cannot be created or written (a full disk, a
+            read-only filesystem): QEMU is not started.
+        :raise OSError: QEMU itself cannot be executed.
+        """
         from maqet_engine.trust import open_private_log
 
-        qemu_log.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        with os.fdopen(open_private_log(qemu_log), "ab") as log:
+        try:
+            qemu_log.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            # Unbuffered: a write that fails fails here, not again when closing.
+            log = os.fdopen(open_private_log(qemu_log), "ab", buffering=0)
+        except OSError as err:
+            raise host_error(err, "open QEMU's log", qemu_log) from err
+        with log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"--- maqet {stamp}: starting QEMU\n".encode())
-            log.flush()
+            try:
+                log.write(f"--- maqet {stamp}: starting QEMU\n".encode())
+            except OSError as err:
+                raise host_error(err, "write QEMU's log", qemu_log) from err
             popen = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=pass_fds,
                 start_new_session=True, close_fds=True,

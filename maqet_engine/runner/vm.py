@@ -79,9 +79,15 @@ class SupervisedVM:
         self._internal_error = False
         self._kill_sent = False
         self._escalate = asyncio.Event()  # a forced stop arrived during a polite one
+        self._previous = self.record.status  # the status before this runner's start
+        self._aborting = False  # a failed start is being cleaned up (it records the end)
+        self._exit_watch: asyncio.Task[None] | None = None
+        self._listener: EventListener | None = None  # QMP events, read by _watch_events
+        # Run-state columns the store refused (a full or read-only disk): written with
+        # the next record that succeeds, so the store catches up once space returns.
+        self._unrecorded: dict[str, Any] = {}
         self._stop_task: asyncio.Task[dict[str, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._listener: EventListener | None = None
 
     # --- the one way the run status changes ------------------------------------------
     def transition(self, status: VMStatus, event: str, data: dict[str, Any] | None = None, *,
@@ -94,19 +100,38 @@ class SupervisedVM:
         if status != self.status:
             self.log.info("status %s -> %s (%s)", self.status.value, status.value, event)
         self.status = status
+        self._record(event, data or {}, critical=critical, status=status, **fields)
+
+    @property
+    def recorded(self) -> bool:
+        """The store holds every run-state change of this runner."""
+        return not self._unrecorded
+
+    def _record(self, event: str, data: dict[str, Any], *, critical: bool = False,
+                **fields: Any) -> None:
+        """Write an event, with ``fields`` and whatever an earlier failed write left, in
+        one transaction. On failure the fields wait for the next write; the event is
+        only logged. A full disk must not cost control of the VM: nothing raises here
+        unless ``critical``."""
+        fields = {**self._unrecorded, **fields}
         try:
-            self.store.update_runtime(self.name, status=status, event=event,
-                                      event_data=data or {}, **fields)
+            if fields:
+                self.store.update_runtime(self.name, event=event, event_data=data, **fields)
+            else:
+                self.store.add_event(self.name, event, data)
         except MaqetError as err:
+            self._unrecorded = fields
             self.log.error("cannot record %s: %s", event, err)
             if critical:
                 raise
+            return
+        self._unrecorded = {}
 
     # --- start: launch or adopt, then post-launch; cleanup always runs ---------------------
     async def start(self) -> dict[str, Any]:
         """Launch QEMU, or re-adopt the live one the store names. Returns the
         readiness message for the spawner. A failed start leaves no QEMU it launched."""
-        previous = self.record.status
+        previous = self._previous
         adoptable = previous.is_active
         proc = (QEMUProcess.adopt(self.record.qemu_pid, self.record.qemu_start)
                 if adoptable else None)
@@ -162,7 +187,8 @@ class SupervisedVM:
         assert self.proc is not None
         await self.serial.start()
         exit_future = self.proc.exit_future()
-        self._tasks.append(asyncio.create_task(self._watch_exit(exit_future), name="qemu-exit"))
+        self._exit_watch = asyncio.create_task(self._watch_exit(exit_future), name="qemu-exit")
+        self._tasks.append(self._exit_watch)
         qmp_status = await self._execute("query-status", bound=C.QMP_CONNECT_TIMEOUT_S)
         kvm = await self._execute("query-kvm", bound=C.QMP_CONNECT_TIMEOUT_S)
         self.accel = "kvm" if kvm.get("enabled") else "tcg"
@@ -176,31 +202,59 @@ class SupervisedVM:
         kind = "adopted" if self.adopted else "started"
         if self.adopted and status == VMStatus.STOPPING:
             status = self.status  # a stop was under way: QMP cannot tell
+        # A start the store cannot record is refused (maqet would run a VM it cannot
+        # track); a re-adoption goes on regardless: the VM runs already, and a runner
+        # is what keeps it controllable (the record catches up with the next write).
         self.transition(status, kind, {"qemu_pid": self.proc.pid, "accel": self.accel},
-                        critical=True, **fields)
+                        critical=not self.adopted, **fields)
         if qmp_status["status"] == C.QMP_STATUS_INTERNAL_ERROR:
             await self._internal_error_stop()
         return {"ok": True, "qemu_pid": self.proc.pid, "adopted": self.adopted,
                 "accel": self.accel, "status": self.status.value}
 
+    async def abort_start(self, err: BaseException) -> None:
+        """A start that failed after :meth:`start` returned (the runner could not serve
+        its control socket): the same cleanup as a failure inside it."""
+        await self._abort_start(self._previous, err)
+
     async def _abort_start(self, previous: VMStatus, err: BaseException) -> None:
-        """Cleanup of a failed start: kill the QEMU this runner launched (never one it
-        was adopting), and record why, unless QEMU's exit was recorded already."""
+        """Cleanup of a failed start, whatever phase it reached: kill the QEMU this
+        runner launched (never one it was adopting) and record why, unless QEMU's own
+        exit was recorded already. Never raises: the start's error is what to report."""
+        self._aborting = True  # from here the exit watcher leaves the record to us
+        reason = str(err) if isinstance(err, MaqetError) else f"{type(err).__name__}: {err}"
         launched = self.proc is not None and not self.adopted
-        if launched and self.proc is not None and not self.exited.is_set():
-            self._kill_sent = True
-            self.proc.send_signal(signal.SIGKILL)
+        if launched and self.proc is not None:
+            exit_future = self.proc.exit_future()
+            if not exit_future.done():
+                self._kill_sent = True
+                self.proc.send_signal(signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.proc.exit_future()),
-                                       C.KILL_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(exit_future), C.KILL_TIMEOUT_S)
+            if exit_future.done() and not exit_future.cancelled():
+                reason += f" (QEMU {exit_future.result().describe()})"
+        watch = self._exit_watch
+        if watch is not None and not watch.done():  # it saw the exit first: let it finish
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(watch), C.KILL_TIMEOUT_S)
         if self.adopted or self.exited.is_set():
             return
-        reason = str(err) if isinstance(err, MaqetError) else f"{type(err).__name__}: {err}"
-        # Back to the status before the start (nothing launched: it stays as it is).
-        final = _inactive(previous) if self.status == VMStatus.STARTING else self.status
-        self.transition(final, "start_failed", {"error": reason}, runner_pid=None,
-                        runner_start=None, qemu_pid=None, qemu_start=None, last_exit=reason,
-                        stopped_at=time.time())
+        # Back to the status before the start (nothing launched: it stays as it is); a
+        # start that got further (QEMU events moved it on) ends stopped: maqet killed it.
+        final = self.status
+        if self.status == VMStatus.STARTING:
+            final = _inactive(previous)
+        elif self.status.is_active:
+            final = VMStatus.STOPPED
+        try:
+            self.transition(final, "start_failed", {"error": reason}, runner_pid=None,
+                            runner_start=None, qemu_pid=None, qemu_start=None,
+                            last_exit=reason, stopped_at=time.time())
+        except MaqetError as record_err:  # never hide the start's own error
+            self.log.error("cannot record the failed start: %s", record_err)
+        if launched and self.proc is not None:
+            self.proc.close()
+            self.exited.set()
 
     async def _connect(self, exit_future: asyncio.Future[ExitInfo], *,
                        log_offset: int | None) -> None:
@@ -290,6 +344,8 @@ class SupervisedVM:
 
     async def _watch_exit(self, exit_future: asyncio.Future[ExitInfo]) -> None:
         info = await exit_future
+        if self._aborting:  # a failed start killed it: _abort_start records that
+            return
         await self._settle_events()
         status, reason = self._classify(info)
         self.log.info("QEMU exited: %s (%s)", reason, status.value)
@@ -300,10 +356,13 @@ class SupervisedVM:
         self.exit_result = {"status": status.value, "reason": reason, "code": info.code,
                             "signal": info.signal}
         try:
-            self.transition(status, status.value, self.exit_result, runner_pid=None,
+            self.transition(status, status.value, dict(self.exit_result), runner_pid=None,
                             runner_start=None, qemu_pid=None, qemu_start=None,
                             stopped_at=time.time(), last_exit=reason)
         finally:
+            # False: the store still says active (full or read-only disk); the caller
+            # of a stop records the end itself, or says it could not.
+            self.exit_result["recorded"] = self.recorded
             if self.proc is not None:
                 self.proc.close()
             self.exited.set()
@@ -438,10 +497,7 @@ class SupervisedVM:
 
     # --- helpers --------------------------------------------------------------------------
     def _event(self, kind: str, data: dict[str, Any]) -> None:
-        try:
-            self.store.add_event(self.name, kind, data)
-        except MaqetError as err:
-            self.log.error("cannot record event %s: %s", kind, err)
+        self._record(kind, data)
 
     def _remove_sockets(self, *, include_qmp: bool) -> None:
         paths: list[Path] = [self.runtime.serial_socket]
@@ -457,8 +513,8 @@ class SupervisedVM:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
-        with contextlib.suppress(Exception):
-            await self.qmp.disconnect()
+        with contextlib.suppress(Exception):  # bounded: a wedged QEMU never answers
+            await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
 
 

@@ -7,6 +7,7 @@ read-only mode yields an empty store. Every sqlite3 error is turned into a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maqet_engine import constants as C
-from maqet_engine.errors import AlreadyExists, StateStoreError, VMNotFound
+from maqet_engine.errors import AlreadyExists, StateStoreError, VMNotFound, host_error
 from maqet_engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from maqet_engine.store.records import EventRecord, VMRecord, VMStatus
 
@@ -31,19 +32,72 @@ _RUNTIME_FIELDS = frozenset(
 )
 
 
+# What SQLite says when it cannot set up a WAL database for reading: the WAL index
+# (-shm, 32 KiB) cannot be created or sized (full disk, read-only filesystem).
+_CANNOT_READ_WAL = ("SQLITE_CANTOPEN", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMOPEN",
+                    "SQLITE_IOERR_SHMMAP", "SQLITE_READONLY")
+
+
+def filesystem_trouble(path: Path) -> str | None:
+    """Why the filesystem holding ``path`` (or its nearest existing parent) cannot be
+    written: ``"read-only"``, ``"full"`` (less than ``DISK_LOW_BYTES`` free), or None."""
+    import os
+
+    for candidate in (path, *path.parents):
+        try:
+            st = os.statvfs(candidate)
+        except OSError:
+            continue
+        if st.f_flag & os.ST_RDONLY:
+            return "read-only"
+        if st.f_bavail * st.f_frsize < C.DISK_LOW_BYTES:
+            return "full"
+        return None
+    return None
+
+
 def _store_error(path: Path, err: sqlite3.Error) -> StateStoreError:
     text = str(err)
-    if "disk is full" in text or "disk I/O error" in text:
+    code = getattr(err, "sqlite_errorname", "") or ""
+    trouble = filesystem_trouble(path)
+    if code.startswith("SQLITE_FULL") or "disk is full" in text or (
+            trouble == "full" and code.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN"))):
+        text = "database or disk is full"
         hint = "free space on that filesystem and retry; nothing was changed"
+    elif trouble == "read-only":
+        text = f"{text} (the filesystem is read-only)"
+        hint = ("remount it read-write, or set MAQET_HOME to a writable directory; nothing "
+                "was changed")
     elif "not a database" in text or "malformed" in text:
         hint = "the file is damaged: move it away (maqet will start a new, empty store)"
     elif "readonly" in text or "unable to open" in text:
         hint = "check the permissions of that directory or set MAQET_HOME"
     elif "locked" in text:
         hint = "another maqet process held the store too long; retry"
+    elif code.startswith("SQLITE_IOERR"):
+        hint = "check that filesystem (free space, dmesg) and retry"
     else:
         hint = "retry with --debug and report it if it persists"
     return StateStoreError(f"state store {path}: {text}", hint=hint)
+
+
+def _wal_is_empty(path: Path) -> bool:
+    """No committed change waits in the WAL (so the database file alone is current)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End the open transaction, if any. SQLite itself rolls back on some errors (a full
+    disk, an I/O error), and a ROLLBACK then fails with "no transaction is active": that
+    must never replace the error that caused it."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 class Store:
@@ -52,6 +106,7 @@ class Store:
     def __init__(self, db: sqlite3.Connection | None, path: Path) -> None:
         self._db = db
         self.path = path
+        self._frozen: str | None = None  # why this store can only be read (see open)
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -63,26 +118,63 @@ class Store:
         """
         if not create and not path.exists():
             return cls(None, path)
+        db: sqlite3.Connection | None = None
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                path, timeout=C.DB_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
-            )
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {C.DB_BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA foreign_keys = ON")
+            db = cls._connect(str(path), uri=False)
             store = cls(db, path)
             store._migrate()
             return store
         except sqlite3.Error as err:
+            if db is not None:
+                db.close()
+            trouble = filesystem_trouble(path)
+            code = getattr(err, "sqlite_errorname", "") or ""
+            if (not create and trouble is not None and code.startswith(_CANNOT_READ_WAL)
+                    and _wal_is_empty(path)):
+                return cls._open_frozen(path, trouble)
             raise _store_error(path, err) from err
         except OSError as err:
-            raise StateStoreError(
-                f"cannot create the state store {path}: {err.strerror}",
-                hint="check the permissions of that directory or set MAQET_HOME",
-            ) from err
+            if db is not None:
+                db.close()
+            raise host_error(err, "create the state store", path, cls=StateStoreError) \
+                from err
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+
+    @classmethod
+    def _open_frozen(cls, path: Path, trouble: str) -> Store:
+        """Read a store that SQLite cannot open the usual way because its filesystem is
+        read-only or full (no room for the WAL index). The WAL is empty, and no writer
+        can exist while nobody can size that index, so the file alone is the truth:
+        SQLite reads it as immutable. Writes are refused with ``trouble`` as the reason."""
+        db = None
+        try:
+            db = cls._connect(path.absolute().as_uri() + "?immutable=1", uri=True)
+            store = cls(db, path)
+            store._frozen = trouble
+            store._migrate()
+            return store
+        except sqlite3.Error as err:
+            if db is not None:
+                db.close()
+            raise _store_error(path, err) from err
+
+    @staticmethod
+    def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=C.DB_BUSY_TIMEOUT_MS / 1000,
+                             isolation_level=None, check_same_thread=False, uri=uri)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {C.DB_BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _migrate(self) -> None:
         db = self._require_db()
@@ -106,8 +198,9 @@ class Store:
 
     def close(self) -> None:
         if self._db is not None:
-            self._db.close()
-            self._db = None
+            db, self._db = self._db, None
+            with contextlib.suppress(sqlite3.Error):  # its last checkpoint may not fit
+                db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -121,9 +214,8 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        if self._db is None:
-            return 0
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        rows = self._read("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
 
     def _require_db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -135,22 +227,29 @@ class Store:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
         db = self._require_db()
+        if self._frozen is not None:
+            full = self._frozen == "full"
+            raise StateStoreError(
+                f"state store {self.path}: cannot write: "
+                + ("the disk is full" if full else "the filesystem is read-only"),
+                hint="free space on that filesystem and retry; nothing was changed" if full
+                else "remount it read-write, or set MAQET_HOME to a writable directory")
         try:
+            _rollback(db)  # a transaction a failed ROLLBACK left open
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from err
         try:
             yield db
-        except sqlite3.Error as err:
-            db.execute("ROLLBACK")
-            raise _store_error(self.path, err) from err
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as err:
+            _rollback(db)
+            if isinstance(err, sqlite3.Error):
+                raise _store_error(self.path, err) from err
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as err:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise _store_error(self.path, err) from err
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
