@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import select
 import signal
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ from common import compile_package
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from procs import wait_pid_exit  # noqa: E402  # tests/support: one pidfd wait for all
 
 
 def runner_memory(pid: int) -> dict[str, float]:
@@ -54,13 +55,6 @@ def runner_memory(pid: int) -> dict[str, float]:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
-
-
-def wait_exit(pid: int, timeout: float = 30.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        fd = os.pidfd_open(pid)
-        select.select([fd], [], [], timeout)
-        os.close(fd)
 
 
 async def raw_start_and_rtt(argv: list[str], workdir: Path, rtt_runs: int,
@@ -220,7 +214,7 @@ def main() -> None:
             if pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                wait_exit(pid, 5)
+                wait_pid_exit(pid, 5)
 
     raw_start, start = median_ms(raw_starts), median_ms(starts)
     raw_rtt, rtt = median_ms(raw_rtts), median_ms(rtts)

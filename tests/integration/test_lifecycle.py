@@ -4,6 +4,7 @@ the engine's facade as every front end calls it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from maqet_engine import engine
 from maqet_engine.control.client import RunnerClient
 from maqet_engine.errors import QEMULaunchError, StateConflict
 from maqet_engine.ipc import locks
-from maqet_engine.store import VMStatus
+from maqet_engine.store import Store, VMStatus
 
 pytestmark = pytest.mark.qemu
 
@@ -275,3 +276,33 @@ def test_ten_concurrent_starts_make_one_runner(vms):
     runners = [pid for pid in vms.our_pids()
                if b"maqet_engine.runner" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(runners) == 1
+
+
+def test_a_home_with_a_comma_a_space_and_non_ascii(tmp_path, guest_files, monkeypatch):
+    """QEMU option values double their commas; the command line is built once, with
+    the QMP socket's fd, so nothing is rewritten afterwards that such a home could break
+    ('maqet show --argv' is what runs, QMP_FD aside)."""
+    import guest
+    from procs import pids_mentioning
+
+    from maqet_engine.paths import resolve_paths
+
+    home = tmp_path / "home, é"
+    monkeypatch.setenv("MAQET_HOME", str(home))
+    ctx = engine.EngineContext.from_env()
+    paths = resolve_paths()
+    try:
+        spec = engine.load_definition(ctx, definition=guest.guest_definition("odd", guest_files))
+        assert verbs(engine.apply(ctx, spec=spec, state="running")) == ["define", "start"]
+        wait_marker(paths, "odd")
+        with Store.open(paths.db) as store:
+            record = store.require_vm("odd")
+        running = Path(f"/proc/{record.qemu_pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        shown = engine.show(ctx, "odd").data["argv"]
+        assert [a.replace("fd=QMP_FD", "fd=*") for a in shown] == [
+            re.sub(r"fd=\d+,", "fd=*,", a) for a in (r.decode() for r in running)][:len(shown)]
+        assert engine.stop(ctx, "odd", timeout=30).actions[0]["rung"] == "powerdown"
+    finally:
+        for pid in pids_mentioning(paths.runtime, paths.data):
+            os.kill(pid, signal.SIGKILL)
+            wait_pid_exit(pid)

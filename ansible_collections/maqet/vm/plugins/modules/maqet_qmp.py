@@ -33,8 +33,10 @@ attributes:
     support: partial
     details:
       - Read-only commands never report a change; a screendump reports one only when
-        the picture differs from the file at O(screendump). Key presses, text and
-        other commands change the VM every time.
+        the picture differs from the file at O(screendump) (then the file is replaced).
+        A blinking cursor alternates between two pictures, so two screendumps of an
+        idle text console may still differ. Key presses, text and other commands
+        change the VM every time.
 options:
   vm:
     description: Name of the VM; it must be running.
@@ -132,7 +134,8 @@ result:
   type: raw
   sample: {"running": true, "singlestep": false, "status": "running"}
 sent:
-  description: Number of key chords sent.
+  description: Number of key chords sent; the task returns once the guest has them
+    all (the runner paces the keys itself).
   returned: when O(keys) or O(text) is given, not in check mode
   type: int
   sample: 3
@@ -147,7 +150,8 @@ format:
   type: str
   sample: png
 checksum:
-  description: SHA-1 of the screendump just taken.
+  description: SHA-1 of the screendump just taken (the file at RV(dest) has it when
+    the task reports a change, or had it already).
   returned: when O(screendump) is given
   type: str
 error_class:

@@ -121,11 +121,19 @@ state:
   type: str
   sample: present
 actions:
-  description: What was done (in check mode, what would be done).
+  description:
+    - What was done, in order (in check mode, what would be done), each a verb with
+      details. Verbs (docs/glossary.md); C(create_snapshot) (state V(present)),
+      C(revert_snapshot) (V(reverted)), C(delete_snapshot) (V(absent); with C(reason)
+      V(retention) for pruned ones, V(incomplete) for a snapshot on some disks only).
+    - Details - C(snapshot) (its name), C(drive) (V(null) when VM-wide), C(disks),
+      C(ram) (RAM and device state included), C(retention), C(ram_skipped) (a RAM
+      snapshot reverted on a stopped VM - disks only).
   returned: always
   type: list
-  elements: str
-  sample: ["created snapshot before-upgrade (RAM and disks root)"]
+  elements: dict
+  sample:
+    - {action: create_snapshot, snapshot: before-upgrade, drive: null, disks: [root], ram: true}
 drive:
   description: The drive of a per-disk snapshot, V(null) for a VM-wide one.
   returned: always

@@ -94,6 +94,19 @@ snapshots:
     managed:
       description: Whether it was made through maqet.
       type: bool
+    recorded_at:
+      description: When maqet recorded making it (seconds since the epoch), V(null) when
+        it was not made through maqet.
+      type: float
+    vm_state_drive:
+      description: The disk holding the RAM and device state, V(null) without one.
+      type: str
+    size:
+      description: Size of the saved RAM and device state in bytes, V(null) without one.
+      type: int
+    created:
+      description: Same as RV(snapshots[].created_at).
+      type: float
 """
 
 from ansible.module_utils.basic import AnsibleModule
