@@ -63,12 +63,15 @@ options:
         (C(127.0.0.1) when it listens on every interface).
       - With O(hypervisors), a forward that listens on the hypervisor's loopback
         (C(127.0.0.1), the default of maqet) is reached through the hypervisor;
-        C(ansible_host) is the forward's address and C(ansible_ssh_common_args) holds a
-        C(ProxyCommand) (C(ssh -W)) with the hypervisor's SSH options, and
-        C(HostKeyAlias=[<hypervisor host>]:<port>), the name under which the guest's
-        host key must be in the controller's known_hosts (guests of different
-        hypervisors may use the same port). The hypervisor's sshd must allow TCP
-        forwarding. Add options of your own with C(ansible_ssh_extra_args).
+        C(ansible_ssh_common_args) holds a C(ProxyCommand) (C(ssh -W 127.0.0.1:<port>))
+        with the hypervisor's SSH options, and C(HostKeyAlias=[<hypervisor host>]:<port>),
+        the name under which the guest's host key must be in the controller's known_hosts
+        (guests of different hypervisors may use the same port). C(ansible_host) is the
+        hypervisor's O(hypervisors[].host) and C(ansible_port) the forwarded port, so that
+        each guest gets SSH connections of its own (Ansible shares a ControlPersist
+        connection between hosts with the same address, port and user). The hypervisor's
+        sshd must allow TCP forwarding (C(AllowTcpForwarding local) is enough). Add options
+        of your own with C(ansible_ssh_extra_args).
       - With O(hypervisors), a forward on every interface (C(0.0.0.0)) gets the
         hypervisor's O(hypervisors[].host) as C(ansible_host), a forward on another
         address gets that address.
@@ -187,6 +190,7 @@ keyed_groups:
     prefix: accel
     default_value: none
 
+---
 # fleet.maqet.yml: the VMs of three hypervisors, named <hypervisor>-<vm>
 plugin: maqet.vm.maqet
 include_stopped: true
@@ -425,14 +429,13 @@ def list_hypervisor(hv, executable="ssh", timeout=30):
         where, remote_command(hv), proc.returncode, stderr or stdout[-_STDERR_TAIL:]))
 
 
-def proxy_command(hv, executable="ssh"):
-    """``ssh ... -W %h:%p <hypervisor>``: the ProxyCommand that reaches a guest's
-    forward on the hypervisor's loopback, with the hypervisor's own SSH options. ssh
-    runs it with /bin/sh and expands ``%`` tokens, so words are shell-quoted and a
-    literal ``%`` is doubled."""
-    words = [executable, *ssh_options(hv), "-W", "%h:%p", hv["host"]]
-    return " ".join(shlex.quote(word) if word == "%h:%p" else
-                    shlex.quote(word.replace("%", "%%")) for word in words)
+def proxy_command(hv, address, port, executable="ssh"):
+    """``ssh ... -W <address>:<port> <hypervisor>``: the ProxyCommand that reaches a
+    guest's forward on the hypervisor's loopback, with the hypervisor's own SSH options.
+    ssh runs it with /bin/sh and expands ``%`` tokens: words are shell-quoted and ``%`` is
+    doubled."""
+    words = [executable, *ssh_options(hv), "-W", "{0}:{1}".format(address, port), hv["host"]]
+    return " ".join(shlex.quote(word.replace("%", "%%")) for word in words)
 
 
 def host_key_alias(hv, port):
@@ -448,7 +451,13 @@ def _is_loopback(address):
 def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh"):
     """The connection variables (``ansible_*``) of one VM: the one place that decides
     how Ansible reaches a guest. ``hypervisor``: the config of the VM's hypervisor (None
-    for the local installation)."""
+    for the local installation).
+
+    A guest behind a hypervisor's loopback gets the *hypervisor's* host as
+    ``ansible_host`` (the ProxyCommand names the real target): Ansible keys its SSH
+    ControlPersist sockets by host, port and user, so two guests on two hypervisors with
+    the same forwarded port would otherwise share one connection, and commands would
+    reach the wrong guest."""
     if hypervisor is None:
         forward = ssh_forward(vm.get("ports"), guest_port)
         return {"ansible_host": forward[0], "ansible_port": forward[1]} if forward else {}
@@ -460,9 +469,10 @@ def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh"):
         return {"ansible_host": hypervisor["host"], "ansible_port": port}
     if not _is_loopback(address):
         return {"ansible_host": address, "ansible_port": port}
-    common = ["-o", "ProxyCommand={0}".format(proxy_command(hypervisor, ssh_executable)),
+    common = ["-o", "ProxyCommand={0}".format(
+                  proxy_command(hypervisor, address, port, ssh_executable)),
               "-o", "HostKeyAlias={0}".format(host_key_alias(hypervisor, port))]
-    return {"ansible_host": address, "ansible_port": port,
+    return {"ansible_host": hypervisor["host"], "ansible_port": port,
             "ansible_ssh_common_args": shlex.join(common)}
 
 

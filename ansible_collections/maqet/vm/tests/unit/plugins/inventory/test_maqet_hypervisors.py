@@ -100,14 +100,15 @@ def test_lists_every_hypervisor_with_groups_and_vars(plugin, tmp_path, fake_ssh)
     assert web2["maqet_hypervisor"] == "hv2" and web2["maqet_name"] == "web2"
     assert web2["maqet_memory"] == 268435456
     argv = {a[-2]: a for a in calls(tmp_path)}
-    assert argv["10.0.0.2"][-1] == "MAQET_HOME=/srv/maqet /usr/bin/python3 -m maqet_engine --json ls"
+    assert argv["10.0.0.2"][-1] == ("MAQET_HOME=/srv/maqet /usr/bin/python3 -m maqet_engine "
+                                    "--json ls")
     assert argv["10.0.0.1"][-1] == ("MAQET_HOME=/srv/maqet /opt/maqet/venv/bin/python -m "
                                     "maqet_engine --json ls")
     options = argv["10.0.0.2"]
     assert options[:4] == ["-o", "ConnectTimeout=30", "-o", "BatchMode=yes"]
-    assert "StrictHostKeyChecking=yes" in options and ["-p", "2222"] == options[
-        options.index("-p"):options.index("-p") + 2]
-    assert ["-l", "root"] == options[options.index("-l"):options.index("-l") + 2]
+    assert "StrictHostKeyChecking=yes" in options and options[
+        options.index("-p"):options.index("-p") + 2] == ["-p", "2222"]
+    assert options[options.index("-l"):options.index("-l") + 2] == ["-l", "root"]
 
 
 def test_hypervisors_are_asked_at_the_same_time(plugin, tmp_path, fake_ssh):
@@ -129,12 +130,13 @@ def test_a_host_that_is_down_is_a_warning_naming_it(plugin, tmp_path, fake_ssh, 
     inventory = parse(plugin, tmp_path, config(
         script, "hypervisors: [{name: hv1, host: up}, {name: hv2, host: down}]"))
     assert set(inventory.hosts) == {"a"}
-    (message,), _ = warning.call_args
+    message = warning.call_args.args[0]
     assert "hypervisor hv2 (down) is unreachable over SSH" in message
     assert "Connection refused" in message and "its VMs are not listed" in message
     with pytest.raises(AnsibleParserError, match="hypervisor hv2 .down. is unreachable"):
         parse(plugin, tmp_path, config(
-            script, "strict: true", "hypervisors: [{name: hv1, host: up}, {name: hv2, host: down}]"))
+            script, "strict: true",
+            "hypervisors: [{name: hv1, host: up}, {name: hv2, host: down}]"))
 
 
 def test_a_slow_host_times_out(plugin, tmp_path, fake_ssh, mocker):
@@ -195,12 +197,13 @@ def test_connection_vars_of_remote_guests(plugin, tmp_path, fake_ssh):
         "  - {name: hv1, host: 10.0.0.1, user: root, private_key_file: /keys/my key,",
         "     known_hosts_file: /kh, ssh_common_args: '-o Ciphers=aes256-ctr'}"))
     lo = inventory.get_host("lo").get_vars()
-    assert (lo["ansible_host"], lo["ansible_port"]) == ("127.0.0.1", 2222)
+    # The hypervisor's address: Ansible's ControlPersist socket is per address and port.
+    assert (lo["ansible_host"], lo["ansible_port"]) == ("10.0.0.1", 2222)
     args = shlex.split(lo["ansible_ssh_common_args"])
     assert args[0] == "-o" and args[1].startswith("ProxyCommand=")
     proxy = shlex.split(args[1][len("ProxyCommand="):])
     assert proxy[0] == str(script)
-    assert proxy[-3:] == ["-W", "%h:%p", "10.0.0.1"]
+    assert proxy[-3:] == ["-W", "127.0.0.1:2222", "10.0.0.1"]
     for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/kh",
                    "IdentitiesOnly=yes", "Ciphers=aes256-ctr"):
         assert option in proxy, (option, proxy)
@@ -223,8 +226,8 @@ def test_local_connection_vars_are_unchanged():
 
 def test_proxy_command_quotes_for_the_shell_and_escapes_percent():
     hv = hypervisor_config({"host": "hv", "private_key_file": "/k/100% key"})
-    command = proxy_command(hv)
-    assert "'/k/100%% key'" in command and command.endswith(" -W %h:%p hv")
+    command = proxy_command(hv, "127.0.0.1", 2222)
+    assert "'/k/100%% key'" in command and command.endswith(" -W 127.0.0.1:2222 hv")
 
 
 def test_remote_command_and_argv():
