@@ -159,6 +159,22 @@ options:
         is unreachable. C(ConnectTimeout) is this too.
     type: int
     default: 30
+  ssh_control_persist:
+    description:
+      - Seconds an SSH connection to a hypervisor stays open after the listing, for the
+        next listing to reuse (C(ControlMaster=auto), C(ControlPersist)); the same
+        connections carry the C(ProxyCommand) of guests behind the hypervisor. V(0) opens
+        a new connection every time and leaves nothing running.
+      - The control sockets go to O(ssh_control_path_dir); when that path is too long for a
+        socket, connections are not shared.
+    type: int
+    default: 60
+  ssh_control_path_dir:
+    description: Directory of the control sockets (created, mode 0700).
+    type: path
+    default: ~/.ansible/cp
+    env:
+      - name: ANSIBLE_SSH_CONTROL_PATH_DIR
   max_connections:
     description: How many hypervisors are asked at the same time.
     type: int
@@ -169,6 +185,8 @@ options:
         variables C(hypervisor) (its name), C(name) (the VM's name on it) and
         C(vm) (every C(maqet_*) value without the prefix), for example
         C({{ hypervisor }}-{{ name }}).
+      - A sandboxed Jinja2 template with Jinja's own filters (C(replace), C(lower), ...),
+        not Ansible's filters or lookups; use O(compose) for those.
       - Not set, a VM's inventory name is its name. When two hypervisors have a VM of the
         same name, the first in O(hypervisors) keeps it and a warning names both (an
         error with O(strict)).
@@ -206,6 +224,7 @@ hypervisors:
   - {name: hv3, host: 192.0.2.30, port: 2222, python: /usr/local/maqet/bin/python}
 """
 
+import hashlib
 import json
 import os
 import re
@@ -213,15 +232,12 @@ import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible_collections.maqet.vm.plugins.plugin_utils._unsafe import make_unsafe
-
-try:
-    from ansible.template import trust_as_template
-except ImportError:  # ansible-core < 2.19: every template is trusted
-    def trust_as_template(value):
-        return value
 
 try:
     from maqet_engine.engine import EngineContext
@@ -353,13 +369,15 @@ def hypervisor_config(entry, defaults=None):
             config[key] = os.path.expanduser(str(config[key]))
     for key in HYPERVISOR_KEYS:
         config.setdefault(key, None)
+    config["multiplex"] = []
     return config
 
 
 def ssh_options(hv):
     """The ssh client options that reach hypervisor ``hv`` (without the executable, the
     destination and a command): batch mode and host key checking first (ssh keeps the
-    first value of an option, so ``ssh_common_args`` cannot turn them off)."""
+    first value of an option, so ``ssh_common_args`` cannot turn them off), connection
+    sharing (``hv["multiplex"]``) last, so that ``ssh_common_args`` may override it."""
     options = ["-o", "BatchMode=yes",
                "-o", "StrictHostKeyChecking={0}".format(hv["strict_host_key_checking"])]
     if hv.get("known_hosts_file"):
@@ -372,7 +390,28 @@ def ssh_options(hv):
         options += ["-l", hv["user"]]
     if hv.get("ssh_common_args"):
         options += shlex.split(hv["ssh_common_args"])
+    options += hv.get("multiplex") or []
     return options
+
+
+# ssh names a new control socket <ControlPath>.<16 random characters> first; a Unix socket
+# path has at most 107 bytes.
+_SOCKET_PATH_MAX = 107 - 17
+
+
+def multiplex_options(hv, persist, directory):
+    """ssh options that keep one connection to hypervisor ``hv`` open for ``persist``
+    seconds under ``directory`` and let later ssh commands reuse it; [] when ``persist``
+    is 0 or the socket path would be too long."""
+    if not persist or not directory:
+        return []
+    directory = os.path.expanduser(directory)
+    key = "{0}|{1}|{2}".format(hv["host"], hv.get("port") or "", hv.get("user") or "")
+    path = os.path.join(directory, "maqet-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12])
+    if len(os.fsencode(path)) > _SOCKET_PATH_MAX:
+        return []
+    return ["-o", "ControlMaster=auto", "-o", "ControlPersist={0}s".format(persist),
+            "-o", "ControlPath={0}".format(path)]
 
 
 def remote_command(hv):
@@ -486,10 +525,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         self._path = path
+        self._name_template = None
         hypervisors = self.get_option("hypervisors")
         if hypervisors:
             defaults = self.get_option("hypervisor_defaults") or {}
             configs = [hypervisor_config(entry, defaults) for entry in hypervisors]
+            self._share_connections(configs)
             names = [hv["name"] for hv in configs]
             twice = sorted({name for name in names if names.count(name) > 1})
             if twice:
@@ -566,6 +607,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             for vm in listed.get(hv["name"], []):
                 self._add_vm(vm, hv, hv_group, owners)
 
+    def _share_connections(self, configs):
+        persist = self.get_option("ssh_control_persist")
+        directory = self.get_option("ssh_control_path_dir")
+        if not persist or not directory:
+            return
+        try:
+            os.makedirs(os.path.expanduser(directory), mode=0o700, exist_ok=True)
+        except OSError as err:
+            self.display.warning("maqet inventory {0}: cannot create ssh_control_path_dir {1}: "
+                                 "{2}; SSH connections are not shared".format(
+                                     self._path, directory, err))
+            return
+        for hv in configs:
+            hv["multiplex"] = multiplex_options(hv, persist, directory)
+
     def _list_all(self, configs):
         """{hypervisor name: [vm, ...]} of every hypervisor that answered, and one message
         for each that did not. All are asked at once, one thread each."""
@@ -593,11 +649,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         template = self.get_option("name_template")
         if not template:
             return vm["name"]
-        self.templar.available_variables = {
-            "hypervisor": hv["name"], "name": vm["name"], "vm": make_unsafe(vm)}
+        if self._name_template is None:
+            # Sandboxed Jinja2, compiled once: Ansible's templar costs ~1 ms per host, the
+            # whole budget of a large inventory, and a name needs no lookups or filters
+            # beyond Jinja's own.
+            try:
+                self._name_template = SandboxedEnvironment(
+                    undefined=StrictUndefined, autoescape=False).from_string(template)
+            except TemplateError as err:
+                raise AnsibleParserError("maqet inventory {0}: name_template {1!r}: {2}".format(
+                    self._path, template, err)) from err
         try:
-            name = self.templar.template(trust_as_template(template))
-        except Exception as err:
+            name = self._name_template.render(hypervisor=hv["name"], name=vm["name"], vm=vm)
+        except (TemplateError, ValueError, TypeError) as err:
             raise AnsibleParserError("maqet inventory {0}: name_template {1!r}: {2}".format(
                 self._path, template, err)) from err
         name = str(name).strip()

@@ -6,9 +6,12 @@ of the repository."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import stat
 import sys
+import tempfile
 import time
 
 import pytest
@@ -18,7 +21,8 @@ from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 from ansible_collections.maqet.vm.plugins.inventory.maqet import (
-    connection_vars, hypervisor_config, proxy_command, remote_command, ssh_argv)
+    connection_vars, hypervisor_config, multiplex_options, proxy_command, remote_command,
+    ssh_argv)
 
 FAKE_SSH = r'''#!{python}
 """Stand-in for ssh: answers from answers.json by destination (the second-to-last
@@ -75,9 +79,12 @@ def parse(plugin, tmp_path, config, cache=False):
     return inventory
 
 
-def config(script, *lines):
+def config(script, *lines, share=False):
+    """A plugin config with the stand-in ssh; connection sharing off unless ``share``
+    (it would create ~/.ansible/cp)."""
     return "\n".join(["plugin: maqet.vm.maqet", "include_stopped: true",
-                      "ssh_executable: {0}".format(script), *lines]) + "\n"
+                      "ssh_executable: {0}".format(script),
+                      *([] if share else ["ssh_control_persist: 0"]), *lines]) + "\n"
 
 
 def test_lists_every_hypervisor_with_groups_and_vars(plugin, tmp_path, fake_ssh):
@@ -270,3 +277,41 @@ def test_cache_skips_ssh(plugin, tmp_path, fake_ssh):
     before = len(calls(tmp_path))
     inventory = parse(plugin, tmp_path, text, cache=True)
     assert set(inventory.hosts) == {"one"} and len(calls(tmp_path)) == before
+
+
+def test_connections_are_shared_unless_told_not_to(plugin, tmp_path, fake_ssh):
+    script = fake_ssh({"a": {"vms": []}})
+    short = tempfile.mkdtemp(prefix="cp", dir="/tmp")  # pytest's tmp_path is too long
+    try:
+        parse(plugin, tmp_path, config(script, "hypervisors: [{host: a, user: root}]",
+                                       "ssh_control_path_dir: {0}/cp".format(short),
+                                       share=True))
+        argv = calls(tmp_path)[-1]
+        assert "ControlMaster=auto" in argv and "ControlPersist=60s" in argv, argv
+        path = next(a for a in argv if a.startswith("ControlPath="))[len("ControlPath="):]
+        assert path.startswith(short + "/cp/maqet-")
+        assert os.stat(short + "/cp").st_mode & 0o777 == 0o700
+    finally:
+        shutil.rmtree(short)
+    parse(plugin, tmp_path, config(script, "hypervisors: [{host: a, user: root}]"))
+    assert not any("Control" in a for a in calls(tmp_path)[-1])
+
+
+def test_no_sharing_when_the_socket_path_is_too_long():
+    hv = hypervisor_config({"host": "h"})
+    assert multiplex_options(hv, 60, "/" + "d" * 100) == []
+    short = multiplex_options(hv, 60, "/cp")
+    assert short[-1].startswith("ControlPath=/cp/maqet-") and len(short[-1]) == 34
+    other = multiplex_options(hypervisor_config({"host": "h", "port": 2200}), 60, "/cp")
+    assert other[-1] != short[-1]
+
+
+def test_name_template_has_jinja_filters_and_refuses_unknown_names(plugin, tmp_path, fake_ssh):
+    script = fake_ssh({"a": {"vms": [view("Web", tags=["x"])]}})
+    inventory = parse(plugin, tmp_path, config(
+        script, "name_template: '{{ name | lower }}.{{ hypervisor }}.{{ vm.tags[0] }}'",
+        "hypervisors: [{name: hv1, host: a}]"))
+    assert set(inventory.hosts) == {"web.hv1.x"}
+    with pytest.raises(AnsibleParserError, match="name_template.*'nope' is undefined"):
+        parse(plugin, tmp_path, config(script, "name_template: '{{ nope }}'",
+                                       "hypervisors: [{name: hv1, host: a}]"))
