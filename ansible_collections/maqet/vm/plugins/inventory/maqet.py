@@ -508,8 +508,8 @@ def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh"):
         return {"ansible_host": hypervisor["host"], "ansible_port": port}
     if not _is_loopback(address):
         return {"ansible_host": address, "ansible_port": port}
-    common = ["-o", "ProxyCommand={0}".format(
-                  proxy_command(hypervisor, address, port, ssh_executable)),
+    proxy = proxy_command(hypervisor, address, port, ssh_executable)
+    common = ["-o", "ProxyCommand={0}".format(proxy),
               "-o", "HostKeyAlias={0}".format(host_key_alias(hypervisor, port))]
     return {"ansible_host": hypervisor["host"], "ansible_port": port,
             "ansible_ssh_common_args": shlex.join(common)}
