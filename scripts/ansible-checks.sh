@@ -6,8 +6,10 @@
 #      ../shared/ANSIBLE-TOOLCHAIN.md)
 #   2. the collection's unit tests (ansible-test units: a pytest run of their own,
 #      never mixed with tests/ because basenames clash)
-#   3. the artifact: build the tarball, install it into a temp path, and render every
-#      module and the inventory plugin with ansible-doc from there
+#   3. the artifact: build the engine wheel into the hypervisor role
+#      (scripts/build-engine-wheel.sh), build the tarball, check the wheel is in it,
+#      install it into a temp path, and render every module, the inventory plugin and
+#      the roles with ansible-doc from there
 #   4. ansible-lint's production profile, on a copy of the collection
 # Exits non-zero when any gate fails. Idempotent: everything it writes is in a temp
 # dir, apart from the pip bootstrap cache under ~/.ansible/test/cache.
@@ -87,9 +89,17 @@ units() {
 }
 
 artifact() {
-    local tarball
+    local tarball wheel
+    # The engine wheel the hypervisor role installs: built from this tree into the
+    # collection (not in git), so the artifact carries the engine it was tested with.
+    wheel=$(bash "$repo/scripts/build-engine-wheel.sh")
     ansible-galaxy collection build "$collection" --output-path "$scratch/dist" --force
     tarball=$(ls "$scratch"/dist/maqet-vm-*.tar.gz)
+    # (no grep -q on the pipe: its early exit would fail tar under pipefail)
+    if ! tar -tzf "$tarball" | grep -x "roles/hypervisor/files/$(basename "$wheel")" >/dev/null; then
+        echo "the artifact lacks roles/hypervisor/files/$(basename "$wheel")" >&2
+        return 1
+    fi
     ansible-galaxy collection install "$tarball" -p "$scratch/collections" --force
     # Check every plugin the working tree has renders from the installed artifact.
     ANSIBLE_COLLECTIONS_PATH="$scratch/collections" "$python" - "$collection" <<'PY'
@@ -100,6 +110,8 @@ wanted = [("module", p.stem) for p in sorted((collection / "plugins/modules").gl
           if not p.stem.startswith("_")]
 wanted += [("inventory", p.stem) for p in sorted((collection / "plugins/inventory").glob("*.py"))
            if not p.stem.startswith("_")]
+wanted += [("role", p.name) for p in sorted((collection / "roles").iterdir())
+           if (p / "meta" / "argument_specs.yml").exists()]
 bad = []
 for kind, name in wanted:
     fqcn = f"maqet.vm.{name}"
@@ -107,7 +119,9 @@ for kind, name in wanted:
                           capture_output=True, text=True)
     doc = {}
     if proc.returncode == 0:
-        doc = (json.loads(proc.stdout or "{}").get(fqcn) or {}).get("doc") or {}
+        data = json.loads(proc.stdout or "{}").get(fqcn) or {}
+        doc = (data.get("entry_points") or {}).get("main") if kind == "role" else data.get("doc")
+        doc = doc or {}
     text = subprocess.run(["ansible-doc", "-t", kind, fqcn], capture_output=True, text=True)
     if not doc.get("short_description") or text.returncode != 0 or fqcn not in text.stdout:
         bad.append(fqcn)

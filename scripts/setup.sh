@@ -64,6 +64,11 @@ fi
 # PYTHONDONTWRITEBYTECODE may forbid Python to do it on the fly).
 .venv/bin/python -m compileall -q maqet_engine >/dev/null
 
+# The engine wheel the maqet.vm.hypervisor role installs, and the wheels of its
+# dependencies for the multi-host tests' hosts, which reach no package index
+# (tests/support/fleet.py); skipped when complete.
+bash scripts/build-engine-wheel.sh --wheelhouse "${MAQET_WHEELHOUSE:-$HOME/.cache/maqet-wheelhouse}" >/dev/null
+
 if [ "$want_guest" = 1 ]; then
     # Each build is skipped when its cache is complete (tests/guest/README.md).
     bash tests/guest/build-guest.sh >/dev/null
