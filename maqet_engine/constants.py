@@ -195,6 +195,23 @@ SEND_KEY_HOLD_MS: Final = 20
 SCREENDUMP_FORMAT: Final = "png"
 QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
 
+# --- what one client may cost a runner (docs/runner.md, "Limits of the control socket") ---
+# Client input is bounded before it is parsed, a busy runner says so instead of queueing
+# without end, and a regex search is interrupted before it can stall the event loop.
+IPC_MAX_REQUEST_BYTES: Final = 64 * 1024  # one request line (replies: IPC_MAX_MESSAGE_BYTES)
+IPC_MAX_DEPTH: Final = 64  # nesting of arrays/objects in a request
+IPC_MAX_ID_CHARS: Final = 128  # a string request id (integer ids: 64-bit signed)
+IPC_MAX_CLIENTS: Final = 64  # connections served at once; one more gets RunnerBusy
+IPC_ERROR_CHARS: Final = 2048  # error messages in replies are cut here (they quote input)
+SOMAXCONN_FILE: Final = "/proc/sys/net/core/somaxconn"  # the control socket's listen backlog
+IPC_CONNECT_TIMEOUT_S: Final = 5.0  # client: waiting in a full backlog, retrying a refusal
+IPC_RETRY_FIRST_S: Final = 0.002  # client: first pause before retrying a busy/refused runner
+IPC_RETRY_MAX_S: Final = 0.1  # client: the pause doubles up to this
+IPC_WARNINGS_PER_MINUTE: Final = 30  # runner.log lines about misbehaving clients; more counted
+SERIAL_PATTERN_MAX_CHARS: Final = 4096
+SERIAL_MATCH_BUDGET_S: Final = 0.05  # CPU one regex search of one line may take, then refused
+SERIAL_MATCH_SLICE_S: Final = 0.01  # a wait searches this long, then lets the event loop run
+
 # --- storage and snapshots (maqet_engine/storage, maqet_engine/snapshots) ------
 QEMU_IMG: Final = "qemu-img"
 QEMU_IMG_TIMEOUT_S: Final = 600.0  # creating/snapshotting a big image may take minutes

@@ -1,11 +1,18 @@
 """Wire format of the runner's control socket.
 
-One message per line, UTF-8 JSON, at most ``IPC_MAX_MESSAGE_BYTES`` including the
-newline::
+One message per line, UTF-8 JSON::
 
     request:  {"id": <int|str>, "method": "<name>", "params": {...}}
     reply:    {"id": <same id>, "result": <any JSON>}
           or  {"id": <same id|null>, "error": MaqetError.to_dict()}
+
+Limits (``constants.py``, docs/runner.md): a request line is at most
+``IPC_MAX_REQUEST_BYTES`` and nests at most ``IPC_MAX_DEPTH`` arrays/objects; a reply
+line is at most ``IPC_MAX_MESSAGE_BYTES``; an id is a 64-bit integer or a string of at
+most ``IPC_MAX_ID_CHARS``; ``NaN``/``Infinity`` (and numbers that overflow to them) are
+not JSON and are refused. Every way a line can be wrong is a :class:`ProtocolError`
+(never ``RecursionError``, never Python's integer digit limit), which carries the id of
+the request when it could be read, for the error reply.
 
 Nothing here does I/O; both the asyncio server and the synchronous client use it.
 """
@@ -13,18 +20,38 @@ Nothing here does I/O; both the asyncio server and the synchronous client use it
 from __future__ import annotations
 
 import json
+import math
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, UsageError, error_from_dict
+from maqet_engine.errors import MaqetError, RunnerUnavailable, UsageError, error_from_dict
 from maqet_engine.frozen import Frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+_ID_MAX = 2**63
+_INT_DIGITS = len(str(2**64))
+
 
 class ProtocolError(UsageError):
-    """A message that is not a valid request or reply (answered, never fatal)."""
+    """A message that is not a valid request or reply (answered, never fatal).
+    ``request_id``: the id of the offending request when it could be read."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 request_id: int | str | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(message, hint=hint)
+
+
+class RunnerBusy(RunnerUnavailable):
+    """The runner serves ``IPC_MAX_CLIENTS`` connections already and closed this one
+    without reading from it: the request was not run, sending it again is safe."""
+
+
+# Error types rebuilt as themselves here (errors.error_from_dict knows the others).
+_LOCAL_TYPES: dict[str, type[MaqetError]] = {"ProtocolError": ProtocolError,
+                                              "RunnerBusy": RunnerBusy}
 
 
 class Request(Frozen):
@@ -34,17 +61,23 @@ class Request(Frozen):
     params: dict[str, Any]
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """One message as a newline-terminated line; refuses oversized messages."""
-    data = json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
-    if len(data) > C.IPC_MAX_MESSAGE_BYTES:
+def encode(message: dict[str, Any], *, limit: int = C.IPC_MAX_MESSAGE_BYTES) -> bytes:
+    """One message as a newline-terminated line; refuses oversized or unencodable ones
+    (too deep, NaN) with a ProtocolError."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), default=str, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as err:
+        raise ProtocolError(f"message cannot be encoded as JSON: {_short(err)}") from err
+    data = text.encode() + b"\n"
+    if len(data) > limit:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the IPC limit of "
-                            f"{C.IPC_MAX_MESSAGE_BYTES} bytes")
+                            f"{limit} bytes")
     return data
 
 
 def encode_request(request_id: int | str, method: str, params: dict[str, Any]) -> bytes:
-    return encode({"id": request_id, "method": method, "params": params})
+    return encode({"id": request_id, "method": method, "params": params},
+                  limit=C.IPC_MAX_REQUEST_BYTES)
 
 
 def encode_result(request_id: int | str | None, result: Any) -> bytes:
@@ -52,57 +85,129 @@ def encode_result(request_id: int | str | None, result: Any) -> bytes:
 
 
 def encode_error(request_id: int | str | None, error: MaqetError) -> bytes:
-    return encode({"id": request_id, "error": error.to_dict()})
+    """An error reply; its message is cut to ``IPC_ERROR_CHARS`` (it may quote input)."""
+    data = {key: _clip(value) if isinstance(value, str) else value
+            for key, value in error.to_dict().items()}
+    return encode({"id": request_id, "error": data})
 
 
-def _load(line: bytes) -> Any:
-    if len(line) > C.IPC_MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message exceeds the IPC limit of {C.IPC_MAX_MESSAGE_BYTES} bytes")
+def _clip(text: str) -> str:
+    if len(text) <= C.IPC_ERROR_CHARS:
+        return text
+    return text[:C.IPC_ERROR_CHARS] + f"... ({len(text) - C.IPC_ERROR_CHARS} more characters)"
+
+
+def _short(err: BaseException) -> str:
+    return _clip(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]!r} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers: 64-bit, signed or not (QMP sizes are uint64). Checked on the digits
+    before converting, so Python's digit limit is never reached."""
+    if len(text.lstrip("-")) > _INT_DIGITS or not -_ID_MAX <= (value := int(text)) < 2 * _ID_MAX:
+        raise ValueError(f"integer {text[:40]!r}{'...' if len(text) > 40 else ''} "
+                         "is out of the 64-bit range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(line: bytes, limit: int) -> Any:
+    if len(line) > limit:
+        raise ProtocolError(f"message of {len(line)} bytes exceeds the IPC limit of "
+                            f"{limit} bytes")
     try:
-        return json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"malformed message: {err}") from err
+        return json.loads(line.decode("utf-8"), parse_float=_finite, parse_int=_bounded_int,
+                          parse_constant=_no_constant)
+    except RecursionError as err:
+        raise ProtocolError(f"message nests deeper than {C.IPC_MAX_DEPTH} levels") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, the number hooks
+        raise ProtocolError(f"malformed message: {_short(err)}") from err
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests more than ``limit`` arrays/objects (iterative walk)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _valid_id(ident: Any) -> bool:
+    if isinstance(ident, bool):
+        return False
+    if isinstance(ident, int):
+        return -_ID_MAX <= ident < _ID_MAX
+    return isinstance(ident, str) and len(ident) <= C.IPC_MAX_ID_CHARS
 
 
 def request_id_of(line: bytes) -> int | str | None:
-    """Best effort: the id of a request that failed validation (for the error reply)."""
+    """Best effort: the id of a request, also of one that fails validation (for the
+    error reply). Never raises."""
     try:
-        data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return decode_request(line).id
+    except ProtocolError as err:
+        return err.request_id
+    except Exception:  # noqa: BLE001 - best effort by contract
         return None
-    ident = data.get("id") if isinstance(data, dict) else None
-    return ident if isinstance(ident, int | str) and not isinstance(ident, bool) else None
 
 
 def decode_request(line: bytes) -> Request:
-    data = _load(line)
+    """The request on ``line``, or a ProtocolError (with ``request_id`` when known)."""
+    data = _load(line, C.IPC_MAX_REQUEST_BYTES)
     if not isinstance(data, dict):
         raise ProtocolError("a request must be a JSON object")
     ident = data.get("id")
-    if not isinstance(ident, int | str) or isinstance(ident, bool):
-        raise ProtocolError("request 'id' must be an integer or a string")
+    known = ident if _valid_id(ident) else None
+    if (line.count(b"[") + line.count(b"{") > C.IPC_MAX_DEPTH
+            and _too_deep(data, C.IPC_MAX_DEPTH)):
+        raise ProtocolError(f"message nests deeper than {C.IPC_MAX_DEPTH} levels",
+                            request_id=known)
+    if known is None:
+        raise ProtocolError("request 'id' must be a 64-bit integer or a string of at most "
+                            f"{C.IPC_MAX_ID_CHARS} characters")
     method = data.get("method")
     if not isinstance(method, str) or not method:
-        raise ProtocolError("request 'method' must be a non-empty string")
+        raise ProtocolError("request 'method' must be a non-empty string", request_id=known)
     params = data.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise ProtocolError("request 'params' must be an object")
+        raise ProtocolError("request 'params' must be an object", request_id=known)
     unknown = set(data) - {"id", "method", "params"}
     if unknown:
-        raise ProtocolError(f"unknown request fields: {', '.join(sorted(unknown))}")
-    return Request(id=ident, method=method, params=params)
+        raise ProtocolError(f"unknown request fields: {', '.join(sorted(unknown))}",
+                            request_id=known)
+    return Request(id=known, method=method, params=params)
 
 
 def decode_reply(line: bytes, expected_id: int | str) -> Any:
     """The result of a reply line, or raise the error it carries (rebuilt locally)."""
-    data = _load(line)
+    data = _load(line, C.IPC_MAX_MESSAGE_BYTES)
     if not isinstance(data, dict) or ("result" in data) == ("error" in data):
         raise ProtocolError("a reply must be an object with exactly one of result/error")
     if "error" in data:
         error = data["error"]
-        raise error_from_dict(error if isinstance(error, dict) else {"message": str(error)})
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        local = _LOCAL_TYPES.get(str(error.get("type")))
+        if local is not None:
+            raise local(str(error.get("message", "unknown error")))
+        raise error_from_dict(error)
     if data.get("id") != expected_id:
         raise ProtocolError(f"reply for request {data.get('id')!r}, expected {expected_id!r}")
     return data["result"]

@@ -70,3 +70,77 @@ def test_chords_and_text():
             keys.chord(bad)
     with pytest.raises(UsageError):
         keys.text_chords("\u00e9")
+
+
+# --- hostile input: every way a line can be wrong is a ProtocolError (issue 9 item 5) ---
+DEEP = b'{"id": 4, "method": "ping", "params": {"a": ' + b"[" * 60000 + b"}}"
+HOSTILE = [
+    DEEP,  # below the size limit, far beyond Python's recursion limit
+    b'{"id": ' + b"1" * 5000 + b', "method": "ping"}',  # beyond int('1' * 5000)'s limit
+    b'{"id": 1, "method": "x", "params": {"a": ' + b"9" * 5000 + b"}}",
+    b'{"id": 1, "method": "x", "params": {"t": NaN}}',
+    b'{"id": 1, "method": "x", "params": {"t": -Infinity}}',
+    b'{"id": 1, "method": "x", "params": {"t": 1e400}}',  # overflows to inf
+    b'{"id": "' + b"x" * (C.IPC_MAX_ID_CHARS + 1) + b'", "method": "ping"}',
+    b'{"id": 9223372036854775808, "method": "ping"}',
+    b"[" * 100000,  # over the request size limit
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_requests_are_protocol_errors_with_a_short_message(line):
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_request(line)
+    assert len(str(info.value)) < 300
+    protocol.request_id_of(line)  # never raises either
+
+
+def test_nesting_is_capped_below_the_recursion_limit_and_the_id_kept():
+    nested = b"[" * C.IPC_MAX_DEPTH + b"]" * C.IPC_MAX_DEPTH
+    ok = b'{"id": 5, "method": "qmp", "params": {"a": ' + nested[2:-2] + b"}}"
+    assert protocol.decode_request(ok).id == 5  # IPC_MAX_DEPTH levels, the envelope included
+    deep = b'{"id": 5, "method": "qmp", "params": {"a": ' + nested + b"}}"
+    with pytest.raises(protocol.ProtocolError, match="deeper than") as info:
+        protocol.decode_request(deep)
+    assert info.value.request_id == 5
+    assert protocol.request_id_of(deep) == 5
+    # Brackets inside strings are not nesting.
+    text = b'{"id": 6, "method": "serial_wait", "params": {"pattern": "' + b"[" * 500 + b'"}}'
+    assert protocol.decode_request(text).params["pattern"] == "[" * 500
+
+
+def test_numbers_within_64_bits_pass():
+    line = (b'{"id": -9223372036854775808, "method": "qmp", '
+            b'"params": {"size": 18446744073709551615, "t": 1.5e300}}')
+    request = protocol.decode_request(line)
+    assert request.params == {"size": 2**64 - 1, "t": 1.5e300}
+
+
+def test_requests_over_the_request_limit_are_refused_before_sending():
+    with pytest.raises(protocol.ProtocolError, match="exceeds the IPC limit"):
+        protocol.encode_request(1, "serial_write", {"text": "x" * C.IPC_MAX_REQUEST_BYTES})
+    assert protocol.encode_request(1, "serial_write", {"text": "x" * 1000})
+    with pytest.raises(protocol.ProtocolError):  # NaN is not JSON: never sent
+        protocol.encode_request(1, "stop", {"timeout": float("nan")})
+
+
+def test_error_replies_are_clipped_and_keep_their_type():
+    long = UsageError("unknown method " + "m" * C.IPC_MAX_REQUEST_BYTES)
+    line = protocol.encode_error(3, long)
+    assert len(line) < C.IPC_ERROR_CHARS + 200
+    with pytest.raises(UsageError, match="more characters"):
+        protocol.decode_reply(line, 3)
+    with pytest.raises(protocol.RunnerBusy) as info:
+        protocol.decode_reply(protocol.encode_error(None, protocol.RunnerBusy("busy")), 3)
+    assert info.value.exit_code == C.EXIT_RUNTIME
+    with pytest.raises(protocol.ProtocolError) as bad:
+        protocol.decode_reply(protocol.encode_error(None, protocol.ProtocolError("bad")), 3)
+    assert bad.value.exit_code == C.EXIT_USAGE
+
+
+def test_hostile_replies_are_protocol_errors():
+    for line in (b'{"id": 1, "result": ' + b"[" * 60000 + b"}",
+                 b'{"id": 1, "result": ' + b"7" * 5000 + b"}", b'{"id": 1, "result": NaN}',
+                 b" " * (C.IPC_MAX_MESSAGE_BYTES + 1)):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode_reply(line, 1)
