@@ -215,6 +215,9 @@ class Handlers:
         pattern = _param(params, "pattern", str)
         since = _param(params, "since", int, 0)
         timeout = float(_param(params, "timeout", (int, float), C.SERIAL_WAIT_TIMEOUT_S))
+        if not 0 <= timeout < float("inf"):
+            raise UsageError("timeout must be a finite number of seconds, not negative")
+        # Ends early when this client hangs up: the server cancels the wait.
         return await self.vm.serial.wait(pattern, since=since, timeout=timeout)
 
     async def serial_write(self, params: dict[str, Any]) -> Any:
