@@ -175,7 +175,6 @@ RUNNER_MODULE: Final = "maqet_engine.runner"
 QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
 QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqet show --argv)
 QMP_SOCKET_BACKLOG: Final = 16
-IPC_BACKLOG: Final = 64
 IPC_STATUS_TIMEOUT_S: Final = 5.0  # status/view queries must not hang a `maqet status`
 # A stop first pings the runner: one that holds its lock but does not answer within this
 # (SIGSTOPped, wedged) is reported, or with --force killed together with its QEMU.

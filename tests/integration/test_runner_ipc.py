@@ -52,7 +52,7 @@ def test_garbage_on_the_control_socket_gets_errors_and_never_kills_the_runner(vm
     assert decoded[4]["id"] == 7 and "unknown method" in decoded[4]["error"]["message"]
     assert decoded[-1]["result"]["pong"] is True
     # Oversized message without a newline: one error reply, that connection closed.
-    big = raw_exchange(ctl, b"{" + b"x" * (C.IPC_MAX_MESSAGE_BYTES + 10))
+    big = raw_exchange(ctl, b"{" + b"x" * (C.IPC_MAX_REQUEST_BYTES + 10))
     assert len(big) == 1 and b"exceeds the IPC limit" in big[0]
     # Unterminated short message.
     assert b"not terminated" in raw_exchange(ctl, b'{"id": 1')[0]
