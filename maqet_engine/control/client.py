@@ -10,7 +10,8 @@ Connecting is bounded by ``IPC_CONNECT_TIMEOUT_S`` (or the client's timeout, if
 shorter) and survives a burst of clients (Ansible forks):
 
 - a full listen backlog: the connect waits in the kernel (``SO_SNDTIMEO``) until the
-  runner accepts, instead of failing with EAGAIN;
+  runner accepts, instead of failing with EAGAIN (RunnerUnavailable "timed out" when it
+  never does);
 - ECONNREFUSED while the socket file exists (a runner between bind and listen, or
   going away): tried again until the deadline; no socket file fails at once;
 - a runner at its connection cap answers ``RunnerBusy`` without reading the request:
@@ -90,9 +91,12 @@ class RunnerClient:
                 ) from err
             except BlockingIOError as err:  # EAGAIN: still no room after the wait
                 sock.close()
-                raise OperationTimeout(
-                    f"the runner at {self.socket_path} did not accept a connection within "
-                    f"{min(self.timeout, C.IPC_CONNECT_TIMEOUT_S):g} s (backlog full)") from err
+                # RunnerUnavailable saying "timed out": a runner that listens but never
+                # accepts is how lifecycle's forced stop recognises a hung one.
+                raise RunnerUnavailable(
+                    f"the runner at {self.socket_path} did not accept a connection: timed "
+                    f"out after {min(self.timeout, C.IPC_CONNECT_TIMEOUT_S):g} s (its listen "
+                    "backlog is full)") from err
             except OSError as err:
                 sock.close()
                 raise RunnerUnavailable(
