@@ -324,12 +324,16 @@ class SupervisedVM:
         last events, e.g. SHUTDOWN, may still be in the socket when the exit is seen),
         then handle the events not handled yet — so the exit is classified knowing them."""
         deadline = time.monotonic() + C.QMP_LADDER_CALL_TIMEOUT_S
-        while self.qmp.runstate == Runstate.RUNNING:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        while (remaining := deadline - time.monotonic()) > 0:
+            # qemu.qmp pulses its state event (set, then clear at once): only a waiter
+            # already registered sees it. Register first, yield once, then look.
+            waiter = asyncio.ensure_future(self.qmp.runstate_changed())
+            await asyncio.sleep(0)
+            if self.qmp.runstate != Runstate.RUNNING:
+                waiter.cancel()
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.qmp.runstate_changed(), remaining)
+            await asyncio.wait({waiter}, timeout=remaining)
+            waiter.cancel()
         if self._listener is not None:
             for event in self._listener.clear():
                 self._on_event(event)
