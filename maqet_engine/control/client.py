@@ -77,7 +77,7 @@ class RunnerClient:
                 sock.close()
                 raise RunnerUnavailable(
                     f"no runner listens on {self.socket_path}",
-                    hint="the VM is not running (start it with 'maqet start')",
+                    hint="the VM is not running: start it",
                 ) from err
             except ConnectionRefusedError as err:
                 sock.close()
@@ -87,7 +87,7 @@ class RunnerClient:
                         continue
                 raise RunnerUnavailable(
                     f"no runner listens on {self.socket_path}",
-                    hint="the VM is not running (start it with 'maqet start')",
+                    hint="the VM is not running: start it",
                 ) from err
             except BlockingIOError as err:  # EAGAIN: still no room after the wait
                 sock.close()
@@ -205,7 +205,7 @@ class RunnerClient:
                 self.close()
                 raise RunnerUnavailable(
                     f"the runner closed the connection before answering {method}",
-                    hint="see 'maqet logs NAME --runner'",
+                    hint="see the VM's runner log (runner.log in its directory)",
                 )
             self._buffer += chunk
 
