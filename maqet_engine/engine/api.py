@@ -184,8 +184,11 @@ def _apply_present(ctx: EngineContext, spec: Spec | None, name: str, result: Res
             drift = False
         elif state in ("running", "paused"):
             # Idempotent (creates only missing files), so no guess from a status that
-            # may be stale (a crashed VM still recorded as running).
-            result.extend(_prepare_storage(ctx, store, wanted, progress))
+            # may be stale (a crashed VM still recorded as running). The seed is what the
+            # guest reads at its next boot: written when the VM starts now, not while it
+            # runs on with a definition that changed (restart_required).
+            result.extend(_prepare_storage(ctx, store, wanted, progress,
+                                           seed=not view.active))
             result.extend(lifecycle.ensure_running(ctx.paths, store, name,
                                                    check_mode=ctx.check_mode))
         elif state == "stopped":
@@ -228,13 +231,13 @@ def _apply_absent(ctx: EngineContext, name: str, result: Result, *, timeout: flo
 
 
 def _prepare_storage(ctx: EngineContext, store: Store, spec: dict[str, Any],
-                     progress: Progress | None) -> list[Action]:
-    """Create the disks a start needs (missing images, overlays on fetched images) and
-    the cloud-init seed, and register them."""
+                     progress: Progress | None, *, seed: bool = True) -> list[Action]:
+    """Create the disks a start needs (missing images, overlays on fetched images) and,
+    with ``seed``, write the cloud-init seed; register them."""
     from maqet_engine.storage import prepare_storage
 
     return prepare_storage(ctx.paths, store, spec, check_mode=ctx.check_mode,
-                           progress=progress)
+                           progress=progress, seed=seed)
 
 
 _AFTER_STATE = {"running": VMStatus.RUNNING, "restarted": VMStatus.RUNNING,

@@ -41,12 +41,15 @@ def disk_entries(spec: Any) -> list[tuple[int, Mapping[str, Any]]]:
 
 
 def prepare_storage(paths: Paths, store: Store, spec: Any, *, check_mode: bool = False,
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+                    progress: Progress | None = None,
+                    seed: bool = True) -> list[dict[str, Any]]:
     """Create the VM's missing disks and write its cloud-init seed; return what was (or,
     in check mode, would be) done. Check mode reads the image cache, never the network.
 
     :param spec: the normalized spec (or its data) of the VM about to start.
     :param progress: ``progress(done_bytes, total_or_None)`` while an image downloads.
+    :param seed: write (or delete) the cloud-init seed; False while the VM runs on
+        (the guest reads it at its next boot, from the definition of that start).
     :return: actions ``{"action": "create_disk", "storage", "path", "size", "backing"}``
         (``backing``: the base image's path, or ``sha256:<hex>`` of a cached image),
         ``fetch_image`` (``location``, ``digest``, ``size``: an image not yet cached),
@@ -95,8 +98,9 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *, check_mode: bool =
         _create(target, entry, size, backing, what=f"create disk {entry['name']} of "
                 f"VM {vm_name!r}")
         records.register_file(store, target, vm_name, entry["name"])
-    actions += _prepare_seed(paths, store, vm_name, data.get("cloud_init"),
-                             check_mode=check_mode)
+    if seed:
+        actions += _prepare_seed(paths, store, vm_name, data.get("cloud_init"),
+                                 check_mode=check_mode)
     return actions
 
 
