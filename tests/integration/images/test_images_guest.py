@@ -128,6 +128,9 @@ def test_a_vm_from_an_http_image_with_its_key_from_cloud_init(vms, server, tmp_p
     seed = vms.paths.vm_data("img1").cloud_init_seed
     assert oct(overlay.stat().st_mode & 0o777) == "0o600"
     assert oct(seed.stat().st_mode & 0o777) == "0o600"
+    if os.geteuid() == 0:  # QEMU opened overlay, cached image (0400 root) and seed, then dropped
+        argv = maqet_json("show", "img1")["argv"]
+        assert argv[argv.index("-runas") + 1] == C.DEFAULT_QEMU_USER
 
     # The guest reads root's key from the seed; its host keys come from the console.
     host_keys = guest.console_host_keys(vms.paths, "img1", timeout=BOOT_TIMEOUT)
