@@ -80,8 +80,8 @@ class Indeterminate:
         self._detail = shown  # one reference: the drawing thread reads it whole
 
     def _columns(self) -> int:
-        try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+        try:  # a terminal without a size (a bare pty, a serial line) says 0
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
         except (OSError, ValueError, AttributeError):
             return 80
 
