@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, RuntimeFailure
+from maqet_engine.errors import AlreadyExists, MaqetError, RuntimeFailure
 from maqet_engine.paths import Paths
 from maqet_engine.store import Store
 from maqet_engine.store import storage_records as records
@@ -89,7 +89,12 @@ def prepare_image_disk(paths: Paths, store: Store, vm_name: str, entry: Mapping[
         with cache.hold(image.digest) as held:
             if held is None:
                 continue  # removed (prune) since the fetch: fetch it again
-            virtual = create_overlay(held, target, size=size)
+            try:
+                virtual = create_overlay(held, target, size=size)
+            except AlreadyExists:
+                if not target.exists():
+                    raise
+                return actions  # another start of this VM made it meanwhile: as good
             records.register_file(store, target, vm_name, entry["name"])
         actions.append(_create_action(entry, target, virtual, source.location, image.digest))
         return actions
@@ -146,7 +151,8 @@ def image_users(paths: Paths, store: Store, cache: ImageCache) -> Callable[[str]
 def _uses(paths: Paths, store: Store, cache: ImageCache) -> Iterator[tuple[str, str]]:
     """``(digest, VM)`` for every use of a cached image (see the module docstring)."""
     files: dict[str, str] = {}  # disk file -> who is named as its user
-    for record in store.list_vms():
+    defined = store.list_vms()
+    for record in defined:
         for entry in record.spec_data.get("storage") or []:
             if entry.get("image"):
                 digest = _pinned(cache, entry)
@@ -154,9 +160,9 @@ def _uses(paths: Paths, store: Store, cache: ImageCache) -> Iterator[tuple[str, 
                     yield digest, record.name
             if entry.get("type") == "qcow2" and entry.get("file"):
                 files.setdefault(os.path.normpath(entry["file"]), record.name)
-    defined = {record.name for record in store.list_vms()}
+    names = {record.name for record in defined}
     for row in records.all_files(store):
-        if row.vm_name in defined:
+        if row.vm_name in names:
             files.setdefault(os.path.normpath(row.path), row.vm_name)
         else:
             files.setdefault(os.path.normpath(row.path),
