@@ -61,11 +61,12 @@ class VMRuntimePaths(Frozen):
 class VMDataPaths(Frozen):
     """Persistent files of one VM: its directory, disks created there, logs."""
 
-    __slots__ = ("root", "runner_log", "qemu_log", "serial_log")
+    __slots__ = ("root", "runner_log", "qemu_log", "serial_log", "cloud_init_seed")
     root: Path
     runner_log: Path
     qemu_log: Path
     serial_log: Path
+    cloud_init_seed: Path  # the NoCloud seed maqet writes when the spec has cloud_init
 
 
 class Paths(Frozen):
@@ -97,6 +98,7 @@ class Paths(Frozen):
             runner_log=root / C.RUNNER_LOG,
             qemu_log=root / C.QEMU_LOG,
             serial_log=root / C.SERIAL_LOG,
+            cloud_init_seed=root / C.CLOUD_INIT_SEED_FILE,
         )
 
     def vm_runtime(self, vm_id: int) -> VMRuntimePaths:

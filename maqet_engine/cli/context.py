@@ -9,10 +9,12 @@ from maqet_engine.cli.output import dump_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from maqet_engine.engine import EngineContext, Result
+
+    Transfer = Callable[[int, int | None], None]
 
 
 class CLIContext:
@@ -45,14 +47,16 @@ class CLIContext:
                                     if result.changed else unchanged))
 
     @contextlib.contextmanager
-    def progress(self, message: str) -> Iterator[None]:
+    def progress(self, message: str) -> Iterator[Transfer | None]:
         """A TTY progress bar for a step that may take more than a second (nothing with
-        --json or when stderr is not a terminal)."""
+        --json or when stderr is not a terminal). Yields the engine's ``progress``
+        callback for a download during the step (the bar then shows how far it got), or
+        None when there is no bar."""
         from maqet_engine.cli.progress import tty_progress
 
         tracker = tty_progress(self.json, sys.stderr)
         if tracker is None:
-            yield
+            yield None
             return
-        with tracker.track(message):
-            yield
+        with tracker.track(message) as bar:
+            yield bar.transfer

@@ -153,10 +153,11 @@ def cmd_apply(args: argparse.Namespace, ctx: CLIContext) -> int:
         raise UsageError("--set needs -d FILE: it overrides a definition")
     name = spec.name if spec else args.name
     slow = args.state not in ("present", "absent") and not args.check
-    with ctx.progress(f"{args.state} {name}") if slow else contextlib.nullcontext():
+    with ctx.progress(f"{args.state} {name}") if slow else contextlib.nullcontext() \
+            as transfer:
         result = apply(ctx.engine(check_mode=args.check), spec=spec, name=args.name,
                        state=args.state, recreate=args.recreate, timeout=args.timeout,
-                       force=args.force, purge=args.purge)
+                       force=args.force, purge=args.purge, progress=transfer)
     _print_result(ctx, result, diff=args.diff)
     return C.EXIT_OK
 

@@ -60,10 +60,28 @@ class Indeterminate:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maqet-progress", daemon=True)
         self._start = 0.0
+        self._detail = ""  # what a transfer reports, shown after the message
+
+    def frame(self, columns: int) -> str:
+        """The frame to draw now: the message, with a transfer's progress after it."""
+        detail = self._detail
+        message = f"{self.message}: {detail}" if detail else self.message
+        return bar_frame(message, self.clock() - self._start, columns=columns,
+                         tick=self.tick)
+
+    def transfer(self, done: int, total: int | None) -> None:
+        """The engine's download progress callback (``done``, ``total`` bytes): shown
+        after the message, e.g. ``starting web1: image 12M of 24M (50%)...``."""
+        from maqet_engine.cli.output import human_size
+
+        shown = f"image {human_size(done)}"
+        if total:
+            shown += f" of {human_size(total)} ({min(done * 100 // total, 100)}%)"
+        self._detail = shown  # one reference: the drawing thread reads it whole
 
     def _columns(self) -> int:
-        try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+        try:  # a terminal without a size (a bare pty, a serial line) says 0
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
         except (OSError, ValueError, AttributeError):
             return 80
 
@@ -72,9 +90,7 @@ class Indeterminate:
             return  # fast enough: nothing to show
         columns = self._columns()
         while True:
-            frame = bar_frame(self.message, self.clock() - self._start, columns=columns,
-                              tick=self.tick)
-            self._write("\r" + frame)
+            self._write("\r" + self.frame(columns))
             self.frames += 1
             if self._done.wait(self.tick):
                 return

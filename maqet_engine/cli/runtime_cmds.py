@@ -86,7 +86,9 @@ def _run_state(args: argparse.Namespace, ctx: CLIContext, verb: str, unchanged: 
     from maqet_engine import engine
 
     extra = {"timeout": args.timeout, "force": args.force} if verb != "start" else {}
-    with ctx.progress(f"{_DOING[verb]} {args.name}"):
+    with ctx.progress(f"{_DOING[verb]} {args.name}") as transfer:
+        if verb != "stop":  # a start may download a disk's image
+            extra["progress"] = transfer
         result = getattr(engine, verb)(ctx.engine(), args.name, **extra)
     _emit_actions(ctx, result, unchanged)
     return C.EXIT_OK

@@ -17,6 +17,11 @@ three views of the same files:
 pycdlib stamps the current (local) time into the descriptors and records, so two images
 of one seed differ in bytes. Nothing relies on the bytes: whether an image already holds
 a seed is decided by :func:`holds`, which reads the files back.
+
+The image is padded with zeros to at least :data:`MIN_IMAGE_BYTES`, as ``genisoimage``
+pads its images (150 sectors by default): busybox's ``findfs``/``blkid`` (the volume_id
+code an initramfs finds ``LABEL=cidata`` with) read 68 KiB from the start of a device
+before probing for iso9660 and give up on anything shorter, and a bare seed is ~66 KiB.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ _INTERCHANGE_LEVEL = 3
 _ROCK_RIDGE = "1.09"
 _JOLIET = 3
 _APPLICATION = "MAQET CLOUD-INIT SEED"
+MIN_IMAGE_BYTES = 384 * 1024  # what genisoimage makes of a seed (300 KiB padding included)
 
 
 def build_image(files: Sequence[tuple[str, bytes]], *, label: str) -> bytes:
@@ -55,7 +61,8 @@ def build_image(files: Sequence[tuple[str, bytes]], *, label: str) -> bytes:
         iso.write_fp(out)
     finally:
         iso.close()
-    return out.getvalue()
+    data = out.getvalue()
+    return data + bytes(max(MIN_IMAGE_BYTES - len(data), 0))
 
 
 def holds(image: BinaryIO, files: Sequence[tuple[str, bytes]], *, label: str) -> bool:

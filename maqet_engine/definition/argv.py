@@ -7,7 +7,7 @@ from maqet_engine.definition.machine import DeviceSlots
 from maqet_engine.definition.model import Spec
 from maqet_engine.definition.network import network_argv
 from maqet_engine.definition.qemuopts import opt_value
-from maqet_engine.definition.storage import StorageRegistry, default_registry
+from maqet_engine.definition.storage import StorageRegistry, default_registry, seed_disk_argv
 from maqet_engine.paths import VMDataPaths, VMRuntimePaths
 
 _MIB = 1024 * 1024
@@ -70,6 +70,8 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
         if d[key] is not None:
             argv += [option, d[key]]
     argv += _storage_argv(spec, registry or default_registry())
+    if d.get("cloud_init") is not None:
+        argv += seed_disk_argv(str(data.cloud_init_seed))
     for index, nic in enumerate(d["network"]):
         argv += network_argv(nic, index)
     argv += d["arguments"]

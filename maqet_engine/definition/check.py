@@ -270,6 +270,18 @@ def check_value(value: object, f: Field, path: str, ctx: PathContext | None) -> 
                     for i, item in enumerate(items)]
         case Kind.ENTRIES:
             return require_list(value, path, "[{...}, {...}] or '- key: value' items")
+        case Kind.MAPPING:  # a section: its own checker normalizes what is inside
+            return require_mapping(value, path, f"'{f.key}'")
+        case Kind.DATA:
+            if not isinstance(value, Mapping | str):
+                raise ConfigError(f"{show(value)} is neither a mapping nor text", path=path,
+                                  hint=describe(f))
+            return value
+        case Kind.BOOL_OR_STR:
+            if not isinstance(value, bool | str):
+                raise ConfigError(f"{show(value)} is neither a boolean nor a string",
+                                  path=path, hint=describe(f))
+            return value
         case Kind.MAC:
             if not isinstance(value, str) or not C.MAC_RE.fullmatch(value):
                 raise ConfigError(f"{show(value)} is not a MAC address", path=path,
@@ -401,6 +413,12 @@ def describe(f: Field) -> str:
             return "give a path"
         case Kind.ENTRIES:
             return "give a list of mappings"
+        case Kind.MAPPING:
+            return "give a mapping ('key: value' lines)"
+        case Kind.DATA:
+            return "give a mapping, or text as a '|' block"
+        case Kind.BOOL_OR_STR:
+            return "use true, false or a string"
         case _ if f.pattern is not None:
             return f"use {f.pattern_help}"
     return f"give a {f.kind.value}"

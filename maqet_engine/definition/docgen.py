@@ -11,12 +11,22 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from maqet_engine.definition import doctext
-from maqet_engine.definition.schema import FORWARD, NETWORK_TYPES, TOP, Field, Kind, Section
+from maqet_engine.definition.schema import (
+    CLOUD_INIT,
+    CLOUD_INIT_USER,
+    FORWARD,
+    NETWORK_TYPES,
+    TOP,
+    Field,
+    Kind,
+    Section,
+)
 from maqet_engine.definition.storage import StorageRegistry, default_registry
 from maqet_engine.definition.units import format_size
 
 _HEADER = "| key | type | default | allowed values | meaning |\n|---|---|---|---|---|\n"
-_ENTRY_LINKS = {"storage": "#storage", "network": "#network", "forward": "#forward"}
+_ENTRY_LINKS = {"storage": "#storage", "network": "#network", "forward": "#forward",
+                "cloud_init": "#cloud_init", "users": "#users"}
 
 
 def render(registry: StorageRegistry | None = None) -> str:
@@ -33,6 +43,9 @@ def render(registry: StorageRegistry | None = None) -> str:
         fields = _only_type(section.fields, type_name)
         parts.append(_section(section.title, fields, section.doc, level=4))
     parts.append(_section("forward", FORWARD.fields, _forward_doc(FORWARD), level=4))
+    parts.append(_section(CLOUD_INIT.title, CLOUD_INIT.fields, CLOUD_INIT.doc))
+    parts.append(_section(CLOUD_INIT_USER.title, CLOUD_INIT_USER.fields,
+                          f"Items of `users` in `cloud_init`. {CLOUD_INIT_USER.doc}", level=4))
     return "\n".join(parts)
 
 
@@ -58,6 +71,8 @@ def _row(f: Field) -> str:
 def _type(f: Field) -> str:
     if f.kind is Kind.ENTRIES:
         return f"list of [{f.entries}]({_ENTRY_LINKS[f.entries]}) entries"
+    if f.kind is Kind.MAPPING and f.entries:
+        return f"[{f.entries}]({_ENTRY_LINKS[f.entries]}) mapping"
     if f.kind is Kind.ENUM:
         return "string"
     return f.kind.value
@@ -99,9 +114,17 @@ def _allowed(f: Field) -> str:
             return "an IPv4 address; `0.0.0.0` = every interface"
         case Kind.ENTRIES:
             return "mappings, see below"
-        case Kind.STR_LIST if f.pattern is None:
+        case Kind.MAPPING if f.entries:
+            return "a mapping, see below"
+        case Kind.MAPPING:
+            return "any mapping"
+        case Kind.DATA:
+            return "a mapping, or text"
+        case Kind.BOOL_OR_STR:
+            return "`true`, `false`, a string"
+        case Kind.STR_LIST if not f.pattern_help:
             return "any strings"
-    if f.pattern is not None:
+    if f.pattern_help:
         return f"each: {f.pattern_help}" if f.kind is Kind.STR_LIST else f.pattern_help
     return "any non-empty string"
 

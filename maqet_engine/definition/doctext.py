@@ -64,10 +64,10 @@ tags: [web]
   error.
 - **`--name NAME`** is applied last.
 - **Relative paths** in the definition (`kernel`, `initrd`, `cdrom` and `virtfs`
-  paths, `backing`, a `binary` containing `/`) start from the directory of the
-  *last* file (the current directory when there is none). Disk image `file`s of
-  `qcow2` and `raw` entries start from the **VM's own directory** (see
-  `maqet show NAME`), never from the current directory. `~` is expanded.
+  paths, `backing`, a local `image`, a `binary` containing `/`) start from the
+  directory of the *last* file (the current directory when there is none). Disk
+  image `file`s of `qcow2` and `raw` entries start from the **VM's own directory**
+  (see `maqet show NAME`), never from the current directory. `~` is expanded.
 
 ## Checking and normalization
 
@@ -125,9 +125,10 @@ unset value means QEMU's own default.
 -nodefaults -no-user-config -accel ACCEL`, then `-machine`, `-m`, `-smp`, `-cpu` when
 set, the QMP and serial sockets, `-display`, `-vga`, `-kernel`/`-initrd`/`-append`,
 the storage devices in order (`-blockdev` in JSON form with the entry's name as
-node-name, then `-device`; a SCSI controller first when a disk needs one), the
-network devices in order (`-netdev` with id `net0`, `net1`, ..., then `-device`),
-and finally `arguments`, verbatim.
+node-name, then `-device`; a SCSI controller first when a disk needs one), with
+`cloud_init` the seed disk (node-name `cidata`: `cidata.iso` in the VM's directory,
+read-only, `virtio-blk-pci`), the network devices in order (`-netdev` with id `net0`,
+`net1`, ..., then `-device`), and finally `arguments`, verbatim.
 """
 
 STORAGE = """\

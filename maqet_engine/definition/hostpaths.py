@@ -10,9 +10,9 @@ definition (perhaps from elsewhere) is refused when it names
   guest then owns the whole device), anything else (character devices, FIFOs,
   sockets) never;
 - a file in a host system directory: read into the guest (kernel, initrd, CD-ROM,
-  backing image, read-only disk) from ``/etc``, ``/proc``, ``/sys``, ``/dev`` or
-  ``/run``; written by the guest (a writable disk, a new image) there or in ``/boot``
-  or ``/usr``.
+  backing image, local ``image``, read-only disk) from ``/etc``, ``/proc``, ``/sys``,
+  ``/dev`` or ``/run``; written by the guest (a writable disk, a new image) there or
+  in ``/boot`` or ``/usr``.
 
 A shared directory (virtfs) is refused when it is, or is inside, a system directory
 (``/etc``, ``/proc``, ``/sys``, ``/dev``, ``/boot``, ``/run``, ``/usr``), or is exactly
@@ -147,4 +147,8 @@ def recheck(data: dict[str, object], *, maqet_dirs: Iterable[Path], vm_dir: Path
                             device=bool(entry.get("device")), maqet_dirs=dirs, vm_dir=vm_dir)
         if entry.get("backing"):
             check_host_file(entry["backing"], f"{where}.backing", write=False, device=False,
+                            maqet_dirs=dirs, vm_dir=vm_dir)
+        image = entry.get("image")
+        if image and "://" not in image and os.path.lexists(image):  # a local image
+            check_host_file(image, f"{where}.image", write=False, device=False,
                             maqet_dirs=dirs, vm_dir=vm_dir)

@@ -31,6 +31,9 @@ class Kind(enum.Enum):
     ENTRIES = "list of mappings"
     MAC = "MAC address"
     IPV4 = "IPv4 address"
+    MAPPING = "mapping"
+    DATA = "mapping or text"
+    BOOL_OR_STR = "boolean or string"
 
 
 class Base(enum.Enum):
@@ -150,6 +153,62 @@ TOP = Section(
         Field("tags", Kind.STR_LIST, "Free labels (e.g. for inventory groups); stored "
               "sorted and without duplicates.", default=[],
               pattern=C.TAG_RE, pattern_help=C.TAG_HELP, what="tag"),
+        Field("cloud_init", Kind.MAPPING, "A cloud-init NoCloud seed for the guest: maqet "
+              "writes it at each start and attaches it as a read-only virtio disk labelled "
+              "`cidata`. Unset: no seed.", entries="cloud_init"),
+    ),
+)
+
+_KEY_HELP = "one OpenSSH public key line (as in a `.pub` file)"
+
+# The cloud_init section is checked and normalized by maqet_engine.cloudinit.normalize
+# (strict: its own messages); these declarations document its keys (a unit test keeps
+# them equal to that function's).
+CLOUD_INIT = Section(
+    title="cloud_init",
+    where="cloud_init",
+    doc="What cloud-init in the guest gets from its NoCloud seed. Shortcuts (`hostname`, "
+        "`users`, `ssh_authorized_keys`) and explicit data (`user_data`, `meta_data`) may "
+        "not set the same cloud-init key. maqet sets meta-data's `instance-id` from the "
+        "seed's content: any change makes cloud-init run again at the next start. "
+        "See docs/guests.md.",
+    fields=(
+        Field("hostname", Kind.STR, "Host name of the guest (meta-data `local-hostname`, "
+              "and #cloud-config `hostname` when `user_data` is a mapping).",
+              default_doc="the VM's `name` when it is a valid host name and neither "
+              "`user_data` (`hostname`, `fqdn`) nor `meta_data` (`local-hostname`) sets one",
+              pattern=C.HOSTNAME_RE, pattern_help=C.HOSTNAME_HELP, what="host name"),
+        Field("users", Kind.ENTRIES, "Accounts to create (#cloud-config `users`). They "
+              "replace the image's default user unless `ssh_authorized_keys` (that user's "
+              "keys) is given too. A user named `root` also sets `disable_root: false`.",
+              default=[], entries="users"),
+        Field("ssh_authorized_keys", Kind.STR_LIST, "SSH public keys of the image's "
+              "default user.", default=[], pattern_help=_KEY_HELP),
+        Field("user_data", Kind.DATA, "More #cloud-config keys as a mapping, merged with "
+              "the shortcuts; or the whole user-data as text (a `#cloud-config` document, a "
+              "`#!` script, MIME), used verbatim: then only `hostname` may be given besides.",
+              default_doc="`{}`"),
+        Field("meta_data", Kind.MAPPING, "More meta-data keys (not `instance-id`: maqet "
+              "derives it from the seed's content).", default_doc="`{}`"),
+        Field("network_config", Kind.DATA, "Network configuration version 1 or 2 (a "
+              "mapping, or YAML text). Unset: no network-config file (cloud-init runs DHCP on "
+              "the first NIC)."),
+    ),
+)
+
+CLOUD_INIT_USER = Section(
+    title="users",
+    where="cloud_init.users[]",
+    doc="One account; stored with its keys in canonical form.",
+    fields=(
+        Field("name", Kind.STR, "Account name (not `default`: cloud-init's name for the "
+              "image's own user).", required=True, pattern=C.USER_NAME_RE,
+              pattern_help=C.USER_NAME_HELP, what="user name"),
+        Field("ssh_authorized_keys", Kind.STR_LIST, "SSH public keys that may log in as "
+              "this user.", default=[], pattern_help=_KEY_HELP),
+        Field("sudo", Kind.BOOL_OR_STR, "`true` grants `" + C.CLOUD_INIT_SUDO_ALL + "`; "
+              "a string is one sudoers rule; `false` or unset: no sudo rule (never for "
+              "`root`)."),
     ),
 )
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from maqet_engine import constants as C
 from maqet_engine.definition.check import (
     PathContext,
+    check_path,
     check_section,
     join,
     require_list,
@@ -139,7 +140,8 @@ class _DiskImage(StorageType):
         if target.is_dir():
             raise ConfigError(f"{show(entry['file'])} is a directory, not a disk image",
                               path=join(path, "file"), hint="give the path of an image file")
-        if not target.exists() and entry["size"] is None and entry.get("backing") is None:
+        if not target.exists() and entry["size"] is None and entry.get("backing") is None \
+                and entry.get("image") is None:
             raise ConfigError(f"is required: {show(target)} does not exist yet and maqet "
                               "creates it", path=join(path, "size"),
                               hint="give the size of the new disk such as 10G, or point "
@@ -183,18 +185,53 @@ def _file_field(kind: str) -> Field:
                  base=Base.VM_DIR, default_doc="`<name>." + kind + "` in the VM's directory")
 
 
-def _size_field() -> Field:
+def _size_field(*, image: bool = False) -> Field:
+    extra = (" With `image`: the disk's size, at least the image's (unset: the image's "
+             "own size).") if image else ""
     return Field("size", Kind.SIZE, "Size of a disk maqet creates; a bare number is bytes, "
-                 "as with qemu-img. Required when `file` does not exist (and no `backing`).",
+                 "as with qemu-img. Required when `file` does not exist (and no `backing`"
+                 + (" or `image`" if image else "") + ")." + extra,
                  maximum=C.MAX_DISK_BYTES, bare_unit=C.DISK_BARE_UNIT)
+
+
+# A valid checksum, to check an image location on its own (see _image_source).
+_ANY_CHECKSUM = f"{C.IMAGE_DIGEST_ALGORITHM}:{'0' * C.IMAGE_DIGEST_HEX_LEN}"
+
+
+def _image_source(image: str, checksum: str | None, path: str,
+                  ctx: PathContext) -> tuple[str, str | None]:
+    """The normalized ``(image, checksum)`` of an entry: an absolute path for a local
+    image (``file://`` URLs become paths), a URL as given otherwise; the checksum with a
+    lower-case digest. A local image must exist, and is judged like a backing image.
+
+    The image package's parser checks location and checksum together; the location is
+    parsed first with a valid checksum, so that each error names the key at fault.
+    """
+    from maqet_engine.images.source import parse_source
+
+    try:
+        parse_source(image, _ANY_CHECKSUM, base_dir=ctx.definition_dir)
+    except ConfigError as err:
+        raise ConfigError(err.message, path=join(path, "image"), hint=err.hint) from None
+    try:
+        source = parse_source(image, checksum, base_dir=ctx.definition_dir)
+    except ConfigError as err:
+        raise ConfigError(err.message, path=join(path, "checksum"), hint=err.hint) from None
+    if not source.remote:
+        written = image if "://" not in image else source.location  # a file:// URL's path
+        check_path(written, join(path, "image"), base=ctx.definition_dir, exists=Exists.FILE)
+        check_host_file(source.location, join(path, "image"), write=False, device=False,
+                        maqet_dirs=ctx.maqet_dirs, vm_dir=ctx.vm_dir)
+    return source.location, source.checksum
 
 
 class Qcow2Storage(_DiskImage):
     type_name = "qcow2"
-    doc = "A qcow2 disk image; may be a linked clone (overlay) of a `backing` image."
+    doc = ("A qcow2 disk image; may be a linked clone (overlay) of a `backing` image, or "
+           "of an `image` that maqet fetches into its image cache.")
     fields = (
         _file_field("qcow2"),
-        _size_field(),
+        _size_field(image=True),
         _INTERFACE,
         _READONLY,
         _DEVICE,
@@ -202,7 +239,34 @@ class Qcow2Storage(_DiskImage):
               "to the directory of the definition file; must exist. Used only when `file` "
               "is created; the base itself is never written.",
               base=Base.DEFINITION, exists=Exists.FILE),
+        Field("image", Kind.STR, "Image the disk starts from: a local path (relative to "
+              "the directory of the definition file; must exist), a `file://` URL, or an "
+              "`http://`/`https://` URL. Fetched once into maqet's image cache when the "
+              "VM starts (qcow2 or raw, told from its content); the disk (`file`) is a "
+              "qcow2 overlay on the cached image, created only when `file` does not exist. "
+              "Not with `backing`. See docs/guests.md.", what="image location",
+              pattern_help="a path, or a `file://`, `http://` or `https://` URL"),
+        Field("checksum", Kind.STR, "The image's checksum, as `ansible.builtin.get_url` "
+              "takes it: `sha256:<64 hex digits>`, or `sha256:<URL>` of a SHA256SUMS file "
+              "that lists the image's file name. Required for an `http(s)` image; a local "
+              "image without one is hashed as it is copied. Needs `image`.",
+              requires=("image",), what="checksum",
+              pattern_help="`sha256:<hex>`, `sha256:<URL>`"),
     )
+
+    def normalize(self, entry: dict[str, Any], *, path: str, ctx: PathContext) -> dict[str, Any]:
+        image, checksum = entry.pop("image"), entry.pop("checksum")
+        if image is not None:  # stored only when set: older definitions keep their hash
+            if entry["backing"] is not None:
+                raise ConfigError("cannot be combined with 'image'", path=join(path, "backing"),
+                                  hint="a disk from an image is already an overlay (on the "
+                                  "cached image): remove one of the two")
+            if entry["device"]:
+                raise ConfigError("cannot be combined with 'image'", path=join(path, "device"),
+                                  hint="a disk from an image is a qcow2 overlay file, never "
+                                  "a host block device")
+            entry["image"], entry["checksum"] = _image_source(image, checksum, path, ctx)
+        return super().normalize(entry, path=path, ctx=ctx)
 
 
 class RawStorage(_DiskImage):
@@ -275,6 +339,15 @@ class VirtfsStorage(StorageType):
             fsdev += ",readonly=on"
         device = f"virtio-9p-pci,fsdev={name},mount_tag={entry['mount_tag']}"
         return StorageArgs(("-fsdev", fsdev, "-device", device))
+
+
+def seed_disk_argv(seed: str) -> tuple[str, ...]:
+    """The cloud-init seed: a read-only raw virtio disk (q35's CD-ROM is AHCI, which the
+    Debian cloud kernel lacks; every cloud kernel has virtio-blk), spelled like the
+    other disks, after them (the guest's first disks keep their names)."""
+    name = C.CLOUD_INIT_NODE_NAME
+    return ("-blockdev", _blockdev(name, "raw", seed, readonly=True),
+            "-device", f"virtio-blk-pci,drive={name},id={name}")
 
 
 BUILTIN_STORAGE_TYPES: tuple[type[StorageType], ...] = (

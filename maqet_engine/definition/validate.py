@@ -42,6 +42,37 @@ def validate_vm_name(name: object) -> str:
     return name
 
 
+def normalize_cloud_init(raw: Mapping[str, Any], *, vm_name: str) -> dict[str, Any]:
+    """The ``cloud_init`` section in canonical form (:func:`maqet_engine.cloudinit.normalize`),
+    with ``hostname`` defaulting to the VM's name when that is a valid host name and no
+    other part of the section names the host (user-data ``hostname``/``fqdn``, meta-data
+    ``local-hostname``)."""
+    from maqet_engine.cloudinit.config import normalize  # yaml & co: only when used
+
+    cfg = normalize(raw, path="cloud_init")
+    user_data = cfg["user_data"]
+    named = (isinstance(user_data, Mapping) and ("hostname" in user_data or "fqdn" in user_data)
+             or "local-hostname" in cfg["meta_data"])
+    if cfg["hostname"] is None and not named and C.HOSTNAME_RE.fullmatch(vm_name):
+        cfg["hostname"] = vm_name
+    return cfg
+
+
+def _check_seed_disk(storage: list[dict[str, Any]], seed: Path) -> None:
+    """With ``cloud_init``, the seed disk takes a node-name and a file of the VM's
+    directory: no storage entry may take either."""
+    for index, entry in enumerate(storage):
+        if entry["name"] == C.CLOUD_INIT_NODE_NAME:
+            raise ConfigError(f"{show(entry['name'])} is reserved for the cloud-init seed "
+                              "disk", path=f"storage[{index}].name",
+                              hint="choose another name (or drop cloud_init and attach "
+                              "your own seed)")
+        if entry.get("file") and os.path.normpath(entry["file"]) == os.path.normpath(seed):
+            raise ConfigError(f"{show(Path(entry['file']))} is the cloud-init seed maqet "
+                              "writes", path=f"storage[{index}].file",
+                              hint="give the disk another file name")
+
+
 def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
                registry: StorageRegistry | None = None) -> Spec:
     """Validate and normalize a definition (as returned by ``load_definition``).
@@ -75,6 +106,11 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
                        registry=registry)
     data["network"] = normalize_network(data["network"], path="network")
     data["tags"] = sorted(set(data["tags"]))
+    if data["cloud_init"] is None:
+        del data["cloud_init"]  # stored only when set: older definitions keep their hash
+    else:
+        data["cloud_init"] = normalize_cloud_init(data["cloud_init"], vm_name=name)
+        _check_seed_disk(data["storage"], paths.vm_data(name).cloud_init_seed)
     if isinstance(data["binary"], str) and "/" in data["binary"]:
         data["binary"] = os.path.normpath(ctx.definition_dir
                                           / expand_user(data["binary"], "binary"))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
+_IMAGES = "maqet_engine.engine.image_ops"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -41,6 +42,9 @@ _EXPORTS = {
     "write_console": _OPS,
     # snapshots and storage
     "snapshot": _OPS, "purge_orphaned_storage": _OPS,
+    # the image cache
+    "images": _IMAGES, "pull_image": _IMAGES, "remove_image": _IMAGES,
+    "prune_images": _IMAGES, "TTYBar": "maqet_engine.images.progress",
     # the contract
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",

@@ -10,7 +10,7 @@ raises with the partial result attached as ``err.result`` (``changed`` true).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from maqet_engine.errors import AlreadyExists, MaqetError, UsageError, VMNotFoun
 from maqet_engine.store import Store, VMStatus
 
 STATES = ("present", "running", "paused", "stopped", "restarted", "absent")
+Progress = Callable[[int, int | None], None]  # a download's (done, total) bytes
 
 
 def load_definition(
@@ -109,6 +110,7 @@ def apply(
     timeout: float = C.STOP_TIMEOUT_S,
     force: bool = False,
     purge: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """Converge one VM to ``state``. Give ``spec`` (any state) or ``name`` (all but a
     first ``present``/``running``).
@@ -118,6 +120,9 @@ def apply(
     :param timeout: seconds a graceful stop may take before QMP quit and SIGKILL.
     :param force: stops skip the ACPI powerdown (QMP quit, then SIGKILL).
     :param purge: with ``absent``: delete the files maqet created for the VM.
+    :param progress: called as ``progress(done_bytes, total_bytes_or_None)`` while a
+        start downloads (or copies) a disk's image into the image cache; the engine
+        itself never prints.
     """
     if state not in STATES:
         raise UsageError(f"unknown state {state!r}", hint=f"use one of: {', '.join(STATES)}")
@@ -131,7 +136,7 @@ def apply(
             return _apply_absent(ctx, vm_name, result, timeout=timeout, force=force,
                                  purge=purge)
         return _apply_present(ctx, spec, vm_name, result, state=state, recreate=recreate,
-                              timeout=timeout, force=force)
+                              timeout=timeout, force=force, progress=progress)
     except MaqetError as err:
         if result.changed and getattr(err, "result", None) is None:
             err.result = result
@@ -148,7 +153,8 @@ def check_timeout(timeout: float) -> None:
 
 
 def _apply_present(ctx: EngineContext, spec: Spec | None, name: str, result: Result, *,
-                   state: str, recreate: bool, timeout: float, force: bool) -> Result:
+                   state: str, recreate: bool, timeout: float, force: bool,
+                   progress: Progress | None) -> Result:
     with ctx.open_store(create=not ctx.check_mode) as store:
         before = store.get_vm(name)
         result.before = _snapshot(ctx, before)
@@ -158,6 +164,8 @@ def _apply_present(ctx: EngineContext, spec: Spec | None, name: str, result: Res
             record = store.require_vm(name)
         if record is None:  # check mode, VM not created yet
             if state in ("running", "paused", "restarted"):
+                assert spec is not None  # a VM is only created from a definition
+                result.extend(_prepare_storage(ctx, store, spec.data, progress))
                 result.record("start")
             if state == "paused":
                 result.record("pause")
@@ -171,13 +179,16 @@ def _apply_present(ctx: EngineContext, spec: Spec | None, name: str, result: Res
         wanted = spec.data if spec is not None else record.spec_data
         if state == "restarted" or (drift and recreate and state in ("present", "running",
                                                                      "paused")):
-            result.extend(_prepare_storage(ctx, store, wanted))
+            result.extend(_prepare_storage(ctx, store, wanted, progress))
             result.extend(lifecycle.restart(ctx.paths, store, name, **ladder))
             drift = False
         elif state in ("running", "paused"):
             # Idempotent (creates only missing files), so no guess from a status that
-            # may be stale (a crashed VM still recorded as running).
-            result.extend(_prepare_storage(ctx, store, wanted))
+            # may be stale (a crashed VM still recorded as running). The seed is what the
+            # guest reads at its next boot: written when the VM starts now, not while it
+            # runs on with a definition that changed (restart_required).
+            result.extend(_prepare_storage(ctx, store, wanted, progress,
+                                           seed=not view.active))
             result.extend(lifecycle.ensure_running(ctx.paths, store, name,
                                                    check_mode=ctx.check_mode))
         elif state == "stopped":
@@ -219,11 +230,14 @@ def _apply_absent(ctx: EngineContext, name: str, result: Result, *, timeout: flo
     return result
 
 
-def _prepare_storage(ctx: EngineContext, store: Store, spec: dict[str, Any]) -> list[Action]:
-    """Create the disks a start needs (missing images, overlays) and register them."""
+def _prepare_storage(ctx: EngineContext, store: Store, spec: dict[str, Any],
+                     progress: Progress | None, *, seed: bool = True) -> list[Action]:
+    """Create the disks a start needs (missing images, overlays on fetched images) and,
+    with ``seed``, write the cloud-init seed; register them."""
     from maqet_engine.storage import prepare_storage
 
-    return prepare_storage(ctx.paths, store, spec, check_mode=ctx.check_mode)
+    return prepare_storage(ctx.paths, store, spec, check_mode=ctx.check_mode,
+                           progress=progress, seed=seed)
 
 
 _AFTER_STATE = {"running": VMStatus.RUNNING, "restarted": VMStatus.RUNNING,

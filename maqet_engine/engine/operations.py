@@ -11,7 +11,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.engine import lifecycle
-from maqet_engine.engine.api import apply, check_timeout
+from maqet_engine.engine.api import Progress, apply, check_timeout
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
@@ -26,9 +26,10 @@ SCREENDUMP_FORMATS = ("png", "ppm")
 
 
 # --- run state ---------------------------------------------------------------------------
-def start(ctx: EngineContext, name: str) -> Result:
-    """``apply(state="running")``: start, or resume a paused VM."""
-    return apply(ctx, name=name, state="running")
+def start(ctx: EngineContext, name: str, *, progress: Progress | None = None) -> Result:
+    """``apply(state="running")``: start, or resume a paused VM. ``progress``: see
+    :func:`~maqet_engine.engine.api.apply` (an image downloaded for a disk)."""
+    return apply(ctx, name=name, state="running", progress=progress)
 
 
 def stop(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
@@ -38,8 +39,9 @@ def stop(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
 
 
 def restart(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
-            force: bool = False) -> Result:
-    return apply(ctx, name=name, state="restarted", timeout=timeout, force=force)
+            force: bool = False, progress: Progress | None = None) -> Result:
+    return apply(ctx, name=name, state="restarted", timeout=timeout, force=force,
+                 progress=progress)
 
 
 def pause(ctx: EngineContext, name: str) -> Result:

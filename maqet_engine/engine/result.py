@@ -9,6 +9,7 @@ except for what only a real run can measure (``rung``, ``seconds``)::
 
     {"action": "stop", "rung": "powerdown", "seconds": 0.04}
     {"action": "create_disk", "storage": "hdd", "path": "/.../hdd.qcow2", "size": 2147483648}
+    {"action": "fetch_image", "location": "https://...", "digest": "sha256:...", "size": 123}
 
 :func:`describe_action` spells one for people (``stopped (ACPI powerdown, 0.04 s)``).
 """
@@ -28,6 +29,8 @@ _PAST = {
     "screendump": "saved the screen to",
     "create_snapshot": "created snapshot", "delete_snapshot": "deleted snapshot",
     "revert_snapshot": "reverted to snapshot",
+    "fetch_image": "fetched image", "remove_image": "removed image",
+    "write_seed": "wrote the cloud-init seed",
 }
 _RUNG_TEXT = {"powerdown": "ACPI powerdown", "quit": "QMP quit", "kill": "SIGKILL"}
 
@@ -40,9 +43,22 @@ def describe_action(action: Action) -> str:
         from maqet_engine.definition.units import format_size
 
         details = [format_size(action["size"])] if action.get("size") is not None else []
-        if action.get("backing"):
+        if action.get("image"):
+            details.append(f"overlay on image {_digest(action.get('backing'))}")
+        elif action.get("backing"):
             details.append(f"overlay on {action['backing']}")
         return f"{text} {action.get('storage')}" + (f" ({', '.join(details)})" if details else "")
+    if verb in ("fetch_image", "remove_image"):
+        details = [_digest(action["digest"])] if action.get("digest") else []
+        if action.get("size") is not None:
+            from maqet_engine.images.progress import human_size
+
+            details.append(human_size(action["size"]))
+        where = action.get("location") or ""
+        return " ".join(p for p in (text, where) if p) + (
+            f" ({', '.join(details)})" if details else "")
+    if verb == "write_seed":
+        return f"{text} ({action.get('instance_id')})"
     if verb in ("delete_file", "screendump"):
         return f"{text} {action.get('path')}"
     if verb in ("send_keys", "type_text", "write_console"):
@@ -62,6 +78,14 @@ def describe_action(action: Action) -> str:
             detail += f"; the guest did not power off within {action.get('timeout', 0):g} s"
         return f"{action.get('status', 'stopped')} ({detail})"
     return text
+
+
+def _digest(text: object) -> str:
+    """``sha256:<12 hex digits>`` for a digest; anything else (a location) as it is."""
+    value = str(text)
+    if value.startswith("sha256:") and len(value) > 19:
+        return value[:19]
+    return value
 
 
 def _snapshot_text(action: Action) -> str:

@@ -280,11 +280,31 @@ class ImageCache:
         entries = [e for e in map(self._read_entry, self._layout.digests()) if e is not None]
         return sorted(entries, key=lambda e: (e.fetched_at, e.digest))
 
-    def rm(self, digest_or_prefix: str, in_use: InUse) -> ImageEntry:
+    def hold(self, digest: str) -> Held:
+        """Hold image ``digest``'s lock, as a context manager yielding its entry (None
+        when it is not cached): while held, :meth:`rm` waits and :meth:`prune` passes
+        it by. A start holds it while it makes an overlay on the image and registers
+        that overlay, after which the overlay's backing file names the image."""
+        return Held(self, digest)
+
+    def digest_of(self, path: str | os.PathLike[str]) -> str | None:
+        """The digest of the cached image ``path`` names (an overlay's backing file
+        name), or None when it is not a file of this cache."""
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != os.path.realpath(self._layout.objects):
+            return None
+        from maqet_engine.images.layout import is_digest
+
+        name = os.path.basename(real)
+        return name if is_digest(name) else None
+
+    def rm(self, digest_or_prefix: str, in_use: InUse, *,
+           check_mode: bool = False) -> ImageEntry:
         """Remove one image, named by its digest or an unambiguous prefix of at least 8
         hex digits (``sha256:`` optional).
 
         :param in_use: returns the names of the VMs that use a digest.
+        :param check_mode: decide as a real removal would, but delete nothing.
         :raise ConflictError: VMs still use it (they are named).
         :raise NotFoundError: no such image.
         :raise UsageError: a prefix too short, not hex, or matching several images.
@@ -300,26 +320,31 @@ class ImageCache:
                 raise ConflictError(f"image {short(digest)} is in use by {vms}",
                                     hint="remove those VMs (or their disks on this image) "
                                     "first")
-            self._delete(digest)
+            if not check_mode:
+                self._delete(digest)
         return entry
 
-    def prune(self, in_use: InUse) -> list[ImageEntry]:
+    def prune(self, in_use: InUse, *, check_mode: bool = False) -> list[ImageEntry]:
         """Remove every image no VM uses, and what killed fetches left behind (only
         where no process holds the lock: a fetch in progress is never disturbed).
-        Returns the removed images."""
+        Returns the removed images (in check mode: those that would be, and nothing
+        is deleted)."""
         layout = self._layout
         removed: list[ImageEntry] = []
         for entry in self.ls():
             lock = layout.lock(entry.digest)
             if not lock.acquire(blocking=False):
-                continue  # being fetched or removed right now
+                continue  # being fetched, removed or used by a start right now
             try:
                 if self._read_entry(entry.digest) is not None and \
                         not any(True for _ in in_use(entry.digest)):
-                    self._delete(entry.digest)
+                    if not check_mode:
+                        self._delete(entry.digest)
                     removed.append(entry)
             finally:
                 lock.release()
+        if check_mode:
+            return removed
         for name in layout.temp_owners() | layout.lock_names():
             lock = layout.lock(name)
             if not lock.acquire(blocking=False):
@@ -375,6 +400,23 @@ class ImageCache:
             data = _sidecar(digest, fmt.format, fmt.virtual_size, info.st_size, None,
                             info.st_mtime)
         return _entry(path, info.st_size, data)
+
+
+class Held:
+    """:meth:`ImageCache.hold`: the image's lock while the ``with`` block runs."""
+
+    def __init__(self, cache: ImageCache, digest: str) -> None:
+        self.cache = cache
+        self.lock = cache._layout.lock(digest, on_wait=lambda: _waiting(digest))
+        self.digest = digest
+
+    def __enter__(self) -> ImageEntry | None:
+        self.cache._layout.ensure()
+        self.lock.acquire()
+        return self.cache._read_entry(self.digest)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 def _sidecar(digest: str, fmt: str, virtual_size: int, size: int, source: str | None,

@@ -11,11 +11,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from maqet_engine import constants as C
 from maqet_engine.errors import AlreadyExists, ConfigError, NotFoundError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from maqet_engine.images.cache import ImageEntry
+
+
+def check_size(image: ImageEntry, size: int | None) -> None:
+    """Refuse an overlay ``size`` smaller than ``image`` (check mode asks before
+    :func:`create_overlay` would).
+
+    :raise ConfigError: ``size`` is smaller than the image's virtual size.
+    """
+    from maqet_engine.images.cache import short
+    from maqet_engine.images.progress import human_size
+
+    if size is not None and size < image.virtual_size:
+        raise ConfigError(f"disk size {human_size(size)} ({size} bytes) is smaller than "
+                          f"its image {short(image.digest)} ({human_size(image.virtual_size)}, "
+                          f"{image.virtual_size} bytes)",
+                          hint="give at least the image's size, or leave the size out")
 
 
 def create_overlay(image: ImageEntry, overlay: Path | str, *, size: int | None = None) -> int:
@@ -33,15 +50,10 @@ def create_overlay(image: ImageEntry, overlay: Path | str, *, size: int | None =
     :raise RuntimeFailure / HostError: qemu-img failed, or is missing.
     """
     from maqet_engine.images.cache import short
-    from maqet_engine.images.progress import human_size
     from maqet_engine.storage import qemu_img  # subprocess & co: only when used
 
     target = Path(overlay)
-    if size is not None and size < image.virtual_size:
-        raise ConfigError(f"disk size {human_size(size)} ({size} bytes) is smaller than "
-                          f"its image {short(image.digest)} ({human_size(image.virtual_size)}, "
-                          f"{image.virtual_size} bytes)",
-                          hint="give at least the image's size, or leave the size out")
+    check_size(image, size)
     if not target.parent.is_dir():
         raise NotFoundError(f"cannot create overlay {target}: directory {target.parent} "
                             "does not exist", hint="create it first")
@@ -54,6 +66,7 @@ def create_overlay(image: ImageEntry, overlay: Path | str, *, size: int | None =
         qemu_img.create(temporary, "qcow2", size=grow, backing=str(image.path),
                         backing_fmt=image.format,
                         what=f"create overlay {target} on image {short(image.digest)}")
+        os.chmod(temporary, C.PRIVATE_FILE_MODE)  # guest data: the owner's only
         os.link(temporary, target)  # never replaces a file made meanwhile
     except FileExistsError as err:
         raise AlreadyExists(f"overlay {target} exists already",

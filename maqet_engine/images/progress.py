@@ -87,8 +87,8 @@ class TTYBar:
         self.frames = 0
 
     def __call__(self, done: int, total: int | None) -> None:
-        try:
-            columns = os.get_terminal_size(self.stream.fileno()).columns
+        try:  # a terminal without a size (a bare pty, a serial line) says 0
+            columns = os.get_terminal_size(self.stream.fileno()).columns or 80
         except (OSError, ValueError, AttributeError):
             columns = 80
         frame = bar_frame(self.message, done, total, self.clock() - self.start,

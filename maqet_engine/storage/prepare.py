@@ -1,10 +1,14 @@
-"""Before a start: create the disk images a definition names but that do not exist.
+"""Before a start: create the disk images a definition names but that do not exist,
+and write its cloud-init seed.
 
 A qcow2 entry with ``backing`` becomes an overlay on that base image (a linked
-clone: only the blocks the VM changes are stored). Every file created is registered
-with its owner VM, so ``--purge`` later deletes exactly these. Creation is atomic: the
-image is written under a temporary name and linked into place, so a crash never
-leaves a half-made disk that would later pass for the real one.
+clone: only the blocks the VM changes are stored); one with ``image`` an overlay on
+the image fetched into the image cache (:mod:`.images`). Every file created is
+registered with its owner VM, so ``--purge`` later deletes exactly these (never a
+cached image). Creation is atomic: the image is written under a temporary name and
+linked into place, so a crash never leaves a half-made disk that would later pass for
+the real one. A VM with ``cloud_init`` gets its NoCloud seed (``cidata.iso`` in its
+directory) written when its content changed, and registered the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.errors import ConfigError
 from maqet_engine.paths import Paths
-from maqet_engine.storage import qcow2, qemu_img
+from maqet_engine.storage import images, qcow2, qemu_img
 from maqet_engine.store import Store
 from maqet_engine.store import storage_records as records
+
+Progress = images.Progress
 
 
 def spec_data(spec: Any) -> Mapping[str, Any]:
@@ -34,16 +40,28 @@ def disk_entries(spec: Any) -> list[tuple[int, Mapping[str, Any]]]:
             if e.get("type") in C.DISK_IMAGE_TYPES]
 
 
-def prepare_storage(paths: Paths, store: Store, spec: Any, *,
-                    check_mode: bool = False) -> list[dict[str, Any]]:
-    """Create the VM's missing disks; return what was (or, in check mode, would be) done.
+def prepare_storage(paths: Paths, store: Store, spec: Any, *, check_mode: bool = False,
+                    progress: Progress | None = None,
+                    seed: bool = True) -> list[dict[str, Any]]:
+    """Create the VM's missing disks and write its cloud-init seed; return what was (or,
+    in check mode, would be) done. Check mode reads the image cache, never the network.
 
     :param spec: the normalized spec (or its data) of the VM about to start.
-    :return: actions ``{"action": "create_disk", "storage", "path", "size", "backing"}``.
-    :raise ConfigError: a missing disk without ``size`` (nor ``backing``), a parent
-        directory that does not exist outside the VM's own directory, or an existing
-        file that is not in the format its entry says.
-    :raise RuntimeFailure: qemu-img refused (its message is included).
+    :param progress: ``progress(done_bytes, total_or_None)`` while an image downloads.
+    :param seed: write (or delete) the cloud-init seed; False while the VM runs on
+        (the guest reads it at its next boot, from the definition of that start).
+    :return: actions ``{"action": "create_disk", "storage", "path", "size", "backing"}``
+        (``backing``: the base image's path, or ``sha256:<hex>`` of a cached image),
+        ``fetch_image`` (``location``, ``digest``, ``size``: an image not yet cached),
+        ``write_seed`` (``path``, ``instance_id``), ``delete_file`` (a seed left from a
+        removed ``cloud_init``).
+    :raise ConfigError: a missing disk without ``size`` (nor ``backing`` or ``image``),
+        a parent directory that does not exist outside the VM's own directory, an
+        existing file that is not in the format its entry says, a checksum mismatch or
+        a file that is no disk image, a size smaller than its image.
+    :raise NotFoundError: an image that is not there (no such file, HTTP 404).
+    :raise RuntimeFailure: qemu-img refused (its message is included), a download failed.
+    :raise HostError: the image cache cannot be written (disk full).
     """
     from maqet_engine.trust import check_vm_dir
 
@@ -59,16 +77,19 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
             _check_format(target, entry, where)
             continue
         size, backing = entry.get("size"), entry.get("backing")
+        if entry.get("image"):
+            _check_parent(target, vm_dir, entry, where)
+            if not check_mode:
+                target.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            actions += images.prepare_image_disk(paths, store, vm_name, entry,
+                                                 check_mode=check_mode, progress=progress)
+            continue
         if size is None and backing is None:
             raise ConfigError(f"storage entry {entry['name']!r}: {target} does not exist and "
                               "no size is given to create it", path=f"{where}.size",
                               hint="give 'size' (such as 10G), or point 'file' at an "
                               "existing image")
-        if not target.parent.is_dir() and not target.parent.is_relative_to(vm_dir):
-            raise ConfigError(f"storage entry {entry['name']!r}: directory {target.parent} "
-                              "does not exist", path=f"{where}.file",
-                              hint="create it first, or use a relative path (the VM's "
-                              "own directory)")
+        _check_parent(target, vm_dir, entry, where)
         actions.append({"action": "create_disk", "storage": entry["name"],
                         "path": str(target), "size": size, "backing": backing})
         if check_mode:
@@ -77,7 +98,59 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *,
         _create(target, entry, size, backing, what=f"create disk {entry['name']} of "
                 f"VM {vm_name!r}")
         records.register_file(store, target, vm_name, entry["name"])
+    if seed:
+        actions += _prepare_seed(paths, store, vm_name, data.get("cloud_init"),
+                                 check_mode=check_mode)
     return actions
+
+
+def _check_parent(target: Path, vm_dir: Path, entry: Mapping[str, Any], where: str) -> None:
+    if not target.parent.is_dir() and not target.parent.is_relative_to(vm_dir):
+        raise ConfigError(f"storage entry {entry['name']!r}: directory {target.parent} "
+                          "does not exist", path=f"{where}.file",
+                          hint="create it first, or use a relative path (the VM's "
+                          "own directory)")
+
+
+def _prepare_seed(paths: Paths, store: Store, vm_name: str,
+                  cloud_init: Mapping[str, Any] | None, *,
+                  check_mode: bool) -> list[dict[str, Any]]:
+    """Write the VM's NoCloud seed when its files differ from what is there (the image
+    bytes carry a build time: compared by content, see maqet_engine.cloudinit), and
+    register it; without ``cloud_init``, delete a seed maqet wrote earlier."""
+    target = paths.vm_data(vm_name).cloud_init_seed
+    if cloud_init is None:
+        row = records.get_file(store, target)
+        if row is None or row.vm_name != vm_name:
+            return []
+        if not check_mode:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            records.forget_file(store, target)
+        return [{"action": "delete_file", "path": str(target)}]
+    from maqet_engine.cloudinit import build_seed, write_seed
+
+    seed = build_seed(cloud_init, vm_name=vm_name)
+    action = {"action": "write_seed", "path": str(target), "instance_id": seed.instance_id}
+    if check_mode:
+        return [] if _holds(target, seed) else [action]
+    target.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    written = write_seed(seed, target)
+    if written.changed or records.get_file(store, target) is None:
+        records.register_file(store, target, vm_name, C.CLOUD_INIT_NODE_NAME)
+    return [action] if written.changed else []
+
+
+def _holds(target: Path, seed: Any) -> bool:
+    """Whether ``target`` already is an image of ``seed``'s files (check mode)."""
+    from maqet_engine.cloudinit.image import holds
+
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as image:
+        return holds(image, seed.files(), label=C.CLOUD_INIT_LABEL)
 
 
 def _create(target: Path, entry: Mapping[str, Any], size: int | None, backing: str | None,

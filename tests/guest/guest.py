@@ -80,6 +80,7 @@ __all__ = [
     "SerialConsole",
     "SerialTimeout",
     "cache_root",
+    "console_host_keys",
     "ensure_cloud_image",
     "ensure_guest",
     "ensure_ssh_guest",
@@ -507,6 +508,23 @@ def wait_console(paths: Paths, name: str, pattern: str, *, since: int = 0,
 def wait_marker(paths: Paths, name: str, timeout: float = BOOT_TIMEOUT) -> int:
     """Wait for the guest's ready marker in this boot; returns the console offset after it."""
     return wait_console(paths, name, GUEST_MARKER, timeout=timeout)[1]
+
+
+def console_host_keys(paths: Paths, name: str, timeout: float = BOOT_TIMEOUT) -> list[str]:
+    """The host keys VM ``name`` prints in this boot (cloud-init's KEYS block), read from
+    the runner's copy of the console stream, line by line (``serial_wait``: no polling).
+
+    Not from ``serial.log``: QEMU 7.2 logs a byte its serial port could not send yet
+    (socket full: EAGAIN, the runner lagging under load) and logs it again when the UART
+    retries, so the log may hold doubled characters ("ssh-ed255119", seen here under
+    load); the stream the runner reads has each byte once.
+    """
+    _, offset = wait_console(paths, name, re.escape(HOST_KEYS_BEGIN), timeout=timeout)
+    lines = [HOST_KEYS_BEGIN + "\n"]
+    while not lines[-1].startswith(HOST_KEYS_END):
+        line, offset = wait_console(paths, name, r"^[^\n]*\n", since=offset, timeout=timeout)
+        lines.append(line)
+    return host_keys_from_console("".join(lines))
 
 
 def guest_definition(name: str, files: GuestFiles | None = None, **overrides: object,

@@ -12,7 +12,7 @@ import pytest
 
 from maqet_engine.cloudinit import build_seed, write_seed
 from maqet_engine.cloudinit.files import write_atomic
-from maqet_engine.cloudinit.image import build_image, holds
+from maqet_engine.cloudinit.image import MIN_IMAGE_BYTES, build_image, holds
 from maqet_engine.errors import HostError
 
 
@@ -78,7 +78,8 @@ def test_an_image_that_does_not_hold_the_seed_is_replaced(tmp_path: Path, existi
     files = seed.files()
     if existing == "a damaged image":
         data = bytearray(build_image(files, label="cidata"))
-        data[-2048:] = b"\xff" * 2048  # the last file's extent
+        at = data.rfind(files[-1][1])  # the last file's extent (before the padding)
+        data[at:at + 2048] = b"\xff" * 2048
         existing = bytes(data)
     elif existing == "another label":
         existing = build_image(files, label="CIDATA")
@@ -127,3 +128,12 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: py
     with pytest.raises(HostError, match="No space left on device"):
         write_atomic(tmp_path / "f", b"data")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_image_is_padded_for_busybox_findfs():
+    """busybox's volume_id reads 68 KiB before it probes for iso9660: a shorter seed is
+    never found by LABEL=cidata in an initramfs (the ssh test guest's)."""
+    seed = build_seed({"hostname": "web1"}, vm_name="web1")
+    data = seed.image()
+    assert len(data) >= MIN_IMAGE_BYTES >= 0x11000 and len(data) % 2048 == 0
+    assert holds(io.BytesIO(data), seed.files(), label="cidata")

@@ -20,6 +20,14 @@ description:
     strings of digits, as a templated C(cpu) with C(-e n=2) or an INI inventory gives them.
   - Changing the definition of a running VM stores it and reports
     RV(restart_required); O(recreate=true) restarts the VM to apply it now.
+  - A disk may start from an image (C(image) and C(checksum) of a C(qcow2) storage
+    entry). A start downloads it once into maqet's image cache on the hypervisor host and
+    makes the disk an overlay on it; check mode only looks in the cache. A C(cloud_init)
+    section becomes a NoCloud seed attached to the VM; changing it gives the guest a new
+    instance-id, so cloud-init runs again after the restart. See docs/guests.md of maqet.
+  - A failed download (404, checksum mismatch, no connection, disk full) fails the task
+    in one line with the engine's C(error_type) and C(exit_code); the VM stays defined
+    and not running, and nothing is left in the cache.
   - V(stopped) returns only after QEMU has exited (ACPI powerdown, then QMP quit, then
     SIGKILL after O(timeout)).
   - When a task fails after it already changed something (the definition was stored,
@@ -126,6 +134,29 @@ EXAMPLES = r"""
             - {host: 2222, guest: 22}
       tags: [web]
 
+- name: A VM from a cloud image, with a user and key made by cloud-init
+  maqet.vm.maqet_vm:
+    state: running
+    definition:
+      name: app1
+      machine: q35
+      memory: 1G
+      storage:
+        - name: root
+          type: qcow2
+          image: https://images.example.org/debian-12-genericcloud-amd64.qcow2
+          checksum: sha256:https://images.example.org/SHA256SUMS
+          size: 20G
+      cloud_init:
+        users:
+          - name: admin
+            ssh_authorized_keys: ["{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"]
+            sudo: true
+      network:
+        - type: user
+          forward:
+            - {host: 2223, guest: 22}
+
 - name: Same VM from a definition file, applying a changed definition at once
   maqet.vm.maqet_vm:
     definition_file: /srv/vms/web1.yml
@@ -176,10 +207,13 @@ actions:
     - What was done, in order (in check mode, what would be done). Each is a stable
       verb in C(action) with details; the details only a real run can measure
       (C(rung), C(seconds), C(status), C(reason) of a stop) are absent in check mode.
-    - "Verbs: C(define), C(redefine), C(create_disk) (C(storage), C(path), C(size),
-      C(backing)), C(start), C(adopt) (a new runner took over a live QEMU), C(pause),
-      C(resume), C(stop) (C(force), C(timeout); then C(rung): C(powerdown), C(quit) or
-      C(kill), C(seconds), C(status), C(reason)), C(remove), C(delete_file) (C(path))."
+    - "Verbs: C(define), C(redefine), C(fetch_image) (C(location), C(digest), C(size):
+      an image downloaded or copied into the cache), C(create_disk) (C(storage),
+      C(path), C(size), C(backing); C(image) for an overlay on a cached image),
+      C(write_seed) (C(path), C(instance_id): the cloud-init seed), C(start), C(adopt)
+      (a new runner took over a live QEMU), C(pause), C(resume), C(stop) (C(force),
+      C(timeout); then C(rung): C(powerdown), C(quit) or C(kill), C(seconds), C(status),
+      C(reason)), C(remove), C(delete_file) (C(path))."
   returned: always
   type: list
   elements: dict
