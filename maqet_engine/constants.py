@@ -191,6 +191,9 @@ READY_PIPE_CHUNK: Final = 65536  # spawner: read size for the runner's readiness
 # How long `maqet keys/type` hold each key chord down: the runner presses it (QMP
 # input-send-event), waits this long, releases it, then presses the next one.
 SEND_KEY_HOLD_MS: Final = 20
+# Allowance per key for its two QMP input-send-event round trips (~4 ms measured under
+# TCG): callers wait count * (hold + this) on top of their own timeout for typing.
+SEND_KEY_ROUND_TRIPS_S: Final = 0.02
 SCREENDUMP_FORMAT: Final = "png"
 QMP_STATUS_INTERNAL_ERROR: Final = "internal-error"
 

@@ -105,7 +105,11 @@ def _input(ctx: EngineContext, name: str, method: str, verb: str, timeout: float
         _require(ctx, name)
         result.record(verb, count=len(params.get("keys") or params.get("text") or ""))
         return result
-    reply = _call(ctx, name, method, ipc_timeout=timeout, **params)
+    # The runner returns once every key is in the guest (held SEND_KEY_HOLD_MS each, and
+    # a QMP round trip per press and release): long texts take their time.
+    count = len(params.get("keys") or params.get("text") or "")
+    typing = count * (C.SEND_KEY_HOLD_MS / 1000 + C.SEND_KEY_ROUND_TRIPS_S)
+    reply = _call(ctx, name, method, ipc_timeout=timeout + typing, **params)
     result.record(verb, count=reply.get("sent"))
     result.data = reply
     return result
