@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from maqet_engine.definition import doctext
+from maqet_engine.definition.netspec import KINDS as NETWORK_KINDS
 from maqet_engine.definition.schema import FORWARD, NETWORK_TYPES, TOP, Field, Kind, Section
 from maqet_engine.definition.storage import StorageRegistry, default_registry
 from maqet_engine.definition.units import format_size
@@ -33,6 +34,10 @@ def render(registry: StorageRegistry | None = None) -> str:
         fields = _only_type(section.fields, type_name)
         parts.append(_section(section.title, fields, section.doc, level=4))
     parts.append(_section("forward", FORWARD.fields, _forward_doc(FORWARD), level=4))
+    parts.append(doctext.NETWORK_DEFINITIONS)
+    for type_name, section in NETWORK_KINDS.items():
+        fields = _only_type(section.fields, type_name)
+        parts.append(_section(section.title, fields, section.doc, level=3))
     return "\n".join(parts)
 
 
@@ -96,7 +101,7 @@ def _allowed(f: Field) -> str:
         case Kind.MAC:
             return "`xx:xx:xx:xx:xx:xx` (hex), unicast"
         case Kind.IPV4:
-            return "an IPv4 address; `0.0.0.0` = every interface"
+            return f.pattern_help or "an IPv4 address; `0.0.0.0` = every interface"
         case Kind.ENTRIES:
             return "mappings, see below"
         case Kind.STR_LIST if f.pattern is None:

@@ -73,7 +73,7 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
                                         registry=registry)
     check_device_slots(data["storage"], machine=data["machine"], path="storage",
                        registry=registry)
-    data["network"] = normalize_network(data["network"], path="network")
+    data["network"] = normalize_network(data["network"], path="network", vm_name=name)
     data["tags"] = sorted(set(data["tags"]))
     if isinstance(data["binary"], str) and "/" in data["binary"]:
         data["binary"] = os.path.normpath(ctx.definition_dir
