@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
+_NET = "maqet_engine.engine.networks"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -41,6 +42,10 @@ _EXPORTS = {
     "write_console": _OPS,
     # snapshots and storage
     "snapshot": _OPS, "purge_orphaned_storage": _OPS,
+    # named networks
+    "NETWORK_STATES": _NET, "load_network": _NET, "define_network": _NET,
+    "apply_network": _NET,
+    "remove_network": _NET, "list_networks": _NET, "show_network": _NET,
     # the contract
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",

@@ -28,6 +28,8 @@ _PAST = {
     "screendump": "saved the screen to",
     "create_snapshot": "created snapshot", "delete_snapshot": "deleted snapshot",
     "revert_snapshot": "reverted to snapshot",
+    "define_network": "defined network", "redefine_network": "redefined network",
+    "remove_network": "removed network",
 }
 _RUNG_TEXT = {"powerdown": "ACPI powerdown", "quit": "QMP quit", "kill": "SIGKILL"}
 
