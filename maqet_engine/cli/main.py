@@ -36,7 +36,13 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maqet_engine.cli import definition_cmds, runtime_cmds, snapshot_cmds, storage_cmds
+    from maqet_engine.cli import (
+        definition_cmds,
+        network_cmds,
+        runtime_cmds,
+        snapshot_cmds,
+        storage_cmds,
+    )
 
     common = _common_options()
     parser = _Parser(prog="maqet", parents=[common],
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"maqet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds):
+    for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds, network_cmds):
         module.register(subparsers, common)
     return parser
 
