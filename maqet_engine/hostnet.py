@@ -13,6 +13,7 @@ still alive. A persistent device of the same name (left by something else, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -150,6 +151,7 @@ def open_tap(name: str, bridge: str) -> int:
             fcntl.ioctl(sock, _SIOCBRADDIF, _ifreq(bridge, "i", socket.if_nametoindex(name)))
             flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS,
                                                       _ifreq(name, "H", 0))[:18])[1]
+            _no_host_addresses(name)
             fcntl.ioctl(sock, _SIOCSIFFLAGS, _ifreq(name, "H", flags | _IFF_UP))
     except OSError as err:
         os.close(fd)
@@ -159,6 +161,13 @@ def open_tap(name: str, bridge: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _no_host_addresses(name: str) -> None:
+    """No IPv6 link-local address (nor its router solicitations) on the tap device: it
+    is a bridge port, the host has no business on it. Best effort (no IPv6: nothing)."""
+    with contextlib.suppress(OSError):
+        (Path("/proc/sys/net/ipv6/conf") / name / "disable_ipv6").write_text("1\n")
 
 
 def remove_leftover_tap(name: str) -> bool:
