@@ -16,7 +16,9 @@ description:
   - Groups C(maqet) (all listed VMs), C(maqet_<status>) (for example C(maqet_running))
     and C(maqet_tag_<tag>) for each tag of a VM's definition (characters other than
     letters, digits and C(_) become C(_)).
-  - Sets C(maqet_*) host variables (see O(ssh_guest_port) for C(ansible_host)).
+  - Sets C(maqet_*) host variables (see O(ssh_guest_port) for C(ansible_host)), among
+    them C(maqet_networks), the VM's NICs (C(nic), C(type), C(network), C(network_type),
+    C(mac), C(end)), for example to write static addresses per named network.
   - The config file name must end in C(.maqet.yml) or C(.maqet.yaml).
 requirements:
   - maqet_engine (C(pip install maqet)) in the Python that runs Ansible
@@ -135,6 +137,10 @@ def read_vms(home):
             "spec_hash": view["spec_hash"],
             "restart_required": view["restart_required"],
             "ports": view["ports"],
+            "networks": [{"network": nic["network"], "type": nic["type"],
+                          "network_type": nic["network_type"], "mac": nic["mac"],
+                          "nic": nic["nic"], "end": nic["end"]}
+                         for nic in view.get("networks") or []],
             "spec": spec,
         })
     return vms
