@@ -332,8 +332,6 @@ def network_drift(record: VMRecord, networks: Networks) -> list[str]:
 def nic_views(record: VMRecord, networks: Networks, paths: Paths) -> list[dict[str, Any]]:
     """Every NIC of a VM for people and inventories: position, type, network (named
     networks), its type, MAC (None when QEMU picks it), link end, tap device."""
-    from maqet_engine import hostnet
-
     views = []
     for index, nic in enumerate(record.spec_data.get("network") or []):
         view: dict[str, Any] = {"nic": index, "netdev": f"{C.NETDEV_ID_PREFIX}{index}",
@@ -346,6 +344,8 @@ def nic_views(record: VMRecord, networks: Networks, paths: Paths) -> list[dict[s
             if network is not None:
                 view["network_type"] = network.spec_data["type"]
                 if view["network_type"] == "bridged":
+                    from maqet_engine import hostnet  # not on ls's path otherwise
+
                     with contextlib.suppress(Exception):
                         view["tap"] = hostnet.tap_name(paths.data, record.id, index)
         views.append(view)
