@@ -39,6 +39,7 @@ _SIOCSIFFLAGS = 0x8914
 _SIOCGIFMTU = 0x8921
 _SIOCSIFMTU = 0x8922
 _SIOCBRADDIF = 0x89A2
+_SIOCBRDELIF = 0x89A3
 _IFF_UP = 0x1
 _IFREQ_SIZE = 40
 _TUN_DEVICE = "/dev/net/tun"
@@ -86,6 +87,14 @@ def interface_ipv4(name: str) -> str:
 
 def is_bridge(name: str) -> bool:
     return (_SYS_NET / name / "bridge").is_dir()
+
+
+def _master(name: str) -> str | None:
+    """The bridge (or other master) interface ``name`` is enslaved to, if any."""
+    try:
+        return os.path.basename(os.readlink(_SYS_NET / name / "master"))
+    except OSError:
+        return None
 
 
 def tap_name(data_dir: Path, vm_id: int, index: int) -> str:
@@ -148,7 +157,12 @@ def open_tap(name: str, bridge: str) -> int:
             mtu = struct.unpack("16si", fcntl.ioctl(sock, _SIOCGIFMTU,
                                                     _ifreq(bridge, "i", 0))[:20])[1]
             fcntl.ioctl(sock, _SIOCSIFMTU, _ifreq(name, "i", mtu))
-            fcntl.ioctl(sock, _SIOCBRADDIF, _ifreq(bridge, "i", socket.if_nametoindex(name)))
+            index = socket.if_nametoindex(name)
+            master = _master(name)  # a leftover may still be another bridge's port
+            if master is not None and master != bridge:
+                fcntl.ioctl(sock, _SIOCBRDELIF, _ifreq(master, "i", index))
+            if master != bridge:
+                fcntl.ioctl(sock, _SIOCBRADDIF, _ifreq(bridge, "i", index))
             flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS,
                                                       _ifreq(name, "H", 0))[:18])[1]
             _no_host_addresses(name)
