@@ -156,12 +156,17 @@ def _absent(ctx: EngineContext, store: Store, name: str, result: Result) -> Resu
     if existing is None:
         return result
     result.before = {"spec": existing.spec_data}
-    users = sorted({vm for vm, _, _ in attachments(store).get(name, [])})
-    if users:
-        raise NetworkInUse(name, users)
+
+    def refuse_if_used(vms: list[VMRecord]) -> None:
+        users = sorted({vm.name for vm in vms
+                        for _, nic in named_nics(vm.spec_data) if nic["network"] == name})
+        if users:
+            raise NetworkInUse(name, users)
+
+    refuse_if_used(store.list_vms())
     result.record("remove_network")
-    if not ctx.check_mode:
-        records.delete_network(store, name)
+    if not ctx.check_mode:  # checked again in the deleting transaction: no race
+        records.delete_network(store, name, guard=refuse_if_used)
     return result
 
 

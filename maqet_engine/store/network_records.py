@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from maqet_engine.errors import AlreadyExists, NetworkNotFound, StateConflict
 from maqet_engine.frozen import Frozen
 from maqet_engine.store.db import Store
+from maqet_engine.store.records import VMRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -113,8 +114,13 @@ def update_network(store: Store, name: str, spec_json: str, spec_hash: str,
     return require_network(store, name)
 
 
-def delete_network(store: Store, name: str) -> bool:
-    """Delete a network and its endpoint claims (the caller checked that no VM uses it)."""
+def delete_network(store: Store, name: str, *,
+                   guard: Callable[[list[VMRecord]], None] | None = None) -> bool:
+    """Delete a network and its endpoint claims. ``guard`` sees every VM row inside the
+    same write transaction and raises to refuse (a network VMs use): no VM can be
+    defined between its check and the deletion."""
     with store.write() as db:
+        if guard is not None:
+            guard([VMRecord.from_row(r) for r in db.execute("SELECT * FROM vms")])
         db.execute("DELETE FROM network_endpoints WHERE network = ?", (name,))
         return db.execute("DELETE FROM networks WHERE name = ?", (name,)).rowcount > 0

@@ -63,3 +63,20 @@ def test_migrates_a_v3_store_keeping_its_vms(tmp_path: Path) -> None:
         nets.insert_network(store, "lab", "{}", "h", [])
         store.update_runtime("old", started_networks='{"lab": "h"}')
         assert store.require_vm("old").started_networks == '{"lab": "h"}'
+
+
+def test_delete_is_refused_by_its_guard_in_the_same_transaction(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "m.db") as store:
+        nets.insert_network(store, "lab", "{}", "h", ["udp:239.255.1.2:20001"])
+        store.insert_vm("web", '{"name": "web"}', "h")
+        seen = []
+
+        def guard(vms):
+            seen.extend(vm.name for vm in vms)
+            raise StateConflict("in use")
+
+        with pytest.raises(StateConflict, match="in use"):
+            nets.delete_network(store, "lab", guard=guard)
+        assert seen == ["web"] and nets.get_network(store, "lab") is not None
+        assert nets.endpoints_of(store, "lab") == ["udp:239.255.1.2:20001"]
+        assert nets.delete_network(store, "lab", guard=lambda vms: None)
