@@ -361,19 +361,20 @@ def nic_views(record: VMRecord, networks: Networks, paths: Paths) -> list[dict[s
 class HostSide:
     """What one QEMU command line needs of this host for a VM's named networks: a
     backend per NIC position (see ``definition.network.network_argv``), the fds to pass
-    (tap devices: owned by this object until :meth:`close`), the multicast TTLs to set,
-    and the networks' hashes to record with the start."""
+    (tap devices: owned by this object until :meth:`close`), the segments whose sockets
+    the runner confines (interface, TTL), and the networks' hashes to record with the
+    start."""
 
     def __init__(self) -> None:
         self.backends: dict[int, dict[str, Any]] = {}
         self.fds: list[int] = []
-        self.multicast_ttl: list[tuple[str, int, int]] = []
+        self.multicast: list[tuple[str, int, int]] = []
         self.started: dict[str, str] = {}
 
     def launch_data(self) -> dict[str, Any]:
         """The runner's launch data beside ``qemu_argv`` (``runner/__main__.py``)."""
         return {"fds": list(self.fds),
-                "multicast_ttl": [list(t) for t in self.multicast_ttl],
+                "multicast": [list(t) for t in self.multicast],
                 "started_networks": json.dumps(self.started, sort_keys=True)}
 
     def close(self) -> None:
@@ -417,8 +418,7 @@ def resolve(paths: Paths, record: VMRecord, networks: Networks, *,
                     address = f"ADDRESS-OF-{data['interface']}"
                 host.backends[index] = {"kind": "segment", "group": data["group"],
                                         "port": data["port"], "address": address}
-                if data["ttl"] != C.DEFAULT_SEGMENT_TTL:
-                    host.multicast_ttl.append((data["group"], data["port"], data["ttl"]))
+                host.multicast.append((data["group"], data["port"], data["ttl"]))
             elif data["type"] == "link":
                 local, remote = link_ends(data, str(nic.get("end") or C.LINK_ENDS[0]))
                 host.backends[index] = {"kind": "link", "local": local, "remote": remote}

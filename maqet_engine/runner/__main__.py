@@ -8,9 +8,10 @@ from the spec by the spawner so that this process never imports the definition
 package, and the inherited fd of the QMP listening socket that command line names
 (``/dev/null`` is fine when it will only re-adopt a live QEMU). Optional: ``fds``, more
 inherited fds that command line names (tap devices of bridged networks), handed to QEMU
-and closed here; ``multicast_ttl``, ``[[group, port, ttl], ...]`` to set on QEMU's
-multicast sockets before the VM counts as started; ``started_networks``, recorded with
-the start (the networks' hashes, for ``restart_required``).
+and closed here; ``multicast``, ``[[group, port, ttl], ...]`` of the segments whose
+sockets QEMU made, confined to their own interface and given their TTL before the VM
+counts as started (``runner/multicast.py``); ``started_networks``, recorded with the
+start (the networks' hashes, for ``restart_required``).
 
 Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
 readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
@@ -122,17 +123,17 @@ def read_launch(stream: Any) -> Launch | None:
     fds = launch.get("fds", [])
     if not isinstance(fds, list) or not all(_is_fd(fd) for fd in fds):
         raise UsageError("the runner's launch data has a bad 'fds' (a list of fds)")
-    ttls = launch.get("multicast_ttl", [])
-    if not isinstance(ttls, list) or not all(
+    segments = launch.get("multicast", [])
+    if not isinstance(segments, list) or not all(
             isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)
-            and _is_fd(t[1]) and _is_fd(t[2]) for t in ttls):
-        raise UsageError("the runner's launch data has a bad 'multicast_ttl' "
+            and _is_fd(t[1]) and _is_fd(t[2]) for t in segments):
+        raise UsageError("the runner's launch data has a bad 'multicast' "
                          "(a list of [group, port, ttl])")
     networks = launch.get("started_networks")
     if networks is not None and not isinstance(networks, str):
         raise UsageError("the runner's launch data has a bad 'started_networks'")
     return Launch(argv=argv, qmp_fd=qmp_fd, fds=list(fds),
-                  multicast_ttl=[(t[0], t[1], t[2]) for t in ttls],
+                  multicast=[(t[0], t[1], t[2]) for t in segments],
                   started_networks=networks)
 
 

@@ -1,15 +1,22 @@
-"""The TTL of a segment's multicast packets, set on QEMU's own socket.
+"""A segment's multicast socket, confined to its interface and given its TTL.
 
-QEMU 7.2's ``dgram`` netdev creates its multicast socket itself and sets no TTL, so the
-kernel's default applies: 1, the value maqet wants by default (packets never leave the
-link). A segment with another ``ttl`` gets it here, once QEMU answers QMP (its netdevs
-exist by then) and before the VM counts as started: the runner, QEMU's parent, takes a
-duplicate of QEMU's socket with ``pidfd_getfd(2)`` and sets ``IP_MULTICAST_TTL`` on it
-(the option belongs to the socket, which both fds share). The socket is found by the
-inode of the UDP socket bound to the group and port, in QEMU's own
-``/proc/PID/net/udp``. If that fails, the start fails. Before it (the milliseconds
-between QEMU's start and its first QMP answer) the TTL is the kernel's 1: never more
-than asked for.
+QEMU 7.2's ``dgram`` netdev creates its multicast socket itself: bound to the group and
+port, joined on the interface maqet names (``local.host``), sending through it. Two
+things it leaves at the kernel's defaults, which this module sets on QEMU's own socket:
+
+- ``IP_MULTICAST_ALL`` (default 1): a socket bound to a group receives that group's
+  datagrams arriving on *any* interface where anything on the host joined it. Another
+  user who joins the same group:port on eth0 would feed eth0's traffic into a segment
+  meant for ``lo``. Set to 0: only what arrives on the interface QEMU joined on.
+- ``IP_MULTICAST_TTL`` (default 1, which is maqet's default too): the segment's ``ttl``.
+
+Once QEMU answers QMP (its netdevs exist by then) and before the VM counts as started,
+the runner (QEMU's parent) takes a duplicate of each such socket with
+``pidfd_getfd(2)`` and sets both options on it (they belong to the socket, which both
+fds share). The socket is found by the inode of the UDP socket bound to the group and
+port, in QEMU's own ``/proc/PID/net/udp``. If that fails, the start fails. Before it,
+for the milliseconds between QEMU's start and its first QMP answer, the guest has no
+network driver yet and the TTL is the kernel's 1.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import struct
 from maqet_engine.errors import HostError
 
 _SYS_PIDFD_GETFD = 438  # x86-64 and every other Linux architecture (since 5.6)
+_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # linux/in.h
 
 
 def _udp_inodes(pid: int) -> dict[int, tuple[str, int]]:
@@ -60,8 +68,9 @@ def _pidfd_getfd(pidfd: int, fd: int) -> int:
     return dup
 
 
-def set_multicast_ttl(pid: int, pidfd: int, wanted: list[tuple[str, int, int]]) -> None:
-    """Set ``IP_MULTICAST_TTL`` on QEMU's sockets bound to each ``(group, port)``.
+def confine_multicast(pid: int, pidfd: int, segments: list[tuple[str, int, int]]) -> None:
+    """On QEMU's socket of each ``(group, port, ttl)``: ``IP_MULTICAST_ALL`` 0 and
+    ``IP_MULTICAST_TTL`` ttl.
 
     :raise HostError: a socket is missing, or the kernel refuses (no ``pidfd_getfd``, no
         permission to take QEMU's fds).
@@ -69,17 +78,17 @@ def set_multicast_ttl(pid: int, pidfd: int, wanted: list[tuple[str, int, int]]) 
     try:
         bound = _udp_inodes(pid)
         fds = _socket_fds(pid)
-        for group, port, ttl in wanted:
+        for group, port, ttl in segments:
             matches = [fd for inode, fd in fds.items() if bound.get(inode) == (group, port)]
             if not matches:
                 raise HostError(f"QEMU has no socket on multicast group {group}:{port} to "
-                                f"set TTL {ttl} on", hint="see QEMU's log")
+                                "confine", hint="see QEMU's log")
             for fd in matches:
-                dup = _pidfd_getfd(pidfd, fd)
-                with socket.socket(fileno=dup) as sock:
+                with socket.socket(fileno=_pidfd_getfd(pidfd, fd)) as sock:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
     except OSError as err:
-        raise HostError(f"cannot set the multicast TTL on QEMU's socket: {err.strerror}",
-                        hint="a segment's 'ttl' other than 1 needs Linux >= 5.6 "
-                        "(pidfd_getfd) and a runner allowed to take QEMU's fds (ptrace "
-                        "rules: its parent, same user or root)") from err
+        raise HostError(f"cannot confine QEMU's multicast socket: {err.strerror}",
+                        hint="segments need Linux >= 5.6 (pidfd_getfd) and a runner "
+                        "allowed to take QEMU's fds (ptrace rules: its parent, same user "
+                        "or root)") from err

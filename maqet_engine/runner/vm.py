@@ -47,21 +47,21 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
 class Launch(Frozen):
     """What the spawner hands a runner that must start QEMU: the command line (built
     from the spec by the caller), the pre-bound QMP listening socket it names, other fds
-    it names (tap devices), multicast TTLs to set on QEMU's sockets, and the networks'
-    hashes to record with the start."""
+    it names (tap devices), the segments whose sockets to confine (their interface only,
+    their TTL), and the networks' hashes to record with the start."""
 
-    __slots__ = ("argv", "qmp_fd", "fds", "multicast_ttl", "started_networks")
+    __slots__ = ("argv", "qmp_fd", "fds", "multicast", "started_networks")
     argv: list[str]
     qmp_fd: int
     fds: list[int]
-    multicast_ttl: list[tuple[str, int, int]]
+    multicast: list[tuple[str, int, int]]  # (group, port, ttl) of each segment
     started_networks: str | None
 
     def __init__(self, *, argv: list[str], qmp_fd: int, fds: list[int] | None = None,
-                 multicast_ttl: list[tuple[str, int, int]] | None = None,
+                 multicast: list[tuple[str, int, int]] | None = None,
                  started_networks: str | None = None) -> None:
         super().__init__(argv=argv, qmp_fd=qmp_fd, fds=list(fds or []),
-                         multicast_ttl=list(multicast_ttl or []),
+                         multicast=list(multicast or []),
                          started_networks=started_networks)
 
     def close_fds(self) -> None:
@@ -220,10 +220,10 @@ class SupervisedVM:
                           started_hash=self.record.spec_hash,
                           started_networks=self.launch.started_networks
                           if self.launch is not None else None)
-            if self.launch is not None and self.launch.multicast_ttl:
-                from maqet_engine.runner.multicast import set_multicast_ttl
+            if self.launch is not None and self.launch.multicast:
+                from maqet_engine.runner.multicast import confine_multicast
 
-                set_multicast_ttl(self.proc.pid, self.proc.pidfd, self.launch.multicast_ttl)
+                confine_multicast(self.proc.pid, self.proc.pidfd, self.launch.multicast)
         kind = "adopted" if self.adopted else "started"
         if self.adopted and status == VMStatus.STOPPING:
             status = self.status  # a stop was under way: QMP cannot tell
