@@ -100,7 +100,7 @@ ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
 VGA_CHOICES: Final = ("std", "virtio", "qxl", "cirrus", "none")
 DISK_INTERFACES: Final = ("virtio", "ide", "scsi")
 VIRTFS_SECURITY_MODELS: Final = ("mapped-xattr", "passthrough", "none")
-NETWORK_TYPES: Final = ("user", "tap", "bridge")
+NETWORK_TYPES: Final = ("user", "tap", "bridge", "network")
 FORWARD_PROTOCOLS: Final = ("tcp", "udp")
 DEFAULT_FORWARD_PROTOCOL: Final = "tcp"
 # QEMU's own default for hostfwd is every interface; maqet only listens on loopback.
@@ -138,6 +138,34 @@ IFNAME_HELP: Final = "1-15 characters: letters, digits, '_', '.', '-'"
 NIC_MODEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NIC_MODEL_HELP: Final = "a QEMU NIC device name such as virtio-net-pci, e1000 or rtl8139"
 MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+# --- named networks (docs/networks.md) ----------------------------------------
+NETWORK_KINDS: Final = ("segment", "link", "bridged")
+NETWORK_NAME_RE: Final = VM_NAME_RE
+NETWORK_NAME_HELP: Final = VM_NAME_HELP
+LINK_ENDS: Final = ("a", "b")
+# A NIC on a named network without a 'mac' gets one derived from the VM's name and the
+# NIC's position, under QEMU's (locally administered, unicast) prefix.
+DERIVED_MAC_PREFIX: Final = "52:54:00"
+# A segment without 'group'/'port' gets both derived from its name: the same name on two
+# hosts is the same segment. 239.255.0.0/16 is the IPv4 local scope (RFC 2365); its
+# last /24 is left out (SSDP 239.255.255.250, SLP 239.255.255.253 live there).
+SEGMENT_GROUP_BASE: Final = "239.255.0.0"
+SEGMENT_GROUP_SECOND_OCTETS: Final = 255  # 239.255.0.x .. 239.255.254.x
+SEGMENT_PORT_BASE: Final = 20000  # derived ports: 20000-29999 (below Linux's ephemeral range)
+SEGMENT_PORT_SPAN: Final = 10000
+LINK_PORT_BASE: Final = 30000  # derived link ports: pairs 30000/30001 .. 31998/31999
+LINK_PORT_PAIRS: Final = 1000
+NETWORK_PORT_MIN: Final = 1024  # a network's UDP ports: no privileged ones
+DEFAULT_SEGMENT_INTERFACE: Final = "lo"
+DEFAULT_SEGMENT_TTL: Final = 1
+DEFAULT_LINK_ADDRESS: Final = "127.0.0.1"
+LINK_END_RE: Final = re.compile(r"[0-9.]{7,15}(:[0-9]{1,5})?", re.ASCII)
+LINK_END_HELP: Final = "an IPv4 address with an optional port, such as 10.0.0.1:30000"
+# Tap devices of bridged networks: 'mqt' + 4 hex digits of the installation's data
+# directory + '-' + the VM id in hex + '-' + the NIC's position; at most IFNAMSIZ-1.
+TAP_PREFIX: Final = "mqt"
+IFNAME_MAX: Final = 15
+NIC_FD_PLACEHOLDER: Final = "NIC{index}_FD"  # shown for a tap fd (maqet show --argv)
 TAG_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,62}")
 TAG_HELP: Final = (
     "1-63 characters: letters, digits, '_', '.', ':', '=', '-'; starting with a letter or digit"

@@ -9,9 +9,11 @@ carries the process exit code the CLI uses (``docs/cli.md``)::
      +-- NotFoundError              exit 3
      |    +-- VMNotFound            exit 3
      |    +-- SnapshotNotFound      exit 3
+     |    +-- NetworkNotFound       exit 3
      +-- ConflictError              exit 4  exists with another definition, wrong state
      |    +-- AlreadyExists         exit 4
      |    +-- StateConflict         exit 4
+     |         +-- NetworkInUse     exit 4  VM definitions still name the network (.vms)
      +-- RuntimeFailure             exit 5  QEMU, QMP, runner
      |    +-- QEMULaunchError       exit 5  QEMU did not start (has the tail of its log)
      |    +-- QMPCommandError       exit 5  QMP replied with an error (has .error_class)
@@ -94,6 +96,14 @@ class SnapshotNotFound(NotFoundError):
     pass
 
 
+class NetworkNotFound(NotFoundError):
+    def __init__(self, name: str, *, used_by: str | None = None) -> None:
+        self.name = name
+        where = f" ({used_by} names it)" if used_by else ""
+        super().__init__(f"no network named {name!r}{where}",
+                         hint="check the name (maqet network ls), or add the network first")
+
+
 class ConflictError(MaqetError):
     exit_code = C.EXIT_CONFLICT
 
@@ -104,6 +114,22 @@ class AlreadyExists(ConflictError):
 
 class StateConflict(ConflictError):
     pass
+
+
+class NetworkInUse(StateConflict):
+    """A network that VM definitions still name cannot be removed; ``vms`` names them."""
+
+    def __init__(self, name: str, vms: list[str]) -> None:
+        self.name = name
+        self.vms = list(vms)
+        super().__init__(f"network {name!r} is used by VM(s) {', '.join(self.vms)}",
+                         hint="remove those VMs, or change their definitions to another "
+                         "network, first")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["vms"] = self.vms
+        return data
 
 
 class RuntimeFailure(MaqetError):

@@ -118,11 +118,11 @@ def _print_result(ctx: CLIContext, result: Result, *, diff: bool = False) -> Non
         lines.append(f"{result.name}: restart required to apply the new definition "
                      "(apply --recreate, or restart it)")
     if diff and result.changed:
-        lines.append(_render_diff(result.before, result.after))
+        lines.append(render_diff(result.before, result.after))
     print("\n".join(line for line in lines if line))
 
 
-def _render_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+def render_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
     import difflib
     import json
 
@@ -200,11 +200,25 @@ def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
         ("storage", ", ".join(f"{s['name']}:{s['type']}" for s in spec.get("storage") or [])),
         ("ports", ", ".join(f"{p.get('host_address')}:{p['host']}->{p['guest']}"
                             for p in view["ports"])),
+        ("networks", ", ".join(_nic_text(n) for n in view.get("networks") or [])),
+        ("networks changed", ", ".join(view.get("networks_changed") or [])),
         ("last exit", view["last_exit"]), ("directory", view["paths"]["dir"]),
         ("spec hash", view["spec_hash"][:16]),
     ]
     print(key_values(pairs))
     return C.EXIT_OK
+
+
+def _nic_text(nic: dict[str, Any]) -> str:
+    """``lab (segment, 52:54:00:..)``, ``user``, ``wire (link end a, ...)``."""
+    if nic["network"] is None:
+        return str(nic["type"]) + (f" ({nic['mac']})" if nic["mac"] else "")
+    kind = nic["network_type"] or "missing"
+    if nic["end"]:
+        kind += f" end {nic['end']}"
+    if nic["tap"]:
+        kind += f", tap {nic['tap']}"
+    return f"{nic['network']} ({kind}, {nic['mac']})"
 
 
 def cmd_rm(args: argparse.Namespace, ctx: CLIContext) -> int:

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,15 @@ def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
 
 
 def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
-                 qemu_argv: Callable[[int], list[str]] | None,
+                 qemu_argv: Callable[[int], list[str] | Mapping[str, Any]] | None,
                  timeout: float = C.RUNNER_READY_TIMEOUT_S) -> dict[str, Any]:
     """Spawn the runner of VM ``name`` in a new session; return its readiness message.
 
     ``qemu_argv`` builds the command line the runner launches when there is no live
     QEMU to re-adopt, given the fd of the QMP socket bound here; None lets the runner
-    only re-adopt.
+    only re-adopt. It may return the launch data instead (``{"qemu_argv": [...],
+    "fds": [...], ...}``, see ``runner/__main__.py``): its ``fds`` are passed to the
+    runner too, which hands them to QEMU; the caller keeps and closes its own copies.
 
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
@@ -105,8 +107,10 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
                 qmp = bind_qmp_socket(runtime.qmp_socket)
             except OSError as err:
                 raise host_error(err, "create the QMP socket", runtime.qmp_socket) from err
-            launch = {"qemu_argv": qemu_argv(qmp.fileno()), "qmp_fd": qmp.fileno()}
-            pass_fds.append(qmp.fileno())
+            built = qemu_argv(qmp.fileno())
+            launch = dict(built) if isinstance(built, Mapping) else {"qemu_argv": built}
+            launch["qmp_fd"] = qmp.fileno()
+            pass_fds += [qmp.fileno(), *launch.get("fds", [])]
         proc = subprocess.Popen(
             # -P: no cwd on sys.path, so the caller's directory cannot shadow the
             # maqet_engine that _runner_env() puts on PYTHONPATH.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from maqet_engine import constants as C
 from maqet_engine.definition.machine import DeviceSlots
 from maqet_engine.definition.model import Spec
@@ -28,7 +31,8 @@ def sandbox_arg(spec: Spec, *, run_as: str | None) -> str:
 def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel: str,
                qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
                registry: StorageRegistry | None = None, run_as: str | None = None,
-               sandbox: bool = False) -> list[str]:
+               sandbox: bool = False,
+               backends: Mapping[int, Mapping[str, Any]] | None = None) -> list[str]:
     """QEMU's argv (``argv[0]`` is ``binary`` as written; the runner resolves it).
 
     :param accel: the resolved accelerator (``kvm`` or ``tcg``), see ``resolve_accel``.
@@ -39,6 +43,8 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
     :param run_as: ``-runas USER``: QEMU opens its files, then drops to that user (the
         caller decides: root with the ``maqet-qemu`` user, see ``command_line``).
     :param sandbox: add ``-sandbox`` (seccomp, :func:`sandbox_arg`).
+    :param backends: the host side of each NIC on a named network, by NIC position, as
+        the engine resolved it (``network.network_argv``).
     """
     d = spec.data
     name = d["name"]
@@ -73,7 +79,7 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
     if d.get("cloud_init") is not None:
         argv += seed_disk_argv(str(data.cloud_init_seed))
     for index, nic in enumerate(d["network"]):
-        argv += network_argv(nic, index)
+        argv += network_argv(nic, index, (backends or {}).get(index))
     argv += d["arguments"]
     return argv
 

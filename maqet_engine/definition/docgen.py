@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from maqet_engine.definition import doctext
+from maqet_engine.definition.netspec import KINDS as NETWORK_KINDS
 from maqet_engine.definition.schema import (
     CLOUD_INIT,
     CLOUD_INIT_USER,
@@ -46,6 +47,10 @@ def render(registry: StorageRegistry | None = None) -> str:
     parts.append(_section(CLOUD_INIT.title, CLOUD_INIT.fields, CLOUD_INIT.doc))
     parts.append(_section(CLOUD_INIT_USER.title, CLOUD_INIT_USER.fields,
                           f"Items of `users` in `cloud_init`. {CLOUD_INIT_USER.doc}", level=4))
+    parts.append(doctext.NETWORK_DEFINITIONS)
+    for type_name, section in NETWORK_KINDS.items():
+        fields = _only_type(section.fields, type_name)
+        parts.append(_section(section.title, fields, section.doc, level=3))
     return "\n".join(parts)
 
 
@@ -111,7 +116,7 @@ def _allowed(f: Field) -> str:
         case Kind.MAC:
             return "`xx:xx:xx:xx:xx:xx` (hex), unicast"
         case Kind.IPV4:
-            return "an IPv4 address; `0.0.0.0` = every interface"
+            return f.pattern_help or "an IPv4 address; `0.0.0.0` = every interface"
         case Kind.ENTRIES:
             return "mappings, see below"
         case Kind.MAPPING if f.entries:

@@ -138,5 +138,33 @@ unknown key, or a key of another type, is an error.
 
 NETWORK = """\
 Each entry is one NIC: a host-side backend (`-netdev`, id `netN` by position) and a
-guest device (`-device MODEL`). MAC addresses must be unique and unicast.
+guest device (`-device MODEL`). MAC addresses must be unique and unicast. A VM may have
+several NICs, e.g. `user` networking for management and a named network for a lab:
+
+```yaml
+network:
+  - type: user
+    forward: [{host: 2222, guest: 22}]
+  - network: lab            # type: network, a named network (see below)
+  - network: wire
+    end: a                  # a link: which end this VM is
+```
+"""
+
+NETWORK_DEFINITIONS = """\
+## Network definitions
+
+Named networks are defined on their own (`maqet network add NAME --type ...`, or the
+`maqet_network` module's `definition`) and VMs attach to them by name; see
+[networks.md](networks.md) for the types, addressing and what each exposes. They are
+checked and normalized like VM definitions: unknown keys and bad values are errors
+naming the key, defaults are written out, and what is derived from the name (a
+segment's group and port, a link's ports) is stored, so `maqet network show` says what
+QEMU gets. Two networks may not share a segment's group and port or a link's end.
+
+```yaml
+name: lab
+type: segment          # segment | link | bridged
+interface: lo          # the default: this host only
+```
 """

@@ -1,7 +1,13 @@
-"""Network entries: validation of the ``network`` list and their QEMU arguments."""
+"""Network entries (NICs): validation of the ``network`` list and their QEMU arguments.
+
+A NIC of ``type: network`` names a *named network* (:mod:`.netspec`); what it needs on
+the host (the interface's address, a tap device's fd) is resolved by the engine when the
+VM starts and handed to :func:`network_argv` as a backend, so this stays pure.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,14 +30,25 @@ def netdev_id(index: int) -> str:
     return f"{C.NETDEV_ID_PREFIX}{index}"
 
 
-def normalize_network(items: object, *, path: str) -> list[dict[str, Any]]:
-    """Validate and normalize the ``network`` list."""
+def derived_mac(vm_name: str, index: int) -> str:
+    """The MAC of the ``index``-th NIC of VM ``vm_name`` when its definition gives none:
+    ``52:54:00`` and three bytes of a hash of both, so the same VM gets the same
+    addresses on every start and every host (and a renamed VM new ones)."""
+    digest = hashlib.sha256(f"maqet-nic:{vm_name}:{index}".encode()).digest()
+    return C.DERIVED_MAC_PREFIX + "".join(f":{byte:02x}" for byte in digest[:3])
+
+
+def normalize_network(items: object, *, path: str, vm_name: str = "") -> list[dict[str, Any]]:
+    """Validate and normalize the ``network`` list (``vm_name`` derives the MACs of
+    NICs on named networks)."""
     entries: list[dict[str, Any]] = []
     macs: dict[str, str] = {}
     ports: dict[tuple[str, int], str] = {}
     for index, raw in enumerate(require_list(items, path, "[{type: user}]")):
         here = join(path, index)
         entry = _normalize_entry(require_mapping(raw, here, "a network entry"), here)
+        if entry["type"] == "network" and entry["mac"] is None:
+            entry["mac"] = derived_mac(vm_name, index)
         mac = entry["mac"]
         if mac is not None:
             if int(mac[:2], 16) & _MULTICAST_BIT:
@@ -51,6 +68,9 @@ def normalize_network(items: object, *, path: str) -> list[dict[str, Any]]:
 
 def _normalize_entry(raw: Mapping[Any, Any], path: str) -> dict[str, Any]:
     type_name = raw.get("type")
+    if type_name is None and raw.get("network") is not None:  # {network: lab}
+        type_name = "network"
+        raw = {**raw, "type": type_name}
     choices = ", ".join(NETWORK_TYPES)
     if type_name is None:
         raise ConfigError("is required", path=join(path, "type"), hint=f"use one of {choices}")
@@ -79,8 +99,16 @@ def _normalize_forwards(items: list[Any], path: str,
     return sorted(forwards, key=lambda f: (f["protocol"], f["host_address"], f["host"]))
 
 
-def network_argv(entry: Mapping[str, Any], index: int) -> list[str]:
-    """``-netdev`` and ``-device`` arguments of the ``index``-th normalized entry."""
+def network_argv(entry: Mapping[str, Any], index: int,
+                 backend: Mapping[str, Any] | None = None) -> list[str]:
+    """``-netdev`` and ``-device`` arguments of the ``index``-th normalized entry.
+
+    :param backend: for a NIC of ``type: network``, the host side the engine resolved
+        (:func:`maqet_engine.definition.netspec.backend`): ``{"kind": "segment", "group",
+        "port", "address"}`` (QEMU joins the group on the interface with that IPv4
+        address and sends from it), ``{"kind": "link", "local", "remote"}``
+        (``ADDRESS:PORT`` each) or ``{"kind": "bridged", "fd"}`` (an open tap device).
+    """
     nid = netdev_id(index)
     match entry["type"]:
         case "user":
@@ -92,9 +120,35 @@ def network_argv(entry: Mapping[str, Any], index: int) -> list[str]:
             netdev = f"tap,id={nid},ifname={entry['ifname']},script=no,downscript=no"
         case "bridge":
             netdev = f"bridge,id={nid},br={entry['bridge']}"
+        case "network":
+            netdev = _named_netdev(nid, entry, backend)
         case other:  # pragma: no cover - validation admits only the types above
             raise ValueError(f"unknown network type {other!r}")
     device = f"{entry['model']},netdev={nid}"
     if entry["mac"] is not None:
         device += f",mac={entry['mac']}"
     return ["-netdev", netdev, "-device", device]
+
+
+def _named_netdev(nid: str, entry: Mapping[str, Any], backend: Mapping[str, Any] | None) -> str:
+    if backend is None:  # the engine resolves every named network before building argv
+        raise ValueError(f"network {entry['network']!r} of {nid} was not resolved")
+    match backend["kind"]:
+        case "segment":
+            # QEMU's multicast dgram socket: joins the group on the interface that has
+            # 'address' and sends from it (IP_MULTICAST_IF); without local.host it would
+            # join on the interface of the default route. local.port is unused but needed.
+            return (f"dgram,id={nid},remote.type=inet,remote.host={backend['group']},"
+                    f"remote.port={backend['port']},local.type=inet,"
+                    f"local.host={backend['address']},local.port=0")
+        case "link":
+            local_host, local_port = str(backend["local"]).rsplit(":", 1)
+            remote_host, remote_port = str(backend["remote"]).rsplit(":", 1)
+            return (f"dgram,id={nid},local.type=inet,local.host={local_host},"
+                    f"local.port={local_port},remote.type=inet,remote.host={remote_host},"
+                    f"remote.port={remote_port}")
+        case "bridged":
+            # A tap device maqet opened (and attached to the bridge) before QEMU started:
+            # QEMU needs neither /dev/net/tun nor a helper, and keeps working after -runas.
+            return f"tap,id={nid},fd={backend['fd']}"
+    raise ValueError(f"unknown network backend {backend['kind']!r}")  # pragma: no cover

@@ -260,6 +260,32 @@ NETWORK_TYPES: Mapping[str, Section] = MappingProxyType({
                   pattern=C.IFNAME_RE, pattern_help=C.IFNAME_HELP, what="bridge name"),
         ),
     ),
+    "network": Section(
+        title="network, type `network`",
+        where="network[]",
+        doc="A NIC on a named network (`maqet network add`, the `maqet_network` module; "
+            "see [networks.md](networks.md)): a segment, a point-to-point link or a host "
+            "bridge. `type: network` may be left out when `network` is given. Which "
+            "network exists, and that its MAC addresses and link ends are not taken, is "
+            "checked when the VM is defined.",
+        fields=(
+            Field("type", Kind.ENUM, "Kind of host-side network backend.", required=True,
+                  choices=C.NETWORK_TYPES),
+            Field("network", Kind.STR, "Name of the network.", required=True,
+                  pattern=C.NETWORK_NAME_RE, pattern_help=C.NETWORK_NAME_HELP,
+                  what="network name"),
+            Field("model", Kind.STR, "Guest NIC device model.", default=C.DEFAULT_NIC_MODEL,
+                  pattern=C.NIC_MODEL_RE, pattern_help=C.NIC_MODEL_HELP, what="NIC model"),
+            Field("mac", Kind.MAC, "MAC address of the NIC, `xx:xx:xx:xx:xx:xx`; stored in "
+                  "lower case. Unset: derived from the VM's name and the NIC's position, so "
+                  "it stays the same across restarts and hosts; two VMs on one network may "
+                  "not share one.",
+                  default_doc=f"`{C.DERIVED_MAC_PREFIX}:xx:xx:xx`, derived"),
+            Field("end", Kind.ENUM, "Which end of a `link` network this NIC is; required "
+                  "on a link, refused on other networks. Each end takes one VM.",
+                  choices=C.LINK_ENDS),
+        ),
+    ),
 })
 
 FORWARD = Section(

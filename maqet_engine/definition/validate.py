@@ -104,7 +104,7 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
                                         registry=registry)
     check_device_slots(data["storage"], machine=data["machine"], path="storage",
                        registry=registry)
-    data["network"] = normalize_network(data["network"], path="network")
+    data["network"] = normalize_network(data["network"], path="network", vm_name=name)
     data["tags"] = sorted(set(data["tags"]))
     if data["cloud_init"] is None:
         del data["cloud_init"]  # stored only when set: older definitions keep their hash

@@ -28,6 +28,7 @@ _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
 _IMAGES = "maqet_engine.engine.image_ops"
+_NET = "maqet_engine.engine.networks"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -45,6 +46,10 @@ _EXPORTS = {
     # the image cache
     "images": _IMAGES, "pull_image": _IMAGES, "remove_image": _IMAGES,
     "prune_images": _IMAGES, "TTYBar": "maqet_engine.images.progress",
+    # named networks
+    "NETWORK_STATES": _NET, "load_network": _NET, "define_network": _NET,
+    "apply_network": _NET,
+    "remove_network": _NET, "list_networks": _NET, "show_network": _NET,
     # the contract
     "EngineContext": "maqet_engine.engine.context",
     "Result": "maqet_engine.engine.result",

@@ -16,7 +16,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.definition import Spec
-from maqet_engine.engine import definitions, lifecycle, runstate
+from maqet_engine.engine import definitions, lifecycle, networks, runstate
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Action, Result
 from maqet_engine.engine.view import vm_view
@@ -174,7 +174,8 @@ def _apply_present(ctx: EngineContext, spec: Spec | None, name: str, result: Res
         view = runstate.probe(ctx.paths, record)
         wanted_hash = spec.hash if spec is not None else record.spec_hash
         running_hash = record.started_hash or record.spec_hash
-        drift = view.active and running_hash != wanted_hash
+        drift = view.active and (running_hash != wanted_hash or bool(
+            networks.network_drift(record, networks.network_index(store))))
         ladder = {"timeout": timeout, "force": force, "check_mode": ctx.check_mode}
         wanted = spec.data if spec is not None else record.spec_data
         if state == "restarted" or (drift and recreate and state in ("present", "running",
@@ -276,6 +277,7 @@ def _finish(ctx: EngineContext, store: Store, name: str, result: Result, *,
     status = after_status if (ctx.check_mode and after_status is not None) else run.status
     result.after = {"status": status.value,
                     "spec": spec.data if spec is not None else record.spec_data}
-    result.vm = vm_view(record, ctx.paths, run, with_argv=True)
+    result.vm = vm_view(record, ctx.paths, run, with_argv=True,
+                        networks=networks.network_index(store))
     result.restart_required = result.vm["restart_required"]
     return result

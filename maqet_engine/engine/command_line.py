@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.errors import QEMUUserMissing
@@ -45,7 +46,8 @@ def qemu_user(env: Mapping[str, str] | None = None, *, check: bool = True) -> st
 
 
 def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
-                 accel: str | None = None, launching: bool = True) -> list[str]:
+                 accel: str | None = None, launching: bool = True,
+                 backends: Mapping[int, Mapping[str, Any]] | None = None) -> list[str]:
     """The argv that runs ``record``'s stored definition, confined: under seccomp
     (``-sandbox``) and, when maqet is root, as the unprivileged :func:`qemu_user`.
 
@@ -56,6 +58,8 @@ def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD
         QEMU user, and judge the definition's host paths again as they resolve now (a
         symlink re-pointed since the definition was stored), giving QEMU the resolved
         directory of each share.
+    :param backends: the host side of the VM's NICs on named networks, by position
+        (``engine.networks.resolve``: an interface's address, a tap device's fd).
     :raise ConfigError: a host path that now resolves somewhere maqet refuses.
     """
     from maqet_engine.definition import Spec, build_argv, resolve_accel
@@ -71,4 +75,4 @@ def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD
     return build_argv(spec, runtime=paths.vm_runtime(record.id),
                       data=paths.vm_data(record.name), qmp_fd=qmp_fd,
                       accel=accel or resolve_accel(spec.data["accel"]),
-                      run_as=qemu_user(check=launching), sandbox=True)
+                      run_as=qemu_user(check=launching), sandbox=True, backends=backends)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from maqet_engine.definition import Spec
+from maqet_engine.engine import networks
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
 from maqet_engine.errors import StateConflict
@@ -16,6 +17,8 @@ def ensure_present(ctx: EngineContext, store: Store, spec: Spec, result: Result)
     record = store.get_vm(spec.name)
     if record is None or record.spec_hash != spec.hash:
         check_claims(store, spec)  # two VMs on one writable disk: refused before writing
+        # NICs on named networks: the network exists, MACs and link ends are free
+        networks.check_vm(store, spec.data, check_mode=ctx.check_mode)
     if record is None:
         result.record("define")
         if ctx.check_mode:

@@ -97,6 +97,11 @@ def cleanup_stale(paths: Paths, store: Store, name: str) -> VMRecord:
     stale = [runtime.control_socket]
     if not view.qemu_alive:
         stale += [runtime.qmp_socket, runtime.serial_socket]
+        from maqet_engine.engine.networks import cleanup_taps
+
+        for tap in cleanup_taps(paths, record):  # only a persistent one outlives QEMU
+            _decided(paths, name, wanted="a change", found=f"leftover tap device {tap}",
+                     action="delete it")
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -124,19 +129,34 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
             return []
         record = cleanup_stale(paths, store, name)
         from maqet_engine.control.spawn import spawn_runner
-        from maqet_engine.engine.command_line import command_line
+        from maqet_engine.engine import networks
 
         # A live QEMU is re-adopted as it is; otherwise the runner launches the command
-        # line built here around the QMP socket the spawner binds.
+        # line built here around the QMP socket the spawner binds, with the host side of
+        # its named networks (tap devices opened here are passed on, and our copies
+        # closed when the runner has its own).
         live = runstate.qemu_alive(record)
-        launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
         _decided(paths, name, wanted="running", found=view.status.value, action=verb)
-        try:
-            ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
-                                 qemu_argv=launch)
-        except StateConflict:  # a runner started outside the start lock won the race
-            return []
+        host = contextlib.nullcontext(None) if live else networks.prepare(paths, store, record)
+        with host as side:
+            launch = None if side is None else _launcher(paths, record, side)
+            try:
+                ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
+                                     qemu_argv=launch)
+            except StateConflict:  # a runner started outside the start lock won the race
+                return []
     return [{"action": "adopt" if ready.get("adopted") else "start"}]
+
+
+def _launcher(paths: Paths, record: VMRecord, side: Any) -> Any:
+    """The spawner's callback: the launch data around the QMP socket's fd."""
+    from maqet_engine.engine.command_line import command_line
+
+    def launch(qmp_fd: int) -> dict[str, Any]:
+        argv = command_line(record, paths, qmp_fd=qmp_fd, backends=side.backends)
+        return {"qemu_argv": argv, **side.launch_data()}
+
+    return launch
 
 
 def ensure_stopped(paths: Paths, store: Store, name: str, *, timeout: float = C.STOP_TIMEOUT_S,

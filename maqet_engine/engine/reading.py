@@ -25,7 +25,9 @@ def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> R
     running VM's runner for its own report too (one IPC call each)."""
     with ctx.open_store(create=False, verify=False) as store:
         records = store.list_vms()
-    views = [_view(ctx, record, live=live, argv=argv) for record in records]
+        networks = _networks(store)
+    views = [_view(ctx, record, live=live, argv=argv, networks=networks)
+             for record in records]
     return Result(name=None, data=views)
 
 
@@ -33,7 +35,8 @@ def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
     """One VM's view (``vm`` and ``data``), with its QEMU command line."""
     with ctx.open_store(create=False, verify=False) as store:
         record = store.require_vm(name)
-    view = _view(ctx, record, live=live, argv=True)
+        networks = _networks(store)
+    view = _view(ctx, record, live=live, argv=True, networks=networks)
     return Result(name=name, vm=view, data=view)
 
 
@@ -49,14 +52,21 @@ def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
     return Result(name=name, data=data, vm=vm_view(record, ctx.paths))
 
 
-def _view(ctx: EngineContext, record: Any, *, live: bool, argv: bool) -> dict[str, Any]:
+def _view(ctx: EngineContext, record: Any, *, live: bool, argv: bool,
+          networks: Any) -> dict[str, Any]:
     run = runstate.probe(ctx.paths, record)
     extra = None
     if live and run.runner_alive:
         from maqet_engine.engine.lifecycle import live_status
 
         extra = live_status(ctx.paths, record)
-    return vm_view(record, ctx.paths, run, live=extra, with_argv=argv)
+    return vm_view(record, ctx.paths, run, live=extra, with_argv=argv, networks=networks)
+
+
+def _networks(store: Any) -> dict[str, Any]:
+    from maqet_engine.engine.networks import network_index
+
+    return network_index(store)
 
 
 def log_path(ctx: EngineContext, name: str, which: str) -> Path:

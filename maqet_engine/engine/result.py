@@ -31,6 +31,8 @@ _PAST = {
     "revert_snapshot": "reverted to snapshot",
     "fetch_image": "fetched image", "remove_image": "removed image",
     "write_seed": "wrote the cloud-init seed",
+    "define_network": "defined network", "redefine_network": "redefined network",
+    "remove_network": "removed network",
 }
 _RUNG_TEXT = {"powerdown": "ACPI powerdown", "quit": "QMP quit", "kill": "SIGKILL"}
 

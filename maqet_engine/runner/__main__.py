@@ -6,7 +6,12 @@ environment unless the spawner's roots are given). Its stdin carries one JSON ob
 from the spawner, ``{"qemu_argv": [...], "qmp_fd": N}``: the QEMU command line, built
 from the spec by the spawner so that this process never imports the definition
 package, and the inherited fd of the QMP listening socket that command line names
-(``/dev/null`` is fine when it will only re-adopt a live QEMU).
+(``/dev/null`` is fine when it will only re-adopt a live QEMU). Optional: ``fds``, more
+inherited fds that command line names (tap devices of bridged networks), handed to QEMU
+and closed here; ``multicast``, ``[[group, port, ttl], ...]`` of the segments whose
+sockets QEMU made, confined to their own interface and given their TTL before the VM
+counts as started (``runner/multicast.py``); ``started_networks``, recorded with the
+start (the networks' hashes, for ``restart_required``).
 
 Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
 readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
@@ -113,9 +118,28 @@ def read_launch(stream: Any) -> Launch | None:
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise UsageError("the runner's launch data has no 'qemu_argv' list of strings")
     qmp_fd = launch.get("qmp_fd")
-    if not isinstance(qmp_fd, int) or isinstance(qmp_fd, bool) or qmp_fd < 0:
+    if not _is_fd(qmp_fd):
         raise UsageError("the runner's launch data has no 'qmp_fd' (the QMP socket's fd)")
-    return Launch(argv=argv, qmp_fd=qmp_fd)
+    fds = launch.get("fds", [])
+    if not isinstance(fds, list) or not all(_is_fd(fd) for fd in fds):
+        raise UsageError("the runner's launch data has a bad 'fds' (a list of fds)")
+    segments = launch.get("multicast", [])
+    if not isinstance(segments, list) or not all(
+            isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)
+            and _is_fd(t[1]) and _is_fd(t[2]) for t in segments):
+        raise UsageError("the runner's launch data has a bad 'multicast' "
+                         "(a list of [group, port, ttl])")
+    networks = launch.get("started_networks")
+    if networks is not None and not isinstance(networks, str):
+        raise UsageError("the runner's launch data has a bad 'started_networks'")
+    return Launch(argv=argv, qmp_fd=qmp_fd, fds=list(fds),
+                  multicast=[(t[0], t[1], t[2]) for t in segments],
+                  started_networks=networks)
+
+
+def _is_fd(value: object) -> bool:
+    """A non-negative int that is not a bool (fd numbers, ports, TTLs)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int | None,

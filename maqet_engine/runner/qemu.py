@@ -52,6 +52,10 @@ class QEMUProcess:
         self._exit: asyncio.Future[ExitInfo] | None = None
 
     @property
+    def pidfd(self) -> int:
+        return self._pidfd
+
+    @property
     def is_child(self) -> bool:
         return self._popen is not None
 

@@ -46,11 +46,30 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
 
 class Launch(Frozen):
     """What the spawner hands a runner that must start QEMU: the command line (built
-    from the spec by the caller) and the pre-bound QMP listening socket it names."""
+    from the spec by the caller), the pre-bound QMP listening socket it names, other fds
+    it names (tap devices), the segments whose sockets to confine (their interface only,
+    their TTL), and the networks' hashes to record with the start."""
 
-    __slots__ = ("argv", "qmp_fd")
+    __slots__ = ("argv", "qmp_fd", "fds", "multicast", "started_networks")
     argv: list[str]
     qmp_fd: int
+    fds: list[int]
+    multicast: list[tuple[str, int, int]]  # (group, port, ttl) of each segment
+    started_networks: str | None
+
+    def __init__(self, *, argv: list[str], qmp_fd: int, fds: list[int] | None = None,
+                 multicast: list[tuple[str, int, int]] | None = None,
+                 started_networks: str | None = None) -> None:
+        super().__init__(argv=argv, qmp_fd=qmp_fd, fds=list(fds or []),
+                         multicast=list(multicast or []),
+                         started_networks=started_networks)
+
+    def close_fds(self) -> None:
+        """Close this process's copies of the fds QEMU was to inherit (QEMU holds its
+        own once launched: a tap device then lives exactly as long as QEMU)."""
+        for fd in (self.qmp_fd, *self.fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class SupervisedVM:
@@ -138,8 +157,7 @@ class SupervisedVM:
         try:
             if proc is not None:
                 if self.launch is not None:  # the QEMU to launch instead came back to life
-                    with contextlib.suppress(OSError):
-                        os.close(self.launch.qmp_fd)
+                    self.launch.close_fds()
                 await self._adopt(proc)
             else:
                 await self._launch()
@@ -155,14 +173,14 @@ class SupervisedVM:
                                     "could re-adopt it", hint="start it again")
         if self.status.is_active:  # recorded active, but that QEMU is gone: fresh start
             self.status = VMStatus.CRASHED
-        argv, qmp_fd = self.launch.argv, self.launch.qmp_fd
+        argv = self.launch.argv
         with contextlib.suppress(FileNotFoundError):
             self.runtime.serial_socket.unlink()
         log_offset = _size(self.data.qemu_log)
         self.log.info("launching QEMU: %s", " ".join(argv))
         try:
             self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log,
-                                           pass_fds=(qmp_fd,))
+                                           pass_fds=(self.launch.qmp_fd, *self.launch.fds))
         except FileNotFoundError as err:
             raise QEMUNotFound(f"QEMU binary {argv[0]!r} not found",
                                hint="install it (Debian: apt install qemu-system-x86) or "
@@ -170,8 +188,9 @@ class SupervisedVM:
         except OSError as err:
             raise QEMULaunchError(f"cannot run {argv[0]}: {err.strerror}", argv=argv) from err
         finally:
-            with contextlib.suppress(OSError):
-                os.close(qmp_fd)  # QEMU owns the listening socket now
+            # QEMU owns the listening socket and the tap devices now: with our copies
+            # closed, a tap device vanishes when QEMU exits, whatever becomes of us.
+            self.launch.close_fds()
         self.transition(VMStatus.STARTING, "starting", {"qemu_pid": self.proc.pid},
                         critical=True, runner_pid=os.getpid(), runner_start=_own_start(),
                         qemu_pid=self.proc.pid, qemu_start=self.proc.started)
@@ -198,7 +217,13 @@ class SupervisedVM:
                                   "accel": self.accel}
         if not self.adopted:
             fields.update(started_at=time.time(), stopped_at=None, last_exit=None,
-                          started_hash=self.record.spec_hash)
+                          started_hash=self.record.spec_hash,
+                          started_networks=self.launch.started_networks
+                          if self.launch is not None else None)
+            if self.launch is not None and self.launch.multicast:
+                from maqet_engine.runner.multicast import confine_multicast
+
+                confine_multicast(self.proc.pid, self.proc.pidfd, self.launch.multicast)
         kind = "adopted" if self.adopted else "started"
         if self.adopted and status == VMStatus.STOPPING:
             status = self.status  # a stop was under way: QMP cannot tell

@@ -90,5 +90,30 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite3.Connection) -> None:
+    """Named networks (docs/networks.md): one row per network, the host endpoints its
+    definition claims (a multicast group:port, a link's two ends) under a UNIQUE key so
+    that two networks can never share one, and beside each VM the networks its running
+    QEMU was started with (``{name: spec_hash}``), so that changing a network marks the
+    VMs running on it ``restart_required``. Self-contained: it only adds."""
+    _run_script(db,
+        """
+        CREATE TABLE networks (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            name        TEXT NOT NULL UNIQUE,
+            spec_json   TEXT NOT NULL,
+            spec_hash   TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        );
+        CREATE TABLE network_endpoints (
+            endpoint    TEXT PRIMARY KEY,  -- 'udp:239.255.12.34:24567', 'udp:127.0.0.1:30100'
+            network     TEXT NOT NULL REFERENCES networks (name) ON DELETE CASCADE
+        );
+        ALTER TABLE vms ADD COLUMN started_networks TEXT;
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)

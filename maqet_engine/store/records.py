@@ -34,7 +34,7 @@ class VMRecord(Frozen):
     __slots__ = (
         "id", "name", "spec_json", "spec_hash", "status", "runner_pid", "qemu_pid", "accel",
         "created_at", "updated_at", "started_at", "stopped_at", "last_exit", "started_hash",
-        "qemu_start", "runner_start",
+        "qemu_start", "runner_start", "started_networks",
     )
     id: int
     name: str
@@ -52,6 +52,7 @@ class VMRecord(Frozen):
     started_hash: str | None
     qemu_start: int | None  # start time of qemu_pid (ipc.procs): identity, not a guess
     runner_start: int | None
+    started_networks: str | None  # JSON {network: spec_hash} the running QEMU started with
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VMRecord:
@@ -72,6 +73,7 @@ class VMRecord(Frozen):
             started_hash=row["started_hash"],
             qemu_start=row["qemu_start"],
             runner_start=row["runner_start"],
+            started_networks=row["started_networks"],
         )
 
     @property

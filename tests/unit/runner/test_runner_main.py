@@ -40,6 +40,24 @@ def test_read_launch():
             read_launch(io.BytesIO(bad))
 
 
+def test_read_launch_of_named_networks():
+    """Tap fds handed on, segments to confine, networks' hashes to record."""
+    data = {"qemu_argv": ["q"], "qmp_fd": 5, "fds": [7, 8],
+            "multicast": [["239.255.1.2", 20001, 1]], "started_networks": '{"lab": "h"}'}
+    launch = read_launch(io.BytesIO(json.dumps(data).encode()))
+    assert launch is not None
+    assert (launch.fds, launch.multicast, launch.started_networks) == (
+        [7, 8], [("239.255.1.2", 20001, 1)], '{"lab": "h"}')
+    plain = read_launch(io.BytesIO(b'{"qemu_argv": ["q"], "qmp_fd": 5}'))
+    assert plain is not None and (plain.fds, plain.multicast, plain.started_networks) == (
+        [], [], None)
+    for bad in ({"fds": [-1]}, {"fds": "7"}, {"fds": [True]}, {"multicast": [["g", 1]]},
+                {"multicast": [[1, 2, 3]]}, {"multicast": "x"}, {"started_networks": 1}):
+        with pytest.raises(UsageError):
+            read_launch(io.BytesIO(json.dumps({"qemu_argv": ["q"], "qmp_fd": 5,
+                                               **bad}).encode()))
+
+
 def test_runner_process_has_no_openssl_and_no_spec(tmp_path):
     """Run the entry point as ``python -m`` does (a VM that does not exist: it exits at
     once), then import everything the runner serves with, and list what got loaded."""

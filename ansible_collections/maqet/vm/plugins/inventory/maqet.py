@@ -23,7 +23,9 @@ description:
     C(maqet_hypervisor_<name>) for the VMs of each hypervisor.
   - Sets C(maqet_*) host variables, with O(hypervisors) also C(maqet_hypervisor) (the
     name of the VM's hypervisor); see O(ssh_guest_port) for C(ansible_host),
-    C(ansible_port) and C(ansible_ssh_common_args).
+    C(ansible_port) and C(ansible_ssh_common_args). Among them C(maqet_networks), the
+    VM's NICs (C(nic), C(type), C(network), C(network_type), C(mac), C(end)), for
+    example to write static addresses per named network.
   - The config file name must end in C(.maqet.yml) or C(.maqet.yaml).
 requirements:
   - Without O(hypervisors), maqet_engine (C(pip install maqet)) in the Python that runs
@@ -309,6 +311,10 @@ def vm_from_view(view):
         "spec_hash": view.get("spec_hash"),
         "restart_required": view.get("restart_required", False),
         "ports": view.get("ports") or [],
+        "networks": [{"network": nic["network"], "type": nic["type"],
+                      "network_type": nic["network_type"], "mac": nic["mac"],
+                      "nic": nic["nic"], "end": nic["end"]}
+                     for nic in view.get("networks") or []],
         "spec": spec,
     }
 

@@ -19,7 +19,9 @@ description:
     definition that means the same VM never reports a change. Numbers may be given as
     strings of digits, as a templated C(cpu) with C(-e n=2) or an INI inventory gives them.
   - Changing the definition of a running VM stores it and reports
-    RV(restart_required); O(recreate=true) restarts the VM to apply it now.
+    RV(restart_required); O(recreate=true) restarts the VM to apply it now. The same
+    holds when a named network it runs on changed (M(maqet.vm.maqet_network)); NICs are
+    never hot-plugged.
   - A disk may start from an image (C(image) and C(checksum) of a C(qcow2) storage
     entry). A start downloads it once into maqet's image cache on the hypervisor host and
     makes the disk an overlay on it; check mode only looks in the cache. A C(cloud_init)
@@ -309,6 +311,26 @@ vm:
         C(host_address), C(protocol)).
       type: list
       elements: dict
+    networks:
+      description:
+        - Every NIC, in order, with C(nic) (its position), C(netdev), C(type) (the NIC's
+          type, V(network) for a named network), C(model), C(mac) (V(null) when QEMU
+          picks it), and for named networks C(network), C(network_type) (V(segment),
+          V(link), V(bridged)), C(end) (links) and C(tap) (bridged, the host's tap
+          device while the VM runs).
+        - The MAC of a NIC on a named network is derived from the VM's name and the NIC's
+          position unless the definition gives one, so it is the same on every start.
+      type: list
+      elements: dict
+      sample:
+        - {nic: 0, type: user, network: null, mac: null}
+        - {nic: 1, type: network, network: lab, network_type: segment,
+           mac: "52:54:00:ca:84:2e"}
+    networks_changed:
+      description: Named networks whose definition changed since the running QEMU
+        started on them (then RV(vm.restart_required) is true).
+      type: list
+      elements: str
     paths:
       description: The VM's directory and its logs (C(dir), C(runner_log), C(qemu_log),
         C(serial_log)).

@@ -86,3 +86,20 @@ def test_missing_home_with_strict_is_an_error(plugin, tmp_path):
     config.write_text("plugin: maqet.vm.maqet\nmaqet_home: nothing-here\nstrict: true\n")
     with pytest.raises(AnsibleParserError, match="does not exist"):
         plugin.parse(InventoryData(), DataLoader(), str(config), cache=False)
+
+
+def test_networks_per_vm(plugin, tmp_path):
+    from maqet_engine.engine import EngineContext, apply_network, load_network
+
+    home = tmp_path / "home"
+    ctx = EngineContext.for_home(str(home), check_mode=False)
+    apply_network(ctx, load_network(ctx, definition={"name": "lab", "type": "segment"}))
+    define(home, name="web1", network=[{"type": "user"}, {"network": "lab"}])
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: home\ninclude_stopped: true\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    nics = inventory.get_host("web1").get_vars()["maqet_networks"]
+    assert [(n["nic"], n["type"], n["network"], n["network_type"]) for n in nics] == [
+        (0, "user", None, None), (1, "network", "lab", "segment")]
+    assert nics[0]["mac"] is None and nics[1]["mac"].startswith("52:54:00:")
