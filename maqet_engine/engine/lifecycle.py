@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from maqet_engine import constants as C
-from maqet_engine import log
+from maqet_engine import log, ops
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
 from maqet_engine.errors import (
@@ -130,10 +130,12 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         # line built here around the QMP socket the spawner binds.
         live = runstate.qemu_alive(record)
         launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
+        log_format = log.log_format()  # checked before anything starts
         _decided(paths, name, wanted="running", found=view.status.value, action=verb)
         try:
             ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
-                                 qemu_argv=launch)
+                                 qemu_argv=launch, op_id=ops.current_op(),
+                                 log_format=log_format)
         except StateConflict:  # a runner started outside the start lock won the race
             return []
     return [{"action": "adopt" if ready.get("adopted") else "start"}]
