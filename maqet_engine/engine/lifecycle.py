@@ -256,6 +256,10 @@ def _kill_unsupervised(paths: Paths, store: Store, name: str, action: Action,
                                 f"{paths.vm_runtime(record.id).lock_file} and kill it")
     reason = f"killed by maqet stop --force ({', '.join(killed) or 'nothing left'}): {why}"
     _log.warning("%s: %s", name, reason)
+    if killed:  # the ladder's last rung, taken here instead of by the runner
+        with contextlib.suppress(StateStoreError):  # the stop's own record follows
+            store.add_event(name, "stop_rung", {"rung": "kill", "by": "maqet",
+                                                "killed": killed})
     action.update(rung="kill", seconds=round(time.monotonic() - started, 3), status="stopped",
                   reason=reason)
     _record_end(store, name, action, detail={"recorded_by": "maqet", "unsupervised": True})
