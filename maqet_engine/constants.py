@@ -69,8 +69,10 @@ EVENTS_KEEP: Final = 1000
 EVENTS_MAX_AGE_DAYS: Final = 30
 EVENTS_PRUNE_EVERY: Final = 100
 EVENTS_PRUNE_AGE_BATCH: Final = 10_000
-# `maqet events --follow`: woken by inotify when the store's WAL changes; without a
-# change it re-reads once per this many seconds anyway (a safety net, not a poll loop).
+# `maqet events --follow` sleeps on inotify until a commit that recorded events touches
+# EVENTS_STAMP_FILE (beside the store); without one it re-reads once per
+# EVENTS_FOLLOW_RECHECK_S anyway (a safety net, not a poll loop).
+EVENTS_STAMP_FILE: Final = "maqet.events"
 EVENTS_FOLLOW_RECHECK_S: Final = 5.0
 # Less free space than this on the store's filesystem: an I/O error is reported as a
 # full disk (SQLite alone needs 32 KiB for the WAL index before it can read).

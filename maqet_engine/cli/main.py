@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from maqet_engine.cli import (
         definition_cmds,
         image_cmds,
+        observe_cmds,
         runtime_cmds,
         snapshot_cmds,
         storage_cmds,
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"maqet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds, image_cmds):
+    for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds, image_cmds,
+                   observe_cmds):
         module.register(subparsers, common)
     return parser
 

@@ -114,6 +114,7 @@ class Store:
         self._db = db
         self.path = path
         self._frozen: str | None = None  # why this store can only be read (see open)
+        self._announce = False  # the open transaction recorded events (see write)
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -232,7 +233,8 @@ class Store:
     # --- transactions ---------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
+        """One write transaction (``BEGIN IMMEDIATE``): all or nothing. One that recorded
+        events touches :attr:`events_stamp` once committed (see there)."""
         db = self._require_db()
         if self._frozen is not None:
             full = self._frozen == "full"
@@ -246,6 +248,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from err
+        self._announce = False
         try:
             yield db
         except BaseException as err:
@@ -258,6 +261,18 @@ class Store:
         except sqlite3.Error as err:
             _rollback(db)
             raise _store_error(self.path, err) from err
+        if self._announce:
+            self._announce = False
+            _touch(self.events_stamp)
+
+    @property
+    def events_stamp(self) -> Path:
+        """``maqet.events`` beside the store: touched after each commit that recorded
+        events, so a follower (``maqet events --follow``) sleeps on inotify and wakes
+        when new events are visible. (The WAL's own writes are no such signal: its last
+        write precedes the commit's fsync and its wal-index update in shared memory,
+        which inotify does not see, so a reader woken by it can find nothing yet.)"""
+        return self.path.with_name(C.EVENTS_STAMP_FILE)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if self._db is None:
@@ -341,6 +356,7 @@ class Store:
         :mod:`maqet_engine.ops`); every ``EVENTS_PRUNE_EVERY``-th one also applies the
         retention policy, in the same transaction."""
         keep, max_age_days = retention()  # a bad setting fails every write, not 1 in 100
+        self._announce = True
         now = time.time()
         cur = db.execute(
             "INSERT INTO events (vm_name, at, kind, data, op_id) VALUES (?, ?, ?, ?, ?)",
@@ -443,6 +459,21 @@ def _fold_and_delete(db: sqlite3.Connection, where: str, params: tuple[Any, ...]
         " ON CONFLICT (vm_name, kind, detail) DO UPDATE SET count = count + excluded.count",
         params)
     return db.execute(f"DELETE FROM events WHERE {where}", params).rowcount
+
+
+def _touch(path: Path) -> None:
+    """Change ``path``'s times (IN_ATTRIB), creating it (0600) the first time. Best
+    effort: followers re-read every ``EVENTS_FOLLOW_RECHECK_S`` anyway."""
+    import os
+
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o600))
+    except OSError:
+        pass
 
 
 def retention() -> tuple[int, float]:

@@ -131,3 +131,17 @@ def test_a_v3_store_gains_op_ids_and_keeps_its_events(tmp_path: Path) -> None:
         assert (event.kind, event.op_id) == ("started", None)
         store.add_event("old", "stopped", op_id="op-2")
         assert [e.op_id for e in store.find_events(op_id="op-2")] == ["op-2"]
+
+
+def test_a_commit_with_events_touches_the_stamp_followers_wait_on(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "m.db") as store:
+        stamp = store.events_stamp
+        assert stamp == tmp_path / "maqet.events"
+        store.insert_vm("a", "{}", "h")
+        assert stamp.exists() and stamp.stat().st_mode & 0o777 == 0o600
+        before = stamp.stat().st_mtime_ns
+        store.update_runtime("a", status="running")  # no event: no touch
+        assert stamp.stat().st_mtime_ns == before
+        time.sleep(0.01)
+        store.add_event("a", "tick")
+        assert stamp.stat().st_mtime_ns > before
