@@ -196,6 +196,15 @@ ENV_LOG_FORMAT: Final = "MAQET_LOG_FORMAT"
 LOG_FORMATS: Final = ("text", "json")
 LOG_FORMAT_SNIFF_BYTES: Final = 4096  # decision lines follow the runner log's last line
 
+# --- metrics (maqet_engine/engine/metrics.py, docs/observability.md) -----------
+# One runner request per running VM (block I/O), in parallel, each bounded by this: a
+# hung runner costs its own series (maqet_vm_scrape_error 1), never the whole scrape.
+METRICS_VM_TIMEOUT_S: Final = 0.5
+METRICS_THREADS: Final = 16
+METRICS_TEXTFILE: Final = "maqet.prom"  # the file --textfile DIR writes (atomically)
+METRICS_DEFAULT_ADDRESS: Final = "127.0.0.1"  # --listen PORT binds loopback only
+PROC_STAT_FILE: Final = "/proc/{pid}/stat"
+
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner
 # Sent to a live runner whose control socket vanished (its runtime directory was

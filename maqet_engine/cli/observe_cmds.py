@@ -1,5 +1,5 @@
-"""Observability commands: ``maqet events`` (the event stream). Thin: each is a facade
-call (docs/observability.md)."""
+"""Observability commands: ``maqet events`` (the event stream) and ``maqet metrics``
+(Prometheus). Thin: each is a facade call (docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     events.add_argument("--timeout", type=seconds, default=None,
                         help="with --follow: stop after this many seconds")
     events.set_defaults(handler=cmd_events)
+
+    metrics = subparsers.add_parser(
+        "metrics", parents=[common], help="Prometheus metrics of every VM",
+        description="Print the Prometheus text exposition of every VM once, serve it over "
+        "HTTP (--listen), or write it for node_exporter's textfile collector (--textfile).")
+    where = metrics.add_mutually_exclusive_group()
+    where.add_argument("--listen", metavar="[ADDRESS:]PORT",
+                       help="serve /metrics over HTTP until Ctrl-C; ADDRESS defaults to "
+                       f"{C.METRICS_DEFAULT_ADDRESS} (loopback only: the metrics name your "
+                       "VMs and there is no authentication); PORT 0 picks a free one")
+    where.add_argument("--textfile", metavar="DIR",
+                       help=f"write DIR/{C.METRICS_TEXTFILE} atomically (node_exporter's "
+                       "--collector.textfile.directory)")
+    metrics.set_defaults(handler=cmd_metrics)
 
 
 # --- events ---------------------------------------------------------------------------
@@ -77,4 +91,43 @@ def cmd_events(args: argparse.Namespace, ctx: CLIContext) -> int:
     for event in stream:  # a stream: one compact JSON object per line with --json
         print(json.dumps(event, sort_keys=True) if ctx.json else event_line(event))
         sys.stdout.flush()
+    return C.EXIT_OK
+
+
+# --- metrics --------------------------------------------------------------------------
+def listen_address(text: str) -> tuple[str, int]:
+    """``PORT`` or ``ADDRESS:PORT`` (``[v6]:PORT``) for --listen."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = C.METRICS_DEFAULT_ADDRESS
+    host = host.strip("[]") or C.METRICS_DEFAULT_ADDRESS
+    try:
+        port = int(port_text)
+        if not 0 <= port <= C.PORT_MAX:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: not [ADDRESS:]PORT",
+                         hint=f"for example 9577 or {C.METRICS_DEFAULT_ADDRESS}:9577") from None
+    return host, port
+
+
+def cmd_metrics(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine import engine
+
+    if args.textfile:
+        path = engine.write_metrics_textfile(ctx.engine(), args.textfile)
+        ctx.emit({"path": str(path)}, None)
+        return C.EXIT_OK
+    if args.listen:
+        host, port = listen_address(args.listen)
+        with engine.serve_metrics(ctx.engine(), host, port) as server:
+            if ctx.json:
+                print(json.dumps({"url": server.url, "address": server.address,
+                                  "port": server.port}), flush=True)
+            else:
+                print(f"maqet: serving {server.url} (Ctrl-C ends)", file=sys.stderr,
+                      flush=True)
+            server.wait()
+        return C.EXIT_OK
+    sys.stdout.write(engine.metrics_text(ctx.engine()))
     return C.EXIT_OK
