@@ -125,3 +125,86 @@ def test_listen_takes_port_or_address_and_port(text, wanted):
 def test_listen_refuses_what_is_no_address(bad):
     with pytest.raises(UsageError, match="--listen"):
         listen_address(bad)
+
+
+# --- the textfile: never seen half-written -----------------------------------------------
+class Inotify:
+    """Every event in one directory (a test's own reader: wakes on each write)."""
+
+    def __init__(self, directory: Path) -> None:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.fd = libc.inotify_init1(0o2000000)
+        mask = 0x2 | 0x8 | 0x80 | 0x100  # IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE
+        assert self.fd >= 0 and libc.inotify_add_watch(self.fd, bytes(directory), mask) >= 0
+
+    def wait(self, timeout: float) -> bool:
+        import os
+        import select
+
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return False
+        os.read(self.fd, 65536)
+        return True
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)
+
+
+def complete(text: str) -> bool:
+    """A whole exposition: ends with its last family's sample and a newline, and parses."""
+    if not text.endswith("\n") or "\nmaqet_scrape_duration_seconds " not in text:
+        return False
+    names = {f.name for f in text_string_to_metric_families(text)}
+    return {"maqet_vm_up", "maqet_vms", "maqet_scrape_duration_seconds"} <= names
+
+
+def test_the_textfile_is_never_seen_half_written(maqet_home, tmp_path):
+    """A reader woken by inotify on every change in the directory reads maqet.prom each
+    time while it is rewritten 40 times: it always finds a whole file. The control
+    shows the reader would notice: the same file written in place, in two writes, is
+    caught half-written."""
+    import threading
+
+    ctx = engine.EngineContext.from_env()
+    for i in range(30):  # a file of some size: ~10 KiB
+        engine.define(ctx, engine.load_definition(ctx, definition={"name": f"vm{i}",
+                                                                   "memory": "64M"}))
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    path = engine.write_metrics_textfile(ctx, folder)
+    assert complete(path.read_text()) and path.stat().st_size > 8192
+    watch = Inotify(folder)
+    done = threading.Event()
+    seen: list[bool] = []
+
+    def reader() -> None:
+        while not done.is_set():
+            if watch.wait(5.0):
+                seen.append(complete(path.read_text()))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(40):
+            engine.write_metrics_textfile(ctx, folder)
+    finally:
+        done.set()
+        (folder / "stop").touch()  # wakes the reader for its last look
+        thread.join(timeout=30)
+    assert len(seen) >= 40 and all(seen), (len(seen), seen.count(False))
+
+    # The control: in place, in two writes: the reader's wake-up on the first finds half.
+    text = path.read_text()
+    with open(path, "w") as fh:
+        fh.write(text[: len(text) // 2])
+        fh.flush()
+        assert watch.wait(5.0)
+        assert not complete(path.read_text())
+        fh.write(text[len(text) // 2:])
+    watch.close()
+    assert complete(path.read_text())
