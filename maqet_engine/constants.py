@@ -58,6 +58,22 @@ UNIX_PATH_MAX: Final = 107
 # --- state store ------------------------------------------------------------
 DB_BUSY_TIMEOUT_MS: Final = 30_000
 EVENTS_SHOWN_DEFAULT: Final = 20
+# Event retention (docs/observability.md): the store keeps the last EVENTS_KEEP events
+# of each VM and none older than EVENTS_MAX_AGE_DAYS; each limit can be changed (0 turns
+# it off) through its environment variable. Pruning runs inside the write of every
+# EVENTS_PRUNE_EVERY-th event (by its id, so short-lived processes take part too); an
+# age pass deletes at most EVENTS_PRUNE_AGE_BATCH of the oldest events.
+ENV_EVENTS_KEEP: Final = "MAQET_EVENTS_KEEP"
+ENV_EVENTS_MAX_AGE_DAYS: Final = "MAQET_EVENTS_MAX_AGE_DAYS"
+EVENTS_KEEP: Final = 1000
+EVENTS_MAX_AGE_DAYS: Final = 30
+EVENTS_PRUNE_EVERY: Final = 100
+EVENTS_PRUNE_AGE_BATCH: Final = 10_000
+# `maqet events --follow` sleeps on inotify until a commit that recorded events touches
+# EVENTS_STAMP_FILE (beside the store); without one it re-reads once per
+# EVENTS_FOLLOW_RECHECK_S anyway (a safety net, not a poll loop).
+EVENTS_STAMP_FILE: Final = "maqet.events"
+EVENTS_FOLLOW_RECHECK_S: Final = 5.0
 # Less free space than this on the store's filesystem: an I/O error is reported as a
 # full disk (SQLite alone needs 32 KiB for the WAL index before it can read).
 DISK_LOW_BYTES: Final = 1024 * 1024
@@ -193,6 +209,29 @@ KILL_TIMEOUT_S: Final = 5.0
 # disconnect after an exit waits at most this too (docs/runner.md, Failure behaviour).
 QMP_LADDER_CALL_TIMEOUT_S: Final = 0.5
 QEMU_LOG_TAIL_LINES: Final = 10
+
+# --- operations and logs (maqet_engine/ops.py, maqet_engine/log.py) ----------
+# Every engine call runs under an operation id: made per CLI command or module run
+# (OP_ID_BYTES random bytes as hex), or given by the caller (Ansible's op_id option).
+OP_ID_BYTES: Final = 6
+OP_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+OP_ID_HELP: Final = (
+    "1-64 characters: letters, digits, '_', '.', ':', '-'; starting with a letter or digit"
+)
+# The runner log's format: "text" (default) or "json" (one object per line). The
+# spawner passes its own process's choice to the runner (--log-format).
+ENV_LOG_FORMAT: Final = "MAQET_LOG_FORMAT"
+LOG_FORMATS: Final = ("text", "json")
+LOG_FORMAT_SNIFF_BYTES: Final = 4096  # decision lines follow the runner log's last line
+
+# --- metrics (maqet_engine/engine/metrics.py, docs/observability.md) -----------
+# One runner request per running VM (block I/O), in parallel, each bounded by this: a
+# hung runner costs its own series (maqet_vm_scrape_error 1), never the whole scrape.
+METRICS_VM_TIMEOUT_S: Final = 0.5
+METRICS_THREADS: Final = 16
+METRICS_TEXTFILE: Final = "maqet.prom"  # the file --textfile DIR writes (atomically)
+METRICS_DEFAULT_ADDRESS: Final = "127.0.0.1"  # --listen PORT binds loopback only
+PROC_STAT_FILE: Final = "/proc/{pid}/stat"
 
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner

@@ -16,6 +16,9 @@ apt_packages=(qemu-system-x86 qemu-utils cpio python3-venv python3-pip ca-certif
 # vfat), and building the cloud image (mmdebstrap, mkfs.ext4 -d).
 # xorriso: a second, independent ISO reader for the seed tests (tests/integration/cloudinit).
 apt_packages+=(genisoimage dosfstools mtools mmdebstrap e2fsprogs xorriso)
+# prometheus: a real Prometheus server scrapes `maqet metrics --listen` in
+# tests/integration/test_observability.py (run by the test on loopback, never as a service).
+apt_packages+=(prometheus)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -38,6 +41,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        # Only its binary is wanted: the tests run their own, on loopback, with a temp
+        # storage path. The package's service would scrape and listen on :9090.
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # Root's QEMU drops to this user after start-up (-runas); maqet refuses to run QEMU

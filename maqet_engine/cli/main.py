@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         definition_cmds,
         image_cmds,
         network_cmds,
+        observe_cmds,
         runtime_cmds,
         snapshot_cmds,
         storage_cmds,
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds, image_cmds,
-                   network_cmds):
+                   network_cmds, observe_cmds):
         module.register(subparsers, common)
     return parser
 
@@ -65,20 +66,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(argv)
     debug = "--debug" in argv
+    op_id: str | None = None  # this command's operation id, once there is one
     try:
         args = build_parser().parse_args(argv)
         from maqet_engine.cli.context import CLIContext
         from maqet_engine.engine import EngineContext
 
+        base = EngineContext.from_env()  # one operation id per command
+        op_id = base.op_id
         if getattr(args, "verbose", False):
             from maqet_engine.engine import enable_verbose
 
             enable_verbose(sys.stderr)
+            print(f"maqet: operation {op_id} (maqet events --op {op_id})", file=sys.stderr)
 
-        ctx = CLIContext(base=EngineContext.from_env(), json=as_json, debug=debug)
+        ctx = CLIContext(base=base, json=as_json, debug=debug)
         return int(args.handler(args, ctx))
     except MaqetError as err:
-        return _report(err, as_json, debug)
+        return _report(err, as_json, debug, op_id)
     except KeyboardInterrupt:
         print("maqet: interrupted", file=sys.stderr)
         return C.EXIT_INTERRUPTED
@@ -89,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         wrapped = MaqetError(f"internal error: {type(err).__name__}: {err}",
                              hint="rerun with --debug and report it")
-        return _report(wrapped, as_json, debug)
+        return _report(wrapped, as_json, debug, op_id)
 
 
-def _report(err: MaqetError, as_json: bool, debug: bool) -> int:
+def _report(err: MaqetError, as_json: bool, debug: bool, op_id: str | None = None) -> int:
     if debug:
         import traceback
 
@@ -102,6 +107,8 @@ def _report(err: MaqetError, as_json: bool, debug: bool) -> int:
         from maqet_engine.cli.output import dump_json
 
         data = {"error": err.to_dict(), "changed": bool(partial and partial.changed)}
+        if op_id is not None:
+            data["op_id"] = op_id
         if partial is not None:
             data["result"] = partial.to_dict()
         dump_json(data)

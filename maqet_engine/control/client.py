@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from maqet_engine import constants as C
+from maqet_engine import ops
 from maqet_engine.errors import OperationTimeout, RunnerUnavailable
 from maqet_engine.ipc import protocol
 
@@ -120,10 +121,11 @@ class RunnerClient:
     def call(self, method: str, *, ipc_timeout: float | None = None, **params: Any) -> Any:
         """Send one request and return its result, or raise the error the runner sent.
         ``ipc_timeout`` bounds the whole call, retries included (params may have their
-        own timeout). A request over ``IPC_MAX_REQUEST_BYTES`` is refused here."""
+        own timeout). A request over ``IPC_MAX_REQUEST_BYTES`` is refused here. The
+        request carries the operation id this thread serves (:mod:`maqet_engine.ops`)."""
         request_id = next(_ids)
         deadline = time.monotonic() + (self.timeout if ipc_timeout is None else ipc_timeout)
-        data = protocol.encode_request(request_id, method, params)
+        data = protocol.encode_request(request_id, method, params, op=ops.current_op())
         pause = C.IPC_RETRY_FIRST_S
         while True:
             fresh, self._fresh = self._fresh, False

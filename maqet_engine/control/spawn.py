@@ -69,14 +69,15 @@ def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
 
 def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
                  qemu_argv: Callable[[int], list[str] | Mapping[str, Any]] | None,
-                 timeout: float = C.RUNNER_READY_TIMEOUT_S) -> dict[str, Any]:
+                 timeout: float = C.RUNNER_READY_TIMEOUT_S, op_id: str | None = None,
+                 log_format: str = "text") -> dict[str, Any]:
     """Spawn the runner of VM ``name`` in a new session; return its readiness message.
 
     ``qemu_argv`` builds the command line the runner launches when there is no live
     QEMU to re-adopt, given the fd of the QMP socket bound here; None lets the runner
-    only re-adopt. It may return the launch data instead (``{"qemu_argv": [...],
-    "fds": [...], ...}``, see ``runner/__main__.py``): its ``fds`` are passed to the
-    runner too, which hands them to QEMU; the caller keeps and closes its own copies.
+                 qemu_argv: Callable[[int], list[str] | Mapping[str, Any]] | None,
+                 timeout: float = C.RUNNER_READY_TIMEOUT_S, op_id: str | None = None,
+                 log_format: str = "text") -> dict[str, Any]:
 
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
@@ -116,7 +117,8 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
             # maqet_engine that _runner_env() puts on PYTHONPATH.
             [sys.executable, "-P", "-m", C.RUNNER_MODULE, "--name", name,
              "--ready-fd", str(write_fd), "--data", str(paths.data),
-             "--runtime", str(paths.runtime), "--config", str(paths.config)],
+             "--runtime", str(paths.runtime), "--config", str(paths.config),
+             "--log-format", log_format, *(("--op", op_id) if op_id else ())],
             stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=pass_fds,
             start_new_session=True, close_fds=True, env=_runner_env(),
         )

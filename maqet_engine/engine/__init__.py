@@ -29,6 +29,8 @@ _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
 _IMAGES = "maqet_engine.engine.image_ops"
 _NET = "maqet_engine.engine.networks"
+_EVENTS = "maqet_engine.engine.event_stream"  # (not "events": the function's name)
+_METRICS = "maqet_engine.engine.metrics"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -41,6 +43,9 @@ _EXPORTS = {
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
     "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
     "write_console": _OPS,
+    # the event stream and metrics (docs/observability.md)
+    "events": _EVENTS, "follow_events": _EVENTS, "parse_since": _EVENTS,
+    "metrics_text": _METRICS, "serve_metrics": _METRICS, "write_metrics_textfile": _METRICS,
     # snapshots and storage
     "snapshot": _OPS, "purge_orphaned_storage": _OPS,
     # the image cache

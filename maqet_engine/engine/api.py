@@ -17,7 +17,7 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.definition import Spec
 from maqet_engine.engine import definitions, lifecycle, networks, runstate
-from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Action, Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import AlreadyExists, MaqetError, UsageError, VMNotFound
@@ -57,6 +57,7 @@ def load_definition(
     return parse_spec(raw, base_dir=base_dir, paths=ctx.paths)
 
 
+@operation
 def define(ctx: EngineContext, spec: Spec) -> Result:
     """Create a VM; an identical existing definition is a no-op, another one a conflict."""
     with ctx.open_store(create=not ctx.check_mode) as store:
@@ -72,6 +73,7 @@ def define(ctx: EngineContext, spec: Spec) -> Result:
         return _finish(ctx, store, spec.name, result, after_status=None, spec=spec)
 
 
+@operation
 def remove(
     ctx: EngineContext,
     name: str,
@@ -100,6 +102,7 @@ def remove(
     return result
 
 
+@operation
 def apply(
     ctx: EngineContext,
     *,

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from maqet_engine.engine.api import Progress
-from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 
 
+@operation
 def images(ctx: EngineContext) -> Result:
     """The cached images, oldest first (``data``: a list), each with ``used_by``."""
     from maqet_engine.storage.images import image_cache, image_users
@@ -27,6 +28,7 @@ def images(ctx: EngineContext) -> Result:
     return Result(name=None, state="images", data=data)
 
 
+@operation
 def pull_image(ctx: EngineContext, location: str, checksum: str | None = None, *,
                progress: Progress | None = None) -> Result:
     """Fetch an image into the cache, as a start would (a local path is relative to the
@@ -61,6 +63,7 @@ def pull_image(ctx: EngineContext, location: str, checksum: str | None = None, *
     return result
 
 
+@operation
 def remove_image(ctx: EngineContext, digest: str) -> Result:
     """Remove one cached image, named by its digest or an unambiguous prefix (at least 8
     hex digits, ``sha256:`` optional). Action ``remove_image``.
@@ -81,6 +84,7 @@ def remove_image(ctx: EngineContext, digest: str) -> Result:
     return result
 
 
+@operation
 def prune_images(ctx: EngineContext) -> Result:
     """Remove every cached image no VM uses (an image a start holds is passed by), and
     what killed downloads left. ``data``: the images removed."""

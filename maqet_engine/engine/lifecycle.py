@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from maqet_engine import constants as C
-from maqet_engine import log
+from maqet_engine import log, ops
 from maqet_engine.engine import runstate
 from maqet_engine.engine.result import Action
 from maqet_engine.errors import (
@@ -136,13 +136,15 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         # its named networks (tap devices opened here are passed on, and our copies
         # closed when the runner has its own).
         live = runstate.qemu_alive(record)
+        log_format = log.log_format()  # checked before anything starts
         _decided(paths, name, wanted="running", found=view.status.value, action=verb)
         host = contextlib.nullcontext(None) if live else networks.prepare(paths, store, record)
         with host as side:
             launch = None if side is None else _launcher(paths, record, side)
             try:
                 ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
-                                     qemu_argv=launch)
+                                     qemu_argv=launch, op_id=ops.current_op(),
+                                     log_format=log_format)
             except StateConflict:  # a runner started outside the start lock won the race
                 return []
     return [{"action": "adopt" if ready.get("adopted") else "start"}]
@@ -274,6 +276,10 @@ def _kill_unsupervised(paths: Paths, store: Store, name: str, action: Action,
                                 f"{paths.vm_runtime(record.id).lock_file} and kill it")
     reason = f"killed by maqet stop --force ({', '.join(killed) or 'nothing left'}): {why}"
     _log.warning("%s: %s", name, reason)
+    if killed:  # the ladder's last rung, taken here instead of by the runner
+        with contextlib.suppress(StateStoreError):  # the stop's own record follows
+            store.add_event(name, "stop_rung", {"rung": "kill", "by": "maqet",
+                                                "killed": killed})
     action.update(rung="kill", seconds=round(time.monotonic() - started, 3), status="stopped",
                   reason=reason)
     _record_end(store, name, action, detail={"recorded_by": "maqet", "unsupervised": True})

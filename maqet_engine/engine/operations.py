@@ -12,7 +12,7 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.engine import lifecycle
 from maqet_engine.engine.api import Progress, apply, check_timeout
-from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import UsageError
@@ -26,29 +26,34 @@ SCREENDUMP_FORMATS = ("png", "ppm")
 
 
 # --- run state ---------------------------------------------------------------------------
+@operation
 def start(ctx: EngineContext, name: str, *, progress: Progress | None = None) -> Result:
     """``apply(state="running")``: start, or resume a paused VM. ``progress``: see
     :func:`~maqet_engine.engine.api.apply` (an image downloaded for a disk)."""
     return apply(ctx, name=name, state="running", progress=progress)
 
 
+@operation
 def stop(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
          force: bool = False) -> Result:
     """``apply(state="stopped")``: ACPI powerdown, then QMP quit, then SIGKILL."""
     return apply(ctx, name=name, state="stopped", timeout=timeout, force=force)
 
 
+@operation
 def restart(ctx: EngineContext, name: str, *, timeout: float = C.STOP_TIMEOUT_S,
             force: bool = False, progress: Progress | None = None) -> Result:
     return apply(ctx, name=name, state="restarted", timeout=timeout, force=force,
                  progress=progress)
 
 
+@operation
 def pause(ctx: EngineContext, name: str) -> Result:
     """Pause a running VM's vCPUs (not a desired state of a stopped VM: it must run)."""
     return _paused(ctx, name, paused=True)
 
 
+@operation
 def resume(ctx: EngineContext, name: str) -> Result:
     return _paused(ctx, name, paused=False)
 
@@ -68,6 +73,7 @@ def is_read_only(command: str) -> bool:
     return command.startswith(READ_ONLY_QMP_PREFIXES) or command in READ_ONLY_QMP_COMMANDS
 
 
+@operation
 def qmp(ctx: EngineContext, name: str, command: str, arguments: dict[str, Any] | None = None,
         *, read_only: bool | None = None, timeout: float = C.IPC_TIMEOUT_S) -> Result:
     """Run one QMP command through the VM's runner (``data``: QMP's ``return``).
@@ -86,12 +92,14 @@ def qmp(ctx: EngineContext, name: str, command: str, arguments: dict[str, Any] |
     return result
 
 
+@operation
 def send_keys(ctx: EngineContext, name: str, keys: list[str], *,
               timeout: float = C.IPC_TIMEOUT_S) -> Result:
     """Press key chords (``ctrl-alt-delete``, ``ret``, ...) on the VM's keyboard."""
     return _input(ctx, name, "keys", "send_keys", timeout, keys=list(keys))
 
 
+@operation
 def type_text(ctx: EngineContext, name: str, text: str, *,
               timeout: float = C.IPC_TIMEOUT_S) -> Result:
     """Type ``text`` on the VM's keyboard (US layout)."""
@@ -115,6 +123,7 @@ def _input(ctx: EngineContext, name: str, method: str, verb: str, timeout: float
     return result
 
 
+@operation
 def write_console(ctx: EngineContext, name: str, text: str, *,
                   timeout: float = C.IPC_TIMEOUT_S) -> Result:
     """Write ``text`` to the VM's serial console (the guest reads it as typed on its
@@ -130,6 +139,7 @@ def write_console(ctx: EngineContext, name: str, text: str, *,
     return result
 
 
+@operation
 def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
                image_format: str = C.SCREENDUMP_FORMAT,
                timeout: float = C.IPC_TIMEOUT_S) -> Result:
@@ -160,6 +170,7 @@ def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
     return result
 
 
+@operation
 def wait_console(ctx: EngineContext, name: str, pattern: str, *, since: int = 0,
                  timeout: float = C.SERIAL_WAIT_TIMEOUT_S) -> Result:
     """Wait until ``pattern`` (a regex) appears on the serial console after offset
@@ -194,6 +205,7 @@ def _sha1(path: Path) -> str | None:
 
 
 # --- files maqet created ----------------------------------------------------------------
+@operation
 def purge_orphaned_storage(ctx: EngineContext) -> Result:
     """Delete the files maqet created for VMs that no longer exist."""
     from maqet_engine.storage import purge_orphans
@@ -207,6 +219,7 @@ def purge_orphaned_storage(ctx: EngineContext) -> Result:
 
 
 # --- snapshots ---------------------------------------------------------------------------
+@operation
 def snapshot(ctx: EngineContext, vm: str, name: str, *, state: str = "present",
              drive: str | None = None, retention: int | None = None,
              timeout: float = C.SNAPSHOT_JOB_TIMEOUT_S, live: bool | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine.engine import runstate
-from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import UsageError
@@ -20,6 +20,7 @@ from maqet_engine.errors import UsageError
 LOGS = ("serial", "qemu", "runner")
 
 
+@operation
 def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> Result:
     """Every VM, observed (``data``: a list of VM views, by name). ``live`` asks each
     running VM's runner for its own report too (one IPC call each)."""
@@ -31,6 +32,7 @@ def list_vms(ctx: EngineContext, *, live: bool = False, argv: bool = False) -> R
     return Result(name=None, data=views)
 
 
+@operation
 def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
     """One VM's view (``vm`` and ``data``), with its QEMU command line."""
     with ctx.open_store(create=False, verify=False) as store:
@@ -40,6 +42,7 @@ def show(ctx: EngineContext, name: str, *, live: bool = False) -> Result:
     return Result(name=name, vm=view, data=view)
 
 
+@operation
 def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
     """The run status now: observed, plus the runner's report and recent events."""
     with ctx.open_store(create=False, verify=False) as store:
@@ -96,6 +99,7 @@ def read_log(ctx: EngineContext, name: str, which: str, *, lines: int | None,
 
 
 # --- files maqet created ---------------------------------------------------------------
+@operation
 def storage_files(ctx: EngineContext, *, orphaned: bool = False) -> Result:
     """The disk images maqet created, with their owner VM (``data``: one entry each:
     path, vm, storage, created_at, exists, size, allocated, orphaned)."""
@@ -118,6 +122,7 @@ def storage_files(ctx: EngineContext, *, orphaned: bool = False) -> Result:
     return Result(name=None, state="list", data=entries)
 
 
+@operation
 def list_snapshots(ctx: EngineContext, vm: str, drive: str | None = None) -> Result:
     """The VM's snapshots (``data``), oldest first, read from the images themselves."""
     from maqet_engine.snapshots import list_snapshots as listed

@@ -108,7 +108,7 @@ class Result:
     """The outcome of one call (mutable while the engine builds it)."""
 
     __slots__ = ("name", "state", "changed", "actions", "before", "after",
-                 "restart_required", "vm", "data")
+                 "restart_required", "vm", "data", "op_id")
 
     def __init__(self, name: str | None, state: str | None = None, *,
                  before: dict[str, Any] | None = None, data: Any = None,
@@ -122,6 +122,7 @@ class Result:
         self.restart_required = False
         self.vm = vm
         self.data = data  # what the call read (a QMP reply, a list, ...)
+        self.op_id: str | None = None  # the operation id of the call (set by the facade)
 
     def __repr__(self) -> str:
         return (f"Result(name={self.name!r}, state={self.state!r}, changed={self.changed}, "
@@ -153,4 +154,5 @@ class Result:
             "restart_required": self.restart_required,
             "vm": self.vm,
             "data": self.data,
+            "op_id": self.op_id,
         }

@@ -18,7 +18,10 @@ import select
 # Fields of /proc/PID/stat after the ")" that ends the command name: state is the
 # first, starttime (field 22 of the whole line) the 20th.
 _STATE = 0
+_USER_TIME = 11  # utime, field 14: clock ticks in user mode
+_SYSTEM_TIME = 12  # stime, field 15
 _START_TIME = 19
+_RSS = 21  # field 24: resident pages
 _DEAD_STATES = (b"Z", b"X")  # a zombie or a dying process is not a running VM
 
 
@@ -32,6 +35,22 @@ def start_time(pid: int | None) -> int | None:
         if fields[_STATE] in _DEAD_STATES:
             return None
         return int(fields[_START_TIME])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def usage(pid: int | None, started: int | None) -> tuple[float, int] | None:
+    """(CPU seconds used, resident bytes) of the live process (``pid``, ``started``),
+    from one read of its ``/proc/PID/stat``; None when it is gone or another process."""
+    if not pid or pid < 0 or started is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        if fields[_STATE] in _DEAD_STATES or int(fields[_START_TIME]) != started:
+            return None
+        ticks = int(fields[_USER_TIME]) + int(fields[_SYSTEM_TIME])
+        return ticks / os.sysconf("SC_CLK_TCK"), int(fields[_RSS]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
         return None
 

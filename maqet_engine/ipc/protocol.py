@@ -2,17 +2,19 @@
 
 One message per line, UTF-8 JSON::
 
-    request:  {"id": <int|str>, "method": "<name>", "params": {...}}
+    request:  {"id": <int|str>, "method": "<name>", "params": {...}, "op": "<op id>"}
     reply:    {"id": <same id>, "result": <any JSON>}
           or  {"id": <same id|null>, "error": MaqetError.to_dict()}
 
 Limits (``constants.py``, docs/runner.md): a request line is at most
 ``IPC_MAX_REQUEST_BYTES`` and nests at most ``IPC_MAX_DEPTH`` arrays/objects; a reply
 line is at most ``IPC_MAX_MESSAGE_BYTES``; an id is a 64-bit integer or a string of at
-most ``IPC_MAX_ID_CHARS``; ``NaN``/``Infinity`` (and numbers that overflow to them) are
-not JSON and are refused. Every way a line can be wrong is a :class:`ProtocolError`
-(never ``RecursionError``, never Python's integer digit limit), which carries the id of
-the request when it could be read, for the error reply.
+most ``IPC_MAX_ID_CHARS``; ``op`` (optional) is the operation id of the engine call that
+sent the request (``OP_ID_RE``, :mod:`maqet_engine.ops`); ``NaN``/``Infinity`` (and
+numbers that overflow to them) are not JSON and are refused. Every way a line can be
+wrong is a :class:`ProtocolError` (never ``RecursionError``, never Python's integer
+digit limit), which carries the id of the request when it could be read, for the error
+reply.
 
 Nothing here does I/O; both the asyncio server and the synchronous client use it.
 """
@@ -23,6 +25,7 @@ import json
 import math
 
 from maqet_engine import constants as C
+from maqet_engine import ops
 from maqet_engine.errors import MaqetError, RunnerUnavailable, UsageError, error_from_dict
 from maqet_engine.frozen import Frozen
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _ID_MAX = 2**63
+_REQUEST_FIELDS = frozenset({"id", "method", "params", "op"})
 _INT_DIGITS = len(str(2**64))
 
 
@@ -55,10 +59,15 @@ _LOCAL_TYPES: dict[str, type[MaqetError]] = {"ProtocolError": ProtocolError,
 
 
 class Request(Frozen):
-    __slots__ = ("id", "method", "params")
+    __slots__ = ("id", "method", "params", "op")
     id: int | str
     method: str
     params: dict[str, Any]
+    op: str | None  # the operation id of the caller's engine call, if it sent one
+
+    def __init__(self, *, id: int | str, method: str,
+                 params: dict[str, Any], op: str | None = None) -> None:
+        super().__init__(id=id, method=method, params=params, op=op)
 
 
 def encode(message: dict[str, Any], *, limit: int = C.IPC_MAX_MESSAGE_BYTES) -> bytes:
@@ -75,9 +84,13 @@ def encode(message: dict[str, Any], *, limit: int = C.IPC_MAX_MESSAGE_BYTES) -> 
     return data
 
 
-def encode_request(request_id: int | str, method: str, params: dict[str, Any]) -> bytes:
-    return encode({"id": request_id, "method": method, "params": params},
-                  limit=C.IPC_MAX_REQUEST_BYTES)
+def encode_request(request_id: int | str, method: str, params: dict[str, Any], *,
+                   op: str | None = None) -> bytes:
+    """A request line; ``op`` (the caller's operation id) is sent when given."""
+    message: dict[str, Any] = {"id": request_id, "method": method, "params": params}
+    if op is not None:
+        message["op"] = op
+    return encode(message, limit=C.IPC_MAX_REQUEST_BYTES)
 
 
 def encode_result(request_id: int | str | None, result: Any) -> bytes:
@@ -188,11 +201,15 @@ def decode_request(line: bytes) -> Request:
         params = {}
     if not isinstance(params, dict):
         raise ProtocolError("request 'params' must be an object", request_id=known)
-    unknown = set(data) - {"id", "method", "params"}
+    unknown = set(data) - _REQUEST_FIELDS
     if unknown:
         raise ProtocolError(f"unknown request fields: {', '.join(sorted(unknown))}",
                             request_id=known)
-    return Request(id=known, method=method, params=params)
+    op = data.get("op")
+    if op is not None and not ops.is_valid(op):
+        raise ProtocolError(f"request 'op' must be an operation id ({C.OP_ID_HELP})",
+                            request_id=known)
+    return Request(id=known, method=method, params=params, op=op)
 
 
 def decode_reply(line: bytes, expected_id: int | str) -> Any:

@@ -1,8 +1,10 @@
-"""``python -m maqet_engine.runner --name NAME --ready-fd N [--data D --runtime R --config C]``:
-the runner of one VM.
+"""``python -m maqet_engine.runner --name NAME --ready-fd N [--data D --runtime R --config C]
+[--op ID] [--log-format text|json]``: the runner of one VM.
 
 Spawned detached by :mod:`maqet_engine.control.spawn` (MAQET_HOME comes from the
-environment unless the spawner's roots are given). Its stdin carries one JSON object
+environment unless the spawner's roots are given). ``--op`` is the operation id of the
+engine call that started it (its start events and log lines carry it), ``--log-format``
+the format of ``runner.log`` (docs/runner.md). Its stdin carries one JSON object
 from the spawner, ``{"qemu_argv": [...], "qmp_fd": N}``: the QEMU command line, built
 from the spec by the spawner so that this process never imports the definition
 package, and the inherited fd of the QMP listening socket that command line names
@@ -57,6 +59,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from maqet_engine import constants as C  # noqa: E402
+from maqet_engine import ops  # noqa: E402
 from maqet_engine.errors import (  # noqa: E402
     HostError,
     MaqetError,
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
     from maqet_engine.runner.vm import Launch
 from maqet_engine.paths import Paths, resolve_paths  # noqa: E402
 
-_OPTIONS = ("--name", "--ready-fd", "--data", "--runtime", "--config")
+_OPTIONS = ("--name", "--ready-fd", "--data", "--runtime", "--config", "--op", "--log-format")
 
 
 def _report(ready_fd: int | None, message: dict[str, Any]) -> None:
@@ -97,6 +100,11 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         args[option[2:].replace("-", "_")] = value
     if "name" not in args:
         raise UsageError("the runner needs --name NAME")
+    if args.get("log_format", "text") not in C.LOG_FORMATS:
+        raise UsageError(f"unknown runner log format {args['log_format']!r}",
+                         hint=f"use one of: {', '.join(C.LOG_FORMATS)}")
+    if "op" in args:
+        ops.check(args["op"])
     return args
 
 
@@ -143,17 +151,18 @@ def _is_fd(value: object) -> bool:
 
 
 async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int | None,
-                 lock_fd: list[int], log: logging.Logger) -> int:
+                 lock_fd: list[int], log: logging.Logger, op_id: str | None) -> int:
     from maqet_engine.runner.control import ControlSocket
     from maqet_engine.runner.handlers import Handlers
     from maqet_engine.runner.vm import SupervisedVM
     from maqet_engine.store import Store
 
     store = Store.open(paths.db, create=False)
-    vm = SupervisedVM(name, paths, store, log, launch=launch)
+    vm = SupervisedVM(name, paths, store, log, launch=launch, op_id=op_id)
     server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
     try:
-        ready = await vm.start()
+        ready = await vm.start()  # under the starting operation's id (set by main)
+        ops.current.set(None)  # from here each request brings its own (server.py)
         try:
             await server.start()
         except OSError as err:  # ENOSPC/EROFS on the runtime directory
@@ -165,7 +174,7 @@ async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int |
         await vm.close()
         store.close()
         raise
-    log.info("ready: %s", ready)
+    log.info("ready: %s", ready, extra={"op": op_id})
     _report(ready_fd, ready)
     try:
         await vm.exited.wait()
@@ -185,13 +194,16 @@ def _release(lock_fd: list[int]) -> None:
         os.close(lock_fd.pop())
 
 
-def _open_log(name: str, paths: Paths) -> logging.Logger:
-    """Log to the VM's ``runner.log`` (``kill -USR1 PID`` dumps the stacks there too).
+def _open_log(name: str, paths: Paths, fmt: str = "text") -> logging.Logger:
+    """Log to the VM's ``runner.log`` in format ``fmt`` (``text`` or ``json``:
+    :mod:`maqet_engine.log`); ``kill -USR1 PID`` dumps the stacks there too (as text).
 
     :raise HostError: the VM's directory or log cannot be created (full, read-only).
     """
     import faulthandler
     import signal
+
+    from maqet_engine.log import runner_handler
 
     data = paths.vm_data(name)
     try:
@@ -199,8 +211,7 @@ def _open_log(name: str, paths: Paths) -> logging.Logger:
         handler = logging.FileHandler(data.runner_log)
     except OSError as err:
         raise host_error(err, "open the runner log", data.runner_log) from err
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s runner[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+    runner_handler(handler, vm=name, fmt=fmt)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -222,11 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     ready_fd = int(args["ready_fd"]) if "ready_fd" in args else None
     if ready_fd is not None:
         os.set_inheritable(ready_fd, False)  # QEMU must not hold the spawner's pipe open
+    op_id = args.get("op")
+    token = ops.current.set(op_id)  # start-up lines carry the starting operation's id
     try:
-        log = _open_log(name, paths)
+        log = _open_log(name, paths, args.get("log_format", "text"))
     except HostError as err:  # a full disk or read-only home: say so through the pipe
         print(f"maqet runner: {err}", file=sys.stderr)
         _report(ready_fd, {"ok": False, "error": err.to_dict()})
+        ops.current.reset(token)
         return err.exit_code
     lock_fd: list[int] = []  # emptied when released
     try:
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                                 hint="it is already running")
         lock_fd.append(fd)
         log.info("runner started (lock %s)", runtime.lock_file)
-        return asyncio.run(_serve(name, paths, launch, ready_fd, lock_fd, log))
+        return asyncio.run(_serve(name, paths, launch, ready_fd, lock_fd, log, op_id))
     except MaqetError as err:
         log.error("%s", err)
         _report(ready_fd, {"ok": False, "error": err.to_dict()})
@@ -259,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return C.EXIT_INTERNAL
     finally:
         _release(lock_fd)
+        ops.current.reset(token)
         log.info("runner exiting")
 
 

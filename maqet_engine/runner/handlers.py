@@ -22,6 +22,9 @@ job            command, arguments={}, timeout               the concluded job (r
 ``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
 lock: a snapshot is never taken or loaded while keys of another request are still
 being pressed.
+
+A request that fails is recorded as a ``request_failed`` event (not those that only
+read: ``ping``, ``status``, QMP ``query-*``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ from maqet_engine.runner.vm import SupervisedVM
 from maqet_engine.store import VMStatus
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# Requests that only read: their failures are no events (a metrics scrape asks often).
+_READS = frozenset({"ping", "status"})
+# Requests that only wait: QMP events arriving meanwhile are not theirs.
+_WAITS = frozenset({"serial_wait"})
 
 
 def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...,
@@ -81,7 +88,16 @@ class Handlers:
         if handler is None:
             raise UsageError(f"unknown method {request.method!r}",
                              hint=f"methods: {', '.join(sorted(self._methods))}")
-        return await handler(request.params)
+        command = request.params.get("command") if request.method in ("qmp", "job") else None
+        reads = request.method in _READS or (
+            request.method == "qmp" and str(command).startswith(("query-", "x-query-")))
+        try:
+            with self.vm.acting(None if reads or request.method in _WAITS else request.op):
+                return await handler(request.params)
+        except MaqetError as err:  # an event, so that `maqet events` shows what failed
+            if not reads:
+                self.vm.request_failed(request.method, err, command=command)
+            raise
 
     async def ping(self, params: dict[str, Any]) -> Any:
         _only(params)

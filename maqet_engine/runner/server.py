@@ -14,6 +14,8 @@ runner, stall its event loop, or make it hold memory or fds beyond these bounds
 - a malformed request (bad JSON, too deep, a bad id...) gets an error reply and the
   connection stays usable; runner.log gets one WARNING line for it (the bytes at DEBUG,
   never a traceback), at most ``IPC_WARNINGS_PER_MINUTE`` such lines a minute;
+- a request may carry the caller's operation id (``op``): the request is handled under
+  it (:mod:`maqet_engine.ops`);
 - while a request runs, the connection's next line is read ahead: a client that hangs
   up (closes; a half-close still gets its replies) has its pending wait
   (:data:`CANCEL_ON_HANGUP`) cancelled at once, which frees the connection's fd.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
+from maqet_engine import ops
 from maqet_engine.errors import HostError, MaqetError
 from maqet_engine.ipc import protocol
 
@@ -247,9 +250,12 @@ class ControlServer:
             return None
 
     async def _answer(self, request: protocol.Request) -> bytes:
-        """The reply line to one valid request (errors included)."""
+        """The reply line to one valid request (errors included). While it is handled,
+        this task serves the request's operation (:mod:`maqet_engine.ops`): its log
+        lines and the events it causes carry the op id; tasks it starts inherit it."""
         self._busy += 1
         self._idle.clear()
+        token = ops.current.set(request.op)
         try:
             result = await self._dispatch(request)
             return protocol.encode_result(request.id, result)
@@ -264,6 +270,7 @@ class ControlServer:
                 f"internal runner error: {type(err).__name__}: {err}",
                 hint="see the runner log"))
         finally:
+            ops.current.reset(token)
             self._busy -= 1
             if not self._busy:
                 self._idle.set()

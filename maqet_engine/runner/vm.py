@@ -5,12 +5,18 @@ Start-up runs in phases, launch (or adopt) then post-launch, and a failed start 
 cleans up: the QEMU this runner launched is killed and the failure recorded. Every
 status change goes through :meth:`SupervisedVM.transition`, which checks it against
 the table in :mod:`.states` and records it with an event.
+
+Each event carries the operation that caused it (:meth:`SupervisedVM.cause`): the one
+whose request is being handled, else the stop under way, else the one request acting
+on QEMU when a QMP event arrives, else (during start-up) the starting operation; the
+guest's own doings (a shutdown from inside, a crash) carry none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -21,6 +27,7 @@ from typing import Any
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from maqet_engine import constants as C
+from maqet_engine import ops
 from maqet_engine.errors import (
     MaqetError,
     OperationTimeout,
@@ -74,10 +81,15 @@ class Launch(Frozen):
 
 class SupervisedVM:
     def __init__(self, name: str, paths: Paths, store: Store, log: logging.Logger, *,
-                 launch: Launch | None) -> None:
+                 launch: Launch | None, op_id: str | None = None) -> None:
         """``launch``: how to start QEMU (None when there is nothing to launch: then
-        only a live QEMU can be re-adopted)."""
+        only a live QEMU can be re-adopted). ``op_id``: the operation that started
+        this runner."""
         self.name = name
+        self.op_id = op_id
+        self._starting = True  # until the start is recorded (or failed)
+        self._stop_op: str | None = None  # the operation of the stop under way
+        self._acting: dict[str, int] = {}  # operations whose requests act on QEMU now
         self.launch = launch
         self.paths = paths
         self.store = store
@@ -116,10 +128,50 @@ class SupervisedVM:
         on (never kill a guest over bookkeeping) unless ``critical`` (start-up: then the
         caller aborts the start)."""
         states.check(self.status, status)
+        cause = self.cause()
         if status != self.status:
-            self.log.info("status %s -> %s (%s)", self.status.value, status.value, event)
+            self.log.info("status %s -> %s (%s)", self.status.value, status.value, event,
+                          extra={"event": event, "op": cause})
         self.status = status
-        self._record(event, data or {}, critical=critical, status=status, **fields)
+        self._record(event, data or {}, critical=critical, op_id=cause, status=status,
+                     **fields)
+
+    def cause(self) -> str | None:
+        """The operation an event recorded now belongs to (see the module docstring)."""
+        op = ops.current_op()
+        if op is not None:
+            return op
+        if self._stop_op is not None and self.status == VMStatus.STOPPING:
+            return self._stop_op
+        if len(self._acting) == 1:
+            return next(iter(self._acting))
+        return self.op_id if self._starting else None
+
+    @contextlib.contextmanager
+    def acting(self, op_id: str | None) -> Any:
+        """While a request of operation ``op_id`` acts on QEMU, QMP events that arrive
+        are that operation's (when it is the only one acting)."""
+        if op_id is None:
+            yield
+            return
+        self._acting[op_id] = self._acting.get(op_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._acting[op_id] -= 1
+            if not self._acting[op_id]:
+                del self._acting[op_id]
+
+    def request_failed(self, method: str, err: MaqetError, *, command: str | None = None,
+                       ) -> None:
+        """Record a request that ended in an error (handlers.py decides which count)."""
+        data: dict[str, Any] = {"method": method, "error": err.type_name,
+                                "message": str(err)[:C.IPC_ERROR_CHARS]}
+        if command is not None:
+            data["command"] = command
+        self.log.info("request %s%s failed: %s", method, f" {command}" if command else "",
+                      err, extra={"event": "request_failed"})
+        self._event("request_failed", data)
 
     @property
     def recorded(self) -> bool:
@@ -127,17 +179,19 @@ class SupervisedVM:
         return not self._unrecorded
 
     def _record(self, event: str, data: dict[str, Any], *, critical: bool = False,
-                **fields: Any) -> None:
+                op_id: str | None = None, **fields: Any) -> None:
         """Write an event, with ``fields`` and whatever an earlier failed write left, in
         one transaction. On failure the fields wait for the next write; the event is
         only logged. A full disk must not cost control of the VM: nothing raises here
         unless ``critical``."""
         fields = {**self._unrecorded, **fields}
+        op_id = op_id if op_id is not None else self.cause()
         try:
             if fields:
-                self.store.update_runtime(self.name, event=event, event_data=data, **fields)
+                self.store.update_runtime(self.name, event=event, event_data=data,
+                                          op_id=op_id, **fields)
             else:
-                self.store.add_event(self.name, event, data)
+                self.store.add_event(self.name, event, data, op_id=op_id)
         except MaqetError as err:
             self._unrecorded = fields
             self.log.error("cannot record %s: %s", event, err)
@@ -232,6 +286,7 @@ class SupervisedVM:
         # is what keeps it controllable (the record catches up with the next write).
         self.transition(status, kind, {"qemu_pid": self.proc.pid, "accel": self.accel},
                         critical=not self.adopted, **fields)
+        self._starting = False
         if qmp_status["status"] == C.QMP_STATUS_INTERNAL_ERROR:
             await self._internal_error_stop()
         return {"ok": True, "qemu_pid": self.proc.pid, "adopted": self.adopted,
@@ -285,7 +340,11 @@ class SupervisedVM:
                        log_offset: int | None) -> None:
         """Connect QMP while watching QEMU's exit: a QEMU that dies during start is
         reported at once, with the tail of its log."""
-        connect = asyncio.create_task(self.qmp.connect(str(self.runtime.qmp_socket)))
+        # qemu.qmp's reader and writer tasks outlive the start: not under its op id.
+        outside = contextvars.copy_context()
+        outside.run(ops.current.set, None)
+        connect = asyncio.create_task(self.qmp.connect(str(self.runtime.qmp_socket)),
+                                      context=outside)
         done, _ = await asyncio.wait({connect, exit_future}, timeout=C.QMP_CONNECT_TIMEOUT_S,
                                      return_when=asyncio.FIRST_COMPLETED)
         if connect in done and connect.exception() is None:
@@ -315,6 +374,7 @@ class SupervisedVM:
 
     # --- events and exit ----------------------------------------------------------------
     async def _watch_events(self, listener: EventListener) -> None:
+        ops.current.set(None)  # created during start-up: QMP events find their cause
         async for event in listener:
             kind = self._on_event(event)
             if kind == "STOP" and not self.exited.is_set():
@@ -327,7 +387,7 @@ class SupervisedVM:
         """Record one QMP event (and the status it implies); returns its kind."""
         kind = str(event["event"])
         data = dict(event.get("data", {}))
-        self.log.info("QMP event %s %s", kind, data)
+        self.log.info("QMP event %s %s", kind, data, extra={"event": kind, "op": self.cause()})
         status: VMStatus | None = None
         if kind == "SHUTDOWN":
             self._shutdown = data
@@ -372,12 +432,14 @@ class SupervisedVM:
             await self._execute("quit", bound=C.QMP_LADDER_CALL_TIMEOUT_S)
 
     async def _watch_exit(self, exit_future: asyncio.Future[ExitInfo]) -> None:
+        ops.current.set(None)  # created during start-up: the exit finds its cause
         info = await exit_future
         if self._aborting:  # a failed start killed it: _abort_start records that
             return
         await self._settle_events()
         status, reason = self._classify(info)
-        self.log.info("QEMU exited: %s (%s)", reason, status.value)
+        self.log.info("QEMU exited: %s (%s)", reason, status.value,
+                      extra={"op": self.cause()})
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
@@ -467,6 +529,7 @@ class SupervisedVM:
         if force:
             self._escalate.set()
         if self._stop_task is None or self._stop_task.done():
+            self._stop_op = ops.current_op()  # QEMU's exit and its events are this stop's
             self._stop_task = asyncio.create_task(self._ladder(timeout, force), name="stop")
         task = self._stop_task
         try:
@@ -474,6 +537,7 @@ class SupervisedVM:
         except MaqetError:
             if self._stop_task is task:
                 self._stop_task = None
+                self._stop_op = None
             raise
 
     async def _ladder(self, timeout: float, force: bool) -> dict[str, Any]:
@@ -489,7 +553,8 @@ class SupervisedVM:
                 break
             if rung == "powerdown" and self._escalate.is_set():
                 continue
-            self.log.info("stop: %s (wait up to %g s)", rung, wait)
+            self.log.info("stop: %s (wait up to %g s)", rung, wait,
+                          extra={"event": "stop_rung"})
             self._event("stop_rung", {"rung": rung, "wait": wait})
             if rung == "kill":
                 self._kill_sent = True

@@ -9,6 +9,10 @@ Scope: ``drive=None`` is VM-wide: every writable qcow2 disk, and on a running VM
 RAM and device state (QMP ``snapshot-save``/``-load``/``-delete`` jobs); on a stopped
 VM the disks only (qemu-img). ``drive=NAME`` is that one disk (disk only, also live).
 Which path is taken depends on whether the VM runs now.
+
+Each operation done is recorded as an event of the VM (``snapshot_created``,
+``snapshot_deleted``, ``snapshot_reverted``; ``snapshot_failed`` with the error), under
+the caller's operation id, so ``maqet events`` shows snapshots beside everything else.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from maqet_engine import constants as C
 from maqet_engine.engine.result import Result
-from maqet_engine.errors import SnapshotNotFound, StateConflict, UsageError
+from maqet_engine.errors import (
+    MaqetError,
+    SnapshotNotFound,
+    StateConflict,
+    StateStoreError,
+    UsageError,
+)
 from maqet_engine.snapshots import targets
 from maqet_engine.snapshots.backends import Live, Offline, SnapshotInfo
 from maqet_engine.snapshots.targets import Disk
@@ -153,6 +163,25 @@ class _Scope:
                 "disks": [d.name for d in self.disks], "ram": ram, **details}
 
 
+@contextlib.contextmanager
+def _recorded(scope: _Scope, done: str, name: str, **details: Any) -> Iterator[None]:
+    """Record the operation in the block as event ``snapshot_<done>`` of the VM, or
+    ``snapshot_failed`` (with the error) when it raises. A store that cannot take the
+    event does not turn a done operation into a failure."""
+    data = {"snapshot": name, "drive": scope.drive, "live": scope.backend.live, **details}
+    started = time.monotonic()
+    try:
+        yield
+    except MaqetError as err:
+        with contextlib.suppress(StateStoreError):
+            scope.store.add_event(scope.vm, "snapshot_failed",
+                                  {**data, "operation": done, "error": str(err)})
+        raise
+    with contextlib.suppress(StateStoreError):
+        scope.store.add_event(scope.vm, f"snapshot_{done}",
+                              {**data, "seconds": round(time.monotonic() - started, 3)})
+
+
 def _is_live(paths: Any, record: VMRecord) -> bool:
     from maqet_engine.engine import runstate
 
@@ -245,7 +274,8 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
                 actions.append(scope.action("delete_snapshot", name, entry,
                                             reason="incomplete"))
                 if not check:
-                    scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
+                    with _recorded(scope, "deleted", name, reason="incomplete"):
+                        scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
             actions.append(scope.action("create_snapshot", name))
             if not check:
                 _create(scope, name, progress)
@@ -263,7 +293,9 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
             skipped = bool(entry["vm_state"] and not scope.backend.live)
             actions.append(scope.action("revert_snapshot", name, entry, ram_skipped=skipped))
             if not check:
-                with _progress_after(progress, f"loading {scope.describe(name, entry)}"):
+                with _progress_after(progress, f"loading {scope.describe(name, entry)}"), \
+                        _recorded(scope, "reverted", name, ram=bool(entry["vm_state"])
+                                  and scope.backend.live):
                     scope.backend.load(scope.disks, name, vm_wide=scope.vm_wide,
                                        vmstate=entry["vm_state_drive"])
         pruned: list[str] = []
@@ -281,7 +313,8 @@ def ensure_snapshot(ctx: Any, vm: str, name: str, *, state: str = "present",
 
 
 def _create(scope: _Scope, name: str, progress: Reporter | None) -> None:
-    with _progress_after(progress, f"saving {scope.describe(name)}"):
+    with _progress_after(progress, f"saving {scope.describe(name)}"), \
+            _recorded(scope, "created", name, ram=scope.backend.live and scope.vm_wide):
         scope.backend.create(scope.disks, name, vm_wide=scope.vm_wide)
     scope.noted_created(name)
     made = next((e for e in scope.list() if e["name"] == name), None)
@@ -291,9 +324,11 @@ def _create(scope: _Scope, name: str, progress: Reporter | None) -> None:
     scope.noted_created(name)  # now with its metadata row
 
 
-def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Reporter | None) -> None:
+def _delete(scope: _Scope, name: str, entry: dict[str, Any], progress: Reporter | None, *,
+            reason: str | None = None) -> None:
     holders = [d for d in scope.disks if d.name in entry["drives"]]
-    with _progress_after(progress, f"deleting {scope.describe(name, entry)}"):
+    with _progress_after(progress, f"deleting {scope.describe(name, entry)}"), \
+            _recorded(scope, "deleted", name, **({"reason": reason} if reason else {})):
         scope.backend.delete(holders, name, vm_wide=scope.vm_wide)
     records.forget_snapshot(scope.store, scope.vm, name, scope.key)
     scope.noted_deleted(name)
@@ -317,5 +352,5 @@ def _prune(scope: _Scope, keep_name: str, retention: int, before: dict[str, dict
         pruned.append(entry["name"])
         excess -= 1
         if not check:
-            _delete(scope, entry["name"], entry, progress)
+            _delete(scope, entry["name"], entry, progress, reason="retention")
     return pruned

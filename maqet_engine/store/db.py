@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maqet_engine import constants as C
-from maqet_engine.errors import AlreadyExists, StateStoreError, VMNotFound, host_error
+from maqet_engine import ops
+from maqet_engine.errors import (
+    AlreadyExists,
+    StateStoreError,
+    UsageError,
+    VMNotFound,
+    host_error,
+)
 from maqet_engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from maqet_engine.store.records import EventRecord, VMRecord, VMStatus
 
@@ -107,6 +114,7 @@ class Store:
         self._db = db
         self.path = path
         self._frozen: str | None = None  # why this store can only be read (see open)
+        self._announce = False  # the open transaction recorded events (see write)
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -225,7 +233,8 @@ class Store:
     # --- transactions ---------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
+        """One write transaction (``BEGIN IMMEDIATE``): all or nothing. One that recorded
+        events touches :attr:`events_stamp` once committed (see there)."""
         db = self._require_db()
         if self._frozen is not None:
             full = self._frozen == "full"
@@ -239,6 +248,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from err
+        self._announce = False
         try:
             yield db
         except BaseException as err:
@@ -251,6 +261,18 @@ class Store:
         except sqlite3.Error as err:
             _rollback(db)
             raise _store_error(self.path, err) from err
+        if self._announce:
+            self._announce = False
+            _touch(self.events_stamp)
+
+    @property
+    def events_stamp(self) -> Path:
+        """``maqet.events`` beside the store: touched after each commit that recorded
+        events, so a follower (``maqet events --follow``) sleeps on inotify and wakes
+        when new events are visible. (The WAL's own writes are no such signal: its last
+        write precedes the commit's fsync and its wal-index update in shared memory,
+        which inotify does not see, so a reader woken by it can find nothing yet.)"""
+        return self.path.with_name(C.EVENTS_STAMP_FILE)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if self._db is None:
@@ -312,8 +334,10 @@ class Store:
             return cur.rowcount > 0
 
     def update_runtime(self, name: str, *, event: str | None = None,
-                       event_data: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Set run-state columns (status, pids, ...) and optionally record an event."""
+                       event_data: dict[str, Any] | None = None, op_id: str | None = None,
+                       **fields: Any) -> None:
+        """Set run-state columns (status, pids, ...) and optionally record an event
+        (``op_id``: the operation that caused it; None: the current one, if any)."""
         unknown = set(fields) - _RUNTIME_FIELDS
         if unknown:
             raise ValueError(f"not runtime fields: {sorted(unknown)}")
@@ -323,24 +347,157 @@ class Store:
         with self.write() as db:
             db.execute(f"UPDATE vms SET {assignments} WHERE name = ?", (*values.values(), name))
             if event:
-                self._event(db, name, event, event_data or {})
+                self._event(db, name, event, event_data or {}, op_id)
 
     # --- events ---------------------------------------------------------------
-    @staticmethod
-    def _event(db: sqlite3.Connection, name: str, kind: str, data: dict[str, Any]) -> None:
-        db.execute(
-            "INSERT INTO events (vm_name, at, kind, data) VALUES (?, ?, ?, ?)",
-            (name, time.time(), kind, json.dumps(data, sort_keys=True)),
+    def _event(self, db: sqlite3.Connection, name: str, kind: str, data: dict[str, Any],
+               op_id: str | None = None) -> None:
+        """Insert one event (``op_id`` None: the operation this process serves now, see
+        :mod:`maqet_engine.ops`); every ``EVENTS_PRUNE_EVERY``-th one also applies the
+        retention policy, in the same transaction."""
+        keep, max_age_days = retention()  # a bad setting fails every write, not 1 in 100
+        self._announce = True
+        now = time.time()
+        cur = db.execute(
+            "INSERT INTO events (vm_name, at, kind, data, op_id) VALUES (?, ?, ?, ?, ?)",
+            (name, now, kind, json.dumps(data, sort_keys=True),
+             op_id if op_id is not None else ops.current_op()),
         )
+        if cur.lastrowid is not None and cur.lastrowid % C.EVENTS_PRUNE_EVERY == 0:
+            self._prune(db, now, keep, max_age_days)
 
-    def add_event(self, name: str, kind: str, data: dict[str, Any] | None = None) -> None:
+    def add_event(self, name: str, kind: str, data: dict[str, Any] | None = None, *,
+                  op_id: str | None = None) -> None:
         with self.write() as db:
-            self._event(db, name, kind, data or {})
+            self._event(db, name, kind, data or {}, op_id)
 
     def events(self, name: str, limit: int = C.EVENTS_SHOWN_DEFAULT) -> list[EventRecord]:
-        rows = self._read(
-            "SELECT * FROM (SELECT * FROM events WHERE vm_name = ? ORDER BY id DESC LIMIT ?)"
-            " ORDER BY id",
-            (name, limit),
-        )
+        """The last ``limit`` events of VM ``name``, oldest first."""
+        return self.find_events(vm=name, limit=limit)
+
+    def find_events(self, *, vm: str | None = None, since: float | None = None,
+                    op_id: str | None = None, after_id: int | None = None,
+                    limit: int | None = None) -> list[EventRecord]:
+        """Events oldest first: of one VM (None: all), at or after ``since`` (epoch
+        seconds), of one operation, with an id above ``after_id``; with ``limit`` only
+        the last that many of those."""
+        where, params = [], []
+        for clause, value in (("vm_name = ?", vm), ("at >= ?", since), ("op_id = ?", op_id),
+                              ("id > ?", after_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM events" + (f" WHERE {' AND '.join(where)}" if where else "")
+        if limit is None:
+            rows = self._read(sql + " ORDER BY id", tuple(params))
+        else:
+            rows = self._read(f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id",
+                              (*params, max(limit, 0)))
         return [EventRecord.from_row(r) for r in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 when there is none)."""
+        rows = self._read("SELECT max(id) FROM events")
+        return int(rows[0][0] or 0) if rows else 0
+
+    def event_counts(self, kinds: tuple[str, ...]) -> dict[tuple[str, str, str], int]:
+        """How many events of ``kinds`` each VM ever had, pruned ones included:
+        ``{(vm, kind, detail): count}``, where detail is the rung of a ``stop_rung``
+        event and '' otherwise. One pass over the events table."""
+        if not kinds or self._db is None:
+            return {}
+        marks = ", ".join("?" * len(kinds))
+        rows = self._read(
+            "SELECT vm_name, kind, detail, sum(n) FROM ("
+            f" SELECT vm_name, kind, {_DETAIL} AS detail, count(*) AS n FROM events"
+            f"  WHERE kind IN ({marks}) GROUP BY 1, 2, 3"
+            " UNION ALL SELECT vm_name, kind, detail, count FROM event_totals"
+            f"  WHERE kind IN ({marks})"
+            ") GROUP BY 1, 2, 3", (*kinds, *kinds))
+        return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+    def prune_events(self, *, keep: int | None = None, max_age_days: float | None = None,
+                     now: float | None = None) -> int:
+        """Apply the retention policy now (defaults: :func:`retention`); returns how many
+        events were deleted. The write path does this by itself every
+        ``EVENTS_PRUNE_EVERY`` events."""
+        default_keep, default_days = retention()
+        with self.write() as db:
+            return self._prune(db, time.time() if now is None else now,
+                               default_keep if keep is None else keep,
+                               default_days if max_age_days is None else max_age_days)
+
+    def _prune(self, db: sqlite3.Connection, now: float, keep: int, max_age_days: float,
+               ) -> int:
+        """Delete each defined VM's events beyond the newest ``keep``, and (at most
+        ``EVENTS_PRUNE_AGE_BATCH`` of the oldest) events older than ``max_age_days``;
+        0 turns a limit off. What is deleted is first added to ``event_totals``.
+        Events of removed VMs go by age only."""
+        deleted = 0
+        if keep > 0:
+            cuts = db.execute(
+                "SELECT name, (SELECT id FROM events WHERE vm_name = vms.name"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?) FROM vms", (keep,)).fetchall()
+            for vm, cut in cuts:
+                if cut is not None:
+                    deleted += _fold_and_delete(db, "vm_name = ? AND id <= ?", (vm, cut))
+        if max_age_days > 0:
+            deleted += _fold_and_delete(
+                db, "id IN (SELECT id FROM events ORDER BY id LIMIT ?) AND at < ?",
+                (C.EVENTS_PRUNE_AGE_BATCH, now - max_age_days * 86400))
+        return deleted
+
+
+# The detail kept in event_totals: the rung of a stop_rung event.
+_DETAIL = "CASE kind WHEN 'stop_rung' THEN coalesce(json_extract(data, '$.rung'), '') ELSE '' END"
+
+
+def _fold_and_delete(db: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> int:
+    db.execute(
+        "INSERT INTO event_totals (vm_name, kind, detail, count)"
+        f" SELECT vm_name, kind, {_DETAIL}, count(*) FROM events WHERE {where} GROUP BY 1, 2, 3"
+        " ON CONFLICT (vm_name, kind, detail) DO UPDATE SET count = count + excluded.count",
+        params)
+    return db.execute(f"DELETE FROM events WHERE {where}", params).rowcount
+
+
+def _touch(path: Path) -> None:
+    """Change ``path``'s times (IN_ATTRIB), creating it (0600) the first time. Best
+    effort: followers re-read every ``EVENTS_FOLLOW_RECHECK_S`` anyway."""
+    import os
+
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o600))
+    except OSError:
+        pass
+
+
+def retention() -> tuple[int, float]:
+    """(events kept per VM, maximum age in days) from ``MAQET_EVENTS_KEEP`` and
+    ``MAQET_EVENTS_MAX_AGE_DAYS`` (defaults ``EVENTS_KEEP``, ``EVENTS_MAX_AGE_DAYS``;
+    0 turns a limit off).
+
+    :raise UsageError: a value that is not a number >= 0 (whole, for the count).
+    """
+    import math
+    import os
+
+    keep_text = os.environ.get(C.ENV_EVENTS_KEEP, "").strip()
+    days_text = os.environ.get(C.ENV_EVENTS_MAX_AGE_DAYS, "").strip()
+    try:
+        keep = int(keep_text) if keep_text else C.EVENTS_KEEP
+        days = float(days_text) if days_text else float(C.EVENTS_MAX_AGE_DAYS)
+        if keep < 0 or days < 0 or not math.isfinite(days):
+            raise ValueError
+    except ValueError:
+        raise UsageError(
+            f"event retention {C.ENV_EVENTS_KEEP}={keep_text!r} "
+            f"{C.ENV_EVENTS_MAX_AGE_DAYS}={days_text!r} is not valid",
+            hint=f"{C.ENV_EVENTS_KEEP} is a whole number of events per VM, "
+            f"{C.ENV_EVENTS_MAX_AGE_DAYS} a number of days (0 turns a limit off); fix or "
+            "unset them") from None
+    return keep, days

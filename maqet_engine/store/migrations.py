@@ -115,5 +115,26 @@ def _v4(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+def _v5(db: sqlite3.Connection) -> None:
+    """Observability (issue 14): the operation id of each event (``maqet events --op``),
+    and what retention pruned, counted per VM, kind and detail (a stop rung), so that
+    counters derived from events (crashes, re-adoptions, stop rungs) never go down."""
+    _run_script(db,
+        """
+        ALTER TABLE events ADD COLUMN op_id TEXT;
+        CREATE INDEX events_by_op ON events (op_id) WHERE op_id IS NOT NULL;
+        -- metrics count a few kinds (crashed, adopted, stop_rung) at every scrape
+        CREATE INDEX events_by_kind ON events (kind, vm_name);
+        CREATE TABLE event_totals (
+            vm_name  TEXT NOT NULL,
+            kind     TEXT NOT NULL,
+            detail   TEXT NOT NULL DEFAULT '',  -- the rung of a stop_rung event
+            count    INTEGER NOT NULL,
+            PRIMARY KEY (vm_name, kind, detail)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -92,12 +92,13 @@ class VMRecord(Frozen):
 
 
 class EventRecord(Frozen):
-    __slots__ = ("id", "vm_name", "at", "kind", "data")
+    __slots__ = ("id", "vm_name", "at", "kind", "data", "op_id")
     id: int
     vm_name: str
     at: float
     kind: str
     data: dict[str, Any]
+    op_id: str | None  # the operation that caused it (None: the guest, QEMU, nobody)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> EventRecord:
@@ -107,8 +108,9 @@ class EventRecord(Frozen):
             at=row["at"],
             kind=row["kind"],
             data=json.loads(row["data"]) if row["data"] else {},
+            op_id=row["op_id"],
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "vm": self.vm_name, "at": self.at, "kind": self.kind,
-                "data": self.data}
+                "data": self.data, "op_id": self.op_id}

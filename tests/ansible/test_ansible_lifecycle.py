@@ -32,3 +32,10 @@ def test_snapshots_live_and_offline(sandbox, guest_ready):
     run = sandbox.playbook("snapshots.yml", extra_vars={"guest": guest})
     assert run.rc == 0, run.explain()
     assert not sandbox.our_pids()
+
+
+def test_op_ids_and_events_from_a_play(sandbox):
+    """A firmware-only VM (no guest needed): see playbooks/observe.yml."""
+    run = sandbox.playbook("observe.yml", extra_vars={"play_op": "play-14"})
+    assert run.rc == 0, run.explain()
+    assert not sandbox.our_pids()

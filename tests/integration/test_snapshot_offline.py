@@ -13,7 +13,13 @@ from test_storage import cli, define
 
 from maqet_engine import engine
 from maqet_engine.engine.context import EngineContext
-from maqet_engine.errors import NotFoundError, SnapshotNotFound, StateConflict, UsageError
+from maqet_engine.errors import (
+    MaqetError,
+    NotFoundError,
+    SnapshotNotFound,
+    StateConflict,
+    UsageError,
+)
 from maqet_engine.paths import resolve_paths
 from maqet_engine.storage import prepare_storage
 from maqet_engine.store import Store
@@ -119,6 +125,38 @@ def test_retention_prunes_the_oldest(vm: dict[str, Any]):
     assert result.describe()[-1] == f"deleted snapshot {result.data['pruned'][0]} (retention 2)"
     assert sorted(e["name"] for e in engine.list_snapshots(ctx, "vm1").data) == sorted(
         {*names, "d"} - set(result.data["pruned"]))
+
+
+def test_snapshot_operations_are_events_of_their_operation(vm: dict[str, Any]):
+    """Issue 14: created, deleted (and why), reverted and failed snapshot operations are
+    events of the VM, each under the op id of the call that did it; check mode records
+    nothing. The failure is real: qemu-io holds the image's write lock."""
+    ctx = vm["ctx"]
+    first, second = ctx.with_op_id("snap-1"), ctx.with_op_id("snap-2")
+    engine.snapshot(first, "vm1", "a", drive="hdd")
+    engine.snapshot(checking(second), "vm1", "b", drive="hdd", retention=1)
+    engine.snapshot(second, "vm1", "b", drive="hdd", retention=1)
+    engine.snapshot(ctx.with_op_id("snap-3"), "vm1", "b", drive="hdd", state="reverted")
+    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", str(vm["hdd"])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.read(9) == b"qemu-io> "  # its prompt: the image is open
+        with pytest.raises(MaqetError, match="lock"):
+            engine.snapshot(ctx.with_op_id("snap-4"), "vm1", "c", drive="hdd")
+    finally:
+        holder.kill()
+        holder.wait()
+    trail = [(e["kind"], e["op_id"], e["data"]["snapshot"], e["data"].get("reason"))
+             for e in engine.events(ctx, "vm1").data if e["kind"].startswith("snapshot_")]
+    assert trail == [("snapshot_created", "snap-1", "a", None),
+                     ("snapshot_created", "snap-2", "b", None),
+                     ("snapshot_deleted", "snap-2", "a", "retention"),
+                     ("snapshot_reverted", "snap-3", "b", None),
+                     ("snapshot_failed", "snap-4", "c", None)]
+    failed = engine.events(ctx, "vm1", op_id="snap-4").data[-1]["data"]
+    assert failed["operation"] == "created" and "lock" in failed["error"]
+    assert failed["drive"] == "hdd" and failed["live"] is False
 
 
 def test_refusals_are_precise(maqet_home: Path):

@@ -26,9 +26,10 @@ COLLECTION = REPO / "ansible_collections" / "maqet" / "vm"
 # constants (plain values), and the package itself (for __version__).
 FRONT_END_ALLOWED = {"maqet_engine", "maqet_engine.engine", "maqet_engine.errors",
                      "maqet_engine.constants"}
-# Modules below every layer: plain values and the error tree.
+# Modules below every layer: plain values, the error tree, and the operation id that
+# every layer passes on (a ContextVar, maqet_engine/ops.py).
 LEAVES = {"maqet_engine", "maqet_engine.constants", "maqet_engine.errors",
-          "maqet_engine.frozen"}
+          "maqet_engine.frozen", "maqet_engine.ops"}
 
 
 def python_files(root: Path) -> list[Path]:

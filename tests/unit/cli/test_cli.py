@@ -143,7 +143,11 @@ def test_rm_purge_deletes_logs_but_keeps_user_files(maqet_home, tmp_path, capsys
 def test_errors_have_exit_codes_and_json_shape(maqet_home, capsys, argv, code, error_type):
     got, data = run_json(capsys, *argv)
     assert got == code
-    assert set(data) == {"error", "changed"} and data["changed"] is False
+    assert set(data) - {"op_id"} == {"error", "changed"} and data["changed"] is False
+    # The command's operation id, once the command line parsed (maqet events --op ID).
+    parsed = argv[0] != "frobnicate" and "sideways" not in argv  # argparse refused those
+    assert ("op_id" in data) == parsed
+    assert len(data.get("op_id", "x" * 12)) == 12
     assert data["error"]["type"] == error_type and data["error"]["exit_code"] == code
     assert "\n" not in data["error"]["message"]
     assert not maqet_home.exists()

@@ -19,10 +19,21 @@ def test_request_round_trip():
     assert request == protocol.Request(id=3, method="qmp", params={"command": "query-status"})
 
 
+def test_a_request_may_carry_the_callers_operation_id():
+    line = protocol.encode_request(4, "stop", {"force": True}, op="a1b2c3d4e5f6")
+    assert json.loads(line)["op"] == "a1b2c3d4e5f6"
+    assert protocol.decode_request(line) == protocol.Request(
+        id=4, method="stop", params={"force": True}, op="a1b2c3d4e5f6")
+    assert b'"op"' not in protocol.encode_request(5, "ping", {})  # none: no field
+    assert protocol.decode_request(b'{"id": 5, "method": "ping", "op": null}').op is None
+
+
 @pytest.mark.parametrize("line", [
     b"garbage", b"[]", b"{}", b'{"id": true, "method": "ping"}', b'{"id": 1}',
     b'{"id": 1, "method": ""}', b'{"id": 1, "method": "ping", "params": []}',
     b'{"id": 1, "method": "ping", "extra": 1}', b"\xff\xfe",
+    b'{"id": 1, "method": "ping", "op": 7}', b'{"id": 1, "method": "ping", "op": "a b"}',
+    b'{"id": 1, "method": "ping", "op": "' + b"x" * 65 + b'"}',
 ])
 def test_bad_requests_raise_protocol_errors(line):
     with pytest.raises(protocol.ProtocolError):

@@ -21,7 +21,10 @@ def test_parse_args_pairs():
                        "--config", "/c"]) == {"name": "vm1", "ready_fd": "7", "data": "/d",
                                               "runtime": "/r", "config": "/c"}
     assert parse_args(["--name", "vm1"]) == {"name": "vm1"}
-    for bad in (["--name"], ["--ready-fd", "3"], ["--name", "x", "--nope", "1"], ["vm1", "x"]):
+    assert parse_args(["--name", "vm1", "--op", "a1b2", "--log-format", "json"]) == {
+        "name": "vm1", "op": "a1b2", "log_format": "json"}
+    for bad in (["--name"], ["--ready-fd", "3"], ["--name", "x", "--nope", "1"], ["vm1", "x"],
+                ["--name", "x", "--log-format", "xml"], ["--name", "x", "--op", "a b"]):
         with pytest.raises(UsageError):
             parse_args(bad)
 

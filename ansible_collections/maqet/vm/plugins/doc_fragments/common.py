@@ -16,6 +16,18 @@ options:
       - When not set, the module uses E(MAQET_HOME) of its environment, or the XDG
         directories of the user that runs it.
     type: path
+  op_id:
+    description:
+      - The operation id of this task. The events the task causes, the runner's log lines
+        while it handles the task's requests and the engine's decision lines carry it,
+        and C(maqet events --op ID) on the hypervisor host shows that trail. The task
+        returns it as C(op_id), also when it fails.
+      - When not set, the module makes one for this task (12 hex digits).
+      - Give several tasks the same id (for example through C(module_defaults) for the
+        C(maqet.vm.maqet) action group) to follow them as one operation.
+      - 1-64 characters, letters, digits, V(_), V(.), V(:) and V(-), starting with a
+        letter or digit.
+    type: str
 requirements:
   - maqet_engine (C(pip install maqet)) in the Python interpreter that runs the module
     on the hypervisor host

@@ -7,6 +7,11 @@ Everything that touches ``maqet_engine`` from a module goes through here: the gu
 import (a missing engine is a one-line failure that says how to install it), the
 shared options (paired with the ``maqet.vm.common`` doc fragment), the engine
 context, and the conversion of engine errors into ``fail_json``.
+
+Each module run is one maqet operation: its ``op_id`` option, or an id the engine makes
+for the run (no task uuid reaches a module's parameters). It is kept in
+``module.params["op_id"]``, so every engine call of the run shares it, and every
+result, failed or not, returns it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ else:
 # Shared options of every module; documented by the maqet.vm.common doc fragment.
 COMMON_ARGUMENT_SPEC = {
     "maqet_home": {"type": "path"},
+    "op_id": {"type": "str"},
 }
 
 # Fields of MaqetError.to_dict() that are passed on to the task result.
@@ -62,10 +68,29 @@ def engine_version():
 
 
 def context(module, *, check_mode=None):
-    """The engine context for this task (its maqet_home and check mode)."""
+    """The engine context for this task: its maqet_home, check mode and operation id
+    (see the module docstring). A malformed op_id fails the task in one line."""
     if check_mode is None:
         check_mode = module.check_mode
-    return EngineContext.for_home(module.params.get("maqet_home"), check_mode=check_mode)
+    try:
+        ctx = EngineContext.for_home(module.params.get("maqet_home"), check_mode=check_mode,
+                                     op_id=module.params.get("op_id") or None)
+    except MaqetError as err:
+        fail_from_error(module, err)
+    module.params["op_id"] = ctx.op_id  # the same for every call of this run
+    return ctx
+
+
+def operation_id(module):
+    """This run's operation id (None before the first :func:`context`)."""
+    params = getattr(module, "params", None) or {}
+    return params.get("op_id")
+
+
+def exit_task(module, **result):
+    """``exit_json`` with this run's operation id."""
+    result.setdefault("op_id", operation_id(module))
+    module.exit_json(**result)
 
 
 def fail_from_error(module, err, **extra):
@@ -83,6 +108,8 @@ def fail_from_error(module, err, **extra):
         if data.get(key) not in (None, ""):
             result[key] = data[key]
     result["error_type"] = type(err).__name__
+    if operation_id(module):
+        result["op_id"] = operation_id(module)
     module.fail_json(msg=str(err), **result)
 
 

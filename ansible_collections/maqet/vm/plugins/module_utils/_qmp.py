@@ -15,6 +15,7 @@ from __future__ import annotations
 from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     argument_spec,
     context,
+    exit_task,
     require_engine,
     run,
 )
@@ -69,4 +70,4 @@ def request(module):
 def run_qmp(module):
     """Body of maqet_qmp."""
     require_engine(module)
-    module.exit_json(**run(module, lambda: request(module), vm=module.params["vm"]))
+    exit_task(module, **run(module, lambda: request(module), vm=module.params["vm"]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     argument_spec,
     context,
+    exit_task,
     require_engine,
     run,
 )
@@ -50,7 +51,8 @@ def run_snapshot(module):
         live=params["live"], retention=params["retention"], timeout=params["timeout"]),
         vm=params["vm"])
     data = result.data
-    module.exit_json(
+    exit_task(
+        module,
         changed=result.changed,
         vm=params["vm"],
         name=params["name"],
@@ -76,4 +78,4 @@ def run_snapshot_info(module):
                     vm=params["vm"])
     if params["name"]:
         snapshots = [s for s in snapshots if s.get("name") == params["name"]]
-    module.exit_json(changed=False, vm=params["vm"], snapshots=snapshots)
+    exit_task(module, changed=False, vm=params["vm"], snapshots=snapshots)

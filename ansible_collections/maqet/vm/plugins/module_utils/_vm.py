@@ -14,6 +14,7 @@ from __future__ import annotations
 from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     argument_spec,
     context,
+    exit_task,
     require_engine,
     run,
 )
@@ -39,6 +40,7 @@ VM_REQUIRED_ONE_OF = [("name", "definition", "definition_file")]
 VM_INFO_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
     live={"type": "bool", "default": False},
+    events={"type": "int", "default": 0},
 )
 
 
@@ -95,30 +97,39 @@ def run_vm(module):
         module.fail_json(msg="timeout must not be negative")
     ctx = context(module)
     result = run(module, lambda: converge(ctx, module.params), name=_target_name(module.params))
-    module.exit_json(**result_to_task(result, diff_mode=module._diff))
+    exit_task(module, **result_to_task(result, diff_mode=module._diff))
 
 
-def describe_vms(ctx, name=None, *, live=False):
-    """The VM views of one VM (by name) or of all; a missing VM gives an empty list."""
+def describe_vms(ctx, name=None, *, live=False, events=0):
+    """The VM views of one VM (by name) or of all; a missing VM gives an empty list.
+    With ``events``, each view also has its VM's last ``events`` events."""
     from maqet_engine import engine
 
     if name:
         from maqet_engine.errors import VMNotFound
 
         try:
-            return [engine.show(ctx, name, live=live).data]
+            views = [engine.show(ctx, name, live=live).data]
         except VMNotFound:
             return []
-    return engine.list_vms(ctx, live=live, argv=True).data
+    else:
+        views = engine.list_vms(ctx, live=live, argv=True).data
+    if events:
+        for view in views:
+            view["events"] = engine.events(ctx, view["name"], limit=events).data
+    return views
 
 
 def run_vm_info(module):
     """Body of maqet_vm_info (never changes anything)."""
     require_engine(module)
+    if module.params["events"] < 0:
+        module.fail_json(msg="events must not be negative")
     ctx = context(module, check_mode=True)
     name = module.params["name"]
-    vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"]))
+    vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"],
+                                           events=module.params["events"]))
     result = {"changed": False, "vms": vms}
     if name:
         result["exists"] = bool(vms)
-    module.exit_json(**result)
+    exit_task(module, **result)

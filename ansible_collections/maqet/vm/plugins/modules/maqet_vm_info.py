@@ -37,6 +37,14 @@ options:
         accelerator in use). Costs one round trip per running VM.
     type: bool
     default: false
+  events:
+    description:
+      - Also return each VM's last O(events) recorded events, oldest first, as
+        RV(vms[].events), so that a failed play can show what the VM did - status
+        changes, QEMU's events, stop rungs, re-adoptions, crashes and their reasons,
+        snapshot operations, failed requests. V(0) returns none.
+    type: int
+    default: 0
 seealso:
   - module: maqet.vm.maqet_vm
 """
@@ -51,6 +59,16 @@ EXAMPLES = r"""
     name: web1
     live: true
   register: web1
+
+- name: What web1 did lately (for example after a failed task)
+  maqet.vm.maqet_vm_info:
+    name: web1
+    events: 20
+  register: web1_history
+
+- ansible.builtin.debug:
+    msg: "{{ item.time }} {{ item.kind }} {{ item.data }}"
+  loop: "{{ web1_history.vms[0].events | default([]) }}"
 
 - ansible.builtin.debug:
     msg: "web1 is {{ web1.vms[0].status }}"
@@ -80,6 +98,39 @@ vms:
       description: Why the runner could not be asked (it did not answer in time).
       returned: with O(live=true), when the runner did not answer
       type: str
+    events:
+      description:
+        - The VM's last O(events) events, oldest first (C(maqet events NAME)).
+      returned: with O(events) above 0
+      type: list
+      elements: dict
+      contains:
+        kind:
+          description: What happened, for example V(started), V(stop_rung),
+            V(SHUTDOWN), V(crashed), V(snapshot_created), V(request_failed).
+          type: str
+          sample: crashed
+        data:
+          description: Its details, for example the C(reason) of a crash or the
+            C(rung) of a stop.
+          type: dict
+          sample: {reason: QEMU killed by signal 9 (SIGKILL)}
+        time:
+          description: When, ISO 8601 with the host's UTC offset.
+          type: str
+          sample: "2024-05-01T12:00:00.123+00:00"
+        at:
+          description: When, in seconds since the epoch.
+          type: float
+        op_id:
+          description: The operation that caused it (none for the guest's own doings).
+          type: str
+        id:
+          description: The event's number in the store (increasing).
+          type: int
+        vm:
+          description: The VM's name.
+          type: str
   sample:
     - name: web1
       status: running
@@ -89,6 +140,14 @@ exists:
   returned: when O(name) is given
   type: bool
   sample: true
+op_id:
+  description:
+    - The operation id of this task (O(op_id), or the one made for it). C(maqet events
+      --op ID) on the hypervisor host shows what the task caused. Also returned when
+      the task fails.
+  returned: always
+  type: str
+  sample: 3f2a9c1b0d4e
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -17,6 +17,7 @@ class FakeModule:
 def test_common_spec_is_shared():
     spec = _engine.argument_spec(name={"type": "str"})
     assert spec["maqet_home"] == {"type": "path"} and spec["name"] == {"type": "str"}
+    assert spec["op_id"] == {"type": "str"}
     assert "name" not in _engine.COMMON_ARGUMENT_SPEC
 
 

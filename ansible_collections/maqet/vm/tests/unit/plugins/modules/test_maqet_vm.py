@@ -100,3 +100,44 @@ def test_a_start_that_fails_after_defining_says_changed(home, capsys, tmp_path):
     assert result["failed"] and result["error_type"] == "QEMUNotFound"
     assert result["changed"] is True and result["actions"] == [{"action": "define"}]
     assert "not found" in result["msg"] and "maqet " not in result["msg"]
+
+
+def test_every_task_returns_its_operation_id(home, capsys):
+    """A made one (12 hex digits) unless the task gives one; the events it caused carry
+    it; a failed task returns it too; a malformed one fails the task in one line."""
+    made = run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "o1"}})
+    assert len(made["op_id"]) == 12 and int(made["op_id"], 16) >= 0
+    given = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "o1",
+                                          "state": "absent", "op_id": "deploy-42"})
+    assert given["op_id"] == "deploy-42"
+    with patch_module_args({"maqet_home": home, "name": "o1", "state": "running",
+                            "op_id": "deploy-43"}), pytest.raises(SystemExit):
+        maqet_vm.main()
+    failed = json.loads(capsys.readouterr().out)
+    assert failed["failed"] and failed["op_id"] == "deploy-43"
+    assert failed["error_type"] == "VMNotFound"
+    bad = run_module(maqet_vm, capsys, {"maqet_home": home, "name": "o1", "op_id": "a b"})
+    assert bad["failed"] and "operation id 'a b' is not valid" in bad["msg"]
+
+    from maqet_engine import engine
+
+    ctx = engine.EngineContext.for_home(home)
+    trail = [(e["kind"], e["op_id"]) for e in engine.events(ctx, "o1").data]
+    assert trail == [("defined", made["op_id"]), ("removed", "deploy-42")]
+
+
+def test_info_returns_recent_events_of_each_vm(home, capsys):
+    for name in ("e1", "e2"):
+        run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": name}})
+    bigger = {"name": "e1", "memory": "512M"}
+    run_module(maqet_vm, capsys, {"maqet_home": home, "definition": bigger})
+    none = run_module(maqet_vm_info, capsys, {"maqet_home": home, "name": "e1"})
+    assert "events" not in none["vms"][0] and len(none["op_id"]) == 12
+    info = run_module(maqet_vm_info, capsys, {"maqet_home": home, "events": 1})
+    assert {vm["name"]: [e["kind"] for e in vm["events"]] for vm in info["vms"]} == {
+        "e1": ["redefined"], "e2": ["defined"]}
+    one = run_module(maqet_vm_info, capsys, {"maqet_home": home, "name": "e1", "events": 5})
+    assert [e["kind"] for e in one["vms"][0]["events"]] == ["defined", "redefined"]
+    assert set(one["vms"][0]["events"][0]) >= {"kind", "data", "time", "at", "op_id"}
+    bad = run_module(maqet_vm_info, capsys, {"maqet_home": home, "events": -1})
+    assert bad["failed"] and "events must not be negative" in bad["msg"]
