@@ -107,6 +107,9 @@ DEFAULT_FORWARD_PROTOCOL: Final = "tcp"
 DEFAULT_FORWARD_HOST_ADDRESS: Final = "127.0.0.1"
 PORT_MIN: Final = 1
 PORT_MAX: Final = 65535
+# A forward's host port "auto": QEMU (slirp) binds a free port at each start (hostfwd port
+# 0); the runner reads back which one and records it (the VM view's ports, the inventory).
+FORWARD_AUTO: Final = "auto"
 # A bare number is MiB for memory (QEMU's -m) and bytes for disk sizes (qemu-img).
 MEMORY_BARE_UNIT: Final = 1024 * 1024
 DISK_BARE_UNIT: Final = 1

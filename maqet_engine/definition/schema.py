@@ -267,7 +267,8 @@ FORWARD = Section(
     where="network[].forward[]",
     doc="One forwarded port. Entries are stored sorted by protocol, address and port.",
     fields=(
-        Field("host", Kind.INT, "Port on the host.", required=True,
+        Field("host", Kind.INT, "Port on the host, or `auto`: a free port QEMU binds at "
+              "each start (`maqet show` and the inventory give the real one).", required=True,
               minimum=C.PORT_MIN, maximum=C.PORT_MAX),
         Field("guest", Kind.INT, "Port in the guest.", required=True,
               minimum=C.PORT_MIN, maximum=C.PORT_MAX),
