@@ -90,5 +90,16 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite3.Connection) -> None:
+    """The host ports QEMU really bound for the user-net forwards of a running VM (JSON:
+    ``host: auto`` ports get a free one at each start), NULL while it does not run.
+    Self-contained (one new column): renumber it freely when migrations are merged."""
+    _run_script(db,
+        """
+        ALTER TABLE vms ADD COLUMN ports_json TEXT;
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,7 +34,7 @@ class VMRecord(Frozen):
     __slots__ = (
         "id", "name", "spec_json", "spec_hash", "status", "runner_pid", "qemu_pid", "accel",
         "created_at", "updated_at", "started_at", "stopped_at", "last_exit", "started_hash",
-        "qemu_start", "runner_start",
+        "qemu_start", "runner_start", "ports_json",
     )
     id: int
     name: str
@@ -52,6 +52,7 @@ class VMRecord(Frozen):
     started_hash: str | None
     qemu_start: int | None  # start time of qemu_pid (ipc.procs): identity, not a guess
     runner_start: int | None
+    ports_json: str | None  # forwards as QEMU bound them while it runs (runner.reach)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VMRecord:
@@ -72,6 +73,7 @@ class VMRecord(Frozen):
             started_hash=row["started_hash"],
             qemu_start=row["qemu_start"],
             runner_start=row["runner_start"],
+            ports_json=row["ports_json"],
         )
 
     @property
@@ -82,6 +84,15 @@ class VMRecord(Frozen):
             and self.started_hash is not None
             and self.started_hash != self.spec_hash
         )
+
+    @property
+    def bound_ports(self) -> list[dict[str, Any]]:
+        """What QEMU bound for the user-net forwards of this run (``[]`` when it does
+        not run): ``{"netdev", "protocol", "host_address", "host", "guest"}`` each."""
+        if not self.ports_json:
+            return []
+        ports: list[dict[str, Any]] = json.loads(self.ports_json)
+        return ports
 
     @property
     def spec_data(self) -> dict[str, Any]:
