@@ -28,6 +28,7 @@ _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
 _IMAGES = "maqet_engine.engine.image_ops"
+_WAITS = "maqet_engine.engine.waits"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -38,8 +39,10 @@ _EXPORTS = {
     "LOGS": _READ, "storage_files": _READ, "list_snapshots": _READ,
     # requests to a running VM
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
-    "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
-    "write_console": _OPS,
+    "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "write_console": _OPS,
+    # waiting for the guest, and what its console printed
+    "wait_console": _WAITS, "wait_ssh": _WAITS, "wait_ready": _WAITS,
+    "read_console": _WAITS,
     # snapshots and storage
     "snapshot": _OPS, "purge_orphaned_storage": _OPS,
     # the image cache
