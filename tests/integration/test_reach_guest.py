@@ -44,7 +44,8 @@ def ssh_vm(name: str, public_key: str, **more: Any) -> dict[str, Any]:
         "append": guest.SSH_GUEST_APPEND,
         "cloud_init": {"users": [{"name": "root", "ssh_authorized_keys": [public_key]}]},
         "network": [{"type": "user", "forward": [
-            {"host": "auto", "guest": 22}, {"host": "auto", "guest": 80, "host_address": "0.0.0.0"}]}],
+            {"host": "auto", "guest": 22},
+            {"host": "auto", "guest": 80, "host_address": "0.0.0.0"}]}],
         "arguments": ["-device", "virtio-rng-pci"],
         **more,
     }
