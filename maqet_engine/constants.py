@@ -197,7 +197,7 @@ SSH_WAIT_TIMEOUT_S: Final = 300.0
 SSH_BANNER_READ_TIMEOUT_S: Final = 2.0
 SSH_BANNER_MAX_BYTES: Final = 8192  # lines before "SSH-" (RFC 4253 4.2) and the banner
 SSH_PROBE_PAUSE_FIRST_S: Final = 0.1
-SSH_PROBE_PAUSE_MAX_S: Final = 1.0
+SSH_PROBE_PAUSE_MAX_S: Final = 0.5
 # Console text before a host key block's END line that is searched for its BEGIN line.
 HOST_KEYS_WINDOW_CHARS: Final = 64 * 1024
 LOG_TAIL_BYTES: Final = 64 * 1024  # read at most this much from the end of a log for a tail
