@@ -123,6 +123,9 @@ DEFAULT_FORWARD_PROTOCOL: Final = "tcp"
 DEFAULT_FORWARD_HOST_ADDRESS: Final = "127.0.0.1"
 PORT_MIN: Final = 1
 PORT_MAX: Final = 65535
+# A forward's host port "auto": QEMU (slirp) binds a free port at each start (hostfwd port
+# 0); the runner reads back which one and records it (the VM view's ports, the inventory).
+FORWARD_AUTO: Final = "auto"
 # A bare number is MiB for memory (QEMU's -m) and bytes for disk sizes (qemu-img).
 MEMORY_BARE_UNIT: Final = 1024 * 1024
 DISK_BARE_UNIT: Final = 1
@@ -251,6 +254,19 @@ RUNNER_REPLY_GRACE_S: Final = 2.0  # runner: time given to in-flight replies aft
 SERIAL_READ_CHUNK: Final = 65536
 SERIAL_BUFFER_CHARS: Final = 4 * 1024 * 1024  # serial text the runner keeps for serial_wait
 SERIAL_WAIT_TIMEOUT_S: Final = 60.0
+# serial_read: most console characters one reply carries (escape-free text; JSON may take
+# up to 6 bytes a character, which keeps a reply under IPC_MAX_MESSAGE_BYTES).
+SERIAL_READ_MAX_CHARS: Final = 128 * 1024
+# maqet wait --ssh / engine.wait_ssh: the guest's SSH banner through its forward. Read
+# with a 1-3 s timeout (OpenSSH under TCG livelocks on much shorter probes), retried with
+# a short bounded back-off; a real cloud image under TCG takes a minute or more.
+SSH_WAIT_TIMEOUT_S: Final = 300.0
+SSH_BANNER_READ_TIMEOUT_S: Final = 2.0
+SSH_BANNER_MAX_BYTES: Final = 8192  # lines before "SSH-" (RFC 4253 4.2) and the banner
+SSH_PROBE_PAUSE_FIRST_S: Final = 0.1
+SSH_PROBE_PAUSE_MAX_S: Final = 0.5
+# Console text before a host key block's END line that is searched for its BEGIN line.
+HOST_KEYS_WINDOW_CHARS: Final = 64 * 1024
 LOG_TAIL_BYTES: Final = 64 * 1024  # read at most this much from the end of a log for a tail
 LOG_FOLLOW_CHUNK: Final = 65536  # `maqet logs -f`: largest read of new log data at once
 INOTIFY_READ_BYTES: Final = 4096  # room for several inotify events per read
@@ -326,6 +342,7 @@ CLOUD_INIT_USER_DATA: Final = "user-data"
 CLOUD_INIT_META_DATA: Final = "meta-data"
 CLOUD_INIT_NETWORK_CONFIG: Final = "network-config"
 CLOUD_INIT_SEED_FILE: Final = "cidata.iso"  # the seed maqet writes in the VM's directory
+KNOWN_HOSTS_FILE: Final = "known_hosts"  # the guest's host keys, written by its runner
 CLOUD_INIT_NODE_NAME: Final = "cidata"  # node-name and device id of the seed disk (reserved)
 CLOUD_INIT_FILE_MODE: Final = 0o600  # seed and known_hosts files (user-data may hold secrets)
 # instance-id = PREFIX + VM name + "-" + the first HEX digits of the content's sha256.

@@ -61,12 +61,14 @@ class VMRuntimePaths(Frozen):
 class VMDataPaths(Frozen):
     """Persistent files of one VM: its directory, disks created there, logs."""
 
-    __slots__ = ("root", "runner_log", "qemu_log", "serial_log", "cloud_init_seed")
+    __slots__ = ("root", "runner_log", "qemu_log", "serial_log", "cloud_init_seed",
+                 "known_hosts")
     root: Path
     runner_log: Path
     qemu_log: Path
     serial_log: Path
     cloud_init_seed: Path  # the NoCloud seed maqet writes when the spec has cloud_init
+    known_hosts: Path  # the guest's SSH host keys, from its console (runner.reach)
 
 
 class Paths(Frozen):
@@ -99,6 +101,7 @@ class Paths(Frozen):
             qemu_log=root / C.QEMU_LOG,
             serial_log=root / C.SERIAL_LOG,
             cloud_init_seed=root / C.CLOUD_INIT_SEED_FILE,
+            known_hosts=root / C.KNOWN_HOSTS_FILE,
         )
 
     def vm_runtime(self, vm_id: int) -> VMRuntimePaths:

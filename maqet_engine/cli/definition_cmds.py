@@ -180,6 +180,7 @@ def cmd_ls(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from maqet_engine.cli.runtime_cmds import describe_ports
     from maqet_engine.engine import show
 
     view = show(ctx.engine(), args.name).data
@@ -198,8 +199,7 @@ def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
                                             if view["accel"] else "")),
         ("tags", ", ".join(view["tags"])),
         ("storage", ", ".join(f"{s['name']}:{s['type']}" for s in spec.get("storage") or [])),
-        ("ports", ", ".join(f"{p.get('host_address')}:{p['host']}->{p['guest']}"
-                            for p in view["ports"])),
+        ("ports", describe_ports(view["ports"])), ("known_hosts", view["known_hosts"]),
         ("networks", ", ".join(_nic_text(n) for n in view.get("networks") or [])),
         ("networks changed", ", ".join(view.get("networks_changed") or [])),
         ("last exit", view["last_exit"]), ("directory", view["paths"]["dir"]),

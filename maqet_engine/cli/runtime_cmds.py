@@ -65,15 +65,22 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     keys.add_argument("keys", nargs="+", metavar="KEY")
     typ = add("type", "type text on the VM's keyboard (US layout; \\n is Enter)", cmd_type)
     typ.add_argument("text")
-    wait = add("wait", "wait until a regex appears on the serial console", cmd_wait,
-               description="Wait until PATTERN (a regular expression, matched per line with "
-               "terminal escapes stripped) appears on the VM's serial console, counting "
-               "from the start of this boot unless --since gives a later offset.")
-    wait.add_argument("pattern")
-    wait.add_argument("--timeout", type=seconds, default=C.SERIAL_WAIT_TIMEOUT_S,
-                      help="seconds to wait (default %(default)s)")
-    wait.add_argument("--since", type=int, default=0, metavar="OFFSET",
-                      help="only text after this offset (printed by an earlier wait)")
+    wait = add("wait", "wait for the guest: a regex on its console, its SSH server", cmd_wait,
+               description="Wait, counting from the start of this boot, until PATTERN (a "
+               "regular expression, matched per line with terminal escapes stripped) appears "
+               "on the VM's serial console, and/or (--ssh) until the guest's SSH server "
+               "answers through the VM's forward to its SSH port and, for a cloud-init "
+               "guest, its host keys are in the VM's known_hosts.")
+    wait.add_argument("pattern", nargs="?", help="regex on the console (as --console)")
+    wait.add_argument("--console", metavar="REGEX", help="regex on the console")
+    wait.add_argument("--ssh", action="store_true",
+                      help="the guest's SSH banner (and host keys: see 'maqet show')")
+    wait.add_argument("--timeout", type=seconds, default=None,
+                      help=f"seconds to wait for everything (default "
+                      f"{C.SERIAL_WAIT_TIMEOUT_S:g}, with --ssh {C.SSH_WAIT_TIMEOUT_S:g})")
+    wait.add_argument("--since", type=int, default=None, metavar="OFFSET",
+                      help="console text after this offset only (printed by an earlier "
+                      "wait) instead of this boot's")
     shot = add("screendump", "save the VM's screen as PNG", cmd_screendump)
     shot.add_argument("output", type=Path, help="PNG file (relative to your directory)")
 
@@ -126,6 +133,14 @@ def cmd_resume(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 # --- status and logs ----------------------------------------------------------------------
+def describe_ports(ports: list[dict[str, Any]]) -> str:
+    """``127.0.0.1:40022->22 (auto)`` for each forward (``auto`` before the VM runs)."""
+    return ", ".join(
+        f"{p.get('host_address')}:{p['host'] if p['host'] is not None else 'auto'}"
+        f"->{p['guest']}" + ("/udp" if p.get("protocol") == "udp" else "")
+        + (" (auto)" if p.get("auto") and p["host"] is not None else "") for p in ports)
+
+
 def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
     from maqet_engine.cli.output import key_values
     from maqet_engine.engine import status
@@ -140,7 +155,8 @@ def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
     pairs = [("name", args.name), ("status", view["status"]),
              ("qmp status", view.get("qmp_status")), ("runner", runner),
              ("qemu pid", view["qemu_pid"] if view["qemu_alive"] else None),
-             ("accel", view["accel"]), ("last exit", view["last_exit"])]
+             ("accel", view["accel"]), ("ports", describe_ports(view["ports"])),
+             ("known_hosts", view["known_hosts"]), ("last exit", view["last_exit"])]
     if view["status"] != view["recorded_status"]:
         pairs.append(("note", view["reason"]))
     print(key_values(pairs))
@@ -210,12 +226,33 @@ def cmd_type(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from maqet_engine.engine import wait_console
+    from maqet_engine.engine import wait_ready
 
-    with ctx.progress(f"waiting for {args.pattern!r} on {args.name}'s console"):
-        found = wait_console(ctx.engine(), args.name, args.pattern, since=args.since,
-                             timeout=args.timeout).data
-    ctx.emit(found, f"{args.name}: {found['match']} (offset {found['offset']})")
+    if args.pattern is not None and args.console is not None:
+        raise UsageError("give the console pattern once: PATTERN or --console")
+    console = args.console if args.console is not None else args.pattern
+    if console is None and not args.ssh:
+        raise UsageError("nothing to wait for", hint="give a PATTERN (or --console REGEX) "
+                         "and/or --ssh")
+    timeout = args.timeout if args.timeout is not None else (
+        C.SSH_WAIT_TIMEOUT_S if args.ssh else C.SERIAL_WAIT_TIMEOUT_S)
+    what = " and ".join(([repr(console)] if console is not None else [])
+                        + (["SSH"] if args.ssh else []))
+    with ctx.progress(f"waiting for {what} on {args.name}"):
+        found = wait_ready(ctx.engine(), args.name, console=console, ssh=args.ssh,
+                           timeout=timeout, since="boot" if args.since is None
+                           else args.since).data
+    lines = []
+    if "console" in found:
+        lines.append(f"{args.name}: {found['console']['match']} "
+                     f"(offset {found['console']['offset']})")
+    if "ssh" in found:
+        ssh = found["ssh"]
+        lines.append(f"{args.name}: {ssh['banner']} at {ssh['host']}:{ssh['port']}"
+                     + (f"; known_hosts {ssh['known_hosts']}" if ssh["known_hosts"] else
+                        "; no host keys on its console (not in known_hosts)"))
+    # A console-only wait prints {"match", "offset"} as it always did.
+    ctx.emit(found["console"] if not args.ssh else found, "\n".join(lines))
     return C.EXIT_OK
 
 

@@ -16,6 +16,11 @@ instance-id), :mod:`.image` (the ISO image, through pycdlib), :mod:`.files` (ato
 writes), :mod:`.sshkeys` (public key lines), :mod:`.console` (console parsing),
 :mod:`.known_hosts` (known_hosts entries).
 
+Names are resolved lazily (PEP 562): importing the package, or only its console and
+known_hosts parts (as the per-VM runner does), loads neither :mod:`.config` (which
+checks definitions with the definition package) nor hashlib (OpenSSL's libcrypto, 4 MiB
+per runner); each part is imported when one of its names is first used.
+
 The seed image, and when it is "unchanged"
 ------------------------------------------
 The ISO 9660 image is written by ``pycdlib`` (PyPI, LGPL, maintained, pure Python):
@@ -62,28 +67,33 @@ Where shortcuts and explicit data meet
 
 from __future__ import annotations
 
-from maqet_engine.cloudinit.config import normalize
-from maqet_engine.cloudinit.console import (
-    HostKeyFingerprint,
-    fingerprints_from_console,
-    host_keys_from_console,
-)
-from maqet_engine.cloudinit.files import SeedImage, write_seed
-from maqet_engine.cloudinit.known_hosts import host_pattern, known_hosts_lines, write_known_hosts
-from maqet_engine.cloudinit.seed import Seed, build_seed
-from maqet_engine.cloudinit.sshkeys import fingerprint
+import importlib
 
-__all__ = [
-    "HostKeyFingerprint",
-    "Seed",
-    "SeedImage",
-    "build_seed",
-    "fingerprint",
-    "fingerprints_from_console",
-    "host_keys_from_console",
-    "host_pattern",
-    "known_hosts_lines",
-    "normalize",
-    "write_known_hosts",
-    "write_seed",
-]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_PACKAGE = "maqet_engine.cloudinit"
+_EXPORTS = {
+    "normalize": "config",
+    "HostKeyFingerprint": "console", "fingerprints_from_console": "console",
+    "host_keys_from_console": "console",
+    "SeedImage": "files", "write_seed": "files",
+    "host_pattern": "known_hosts", "known_hosts_lines": "known_hosts",
+    "read_known_hosts": "known_hosts", "write_known_hosts": "known_hosts",
+    "Seed": "seed", "build_seed": "seed",
+    "fingerprint": "sshkeys",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from maqet_engine import constants as C
-from maqet_engine.cloudinit.image import holds
-from maqet_engine.cloudinit.seed import Seed
 from maqet_engine.errors import HostError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from maqet_engine.cloudinit.seed import Seed
+
 __all__ = ["SeedImage", "write_atomic", "write_seed"]
+
+_COMPARE_CHUNK = 65536
 
 
 class SeedImage(NamedTuple):
@@ -48,6 +50,10 @@ def write_seed(seed: Seed, path: str | os.PathLike[str]) -> SeedImage:
     to 0600) and ``sha256`` is that of the existing image.
     :raise HostError: the file cannot be written (permissions, missing directory, disk full).
     """
+    import hashlib  # here: known_hosts writers (the runner) never load libcrypto
+
+    from maqet_engine.cloudinit.image import holds
+
     target = Path(path)
     mode = C.CLOUD_INIT_FILE_MODE
     with _host_error(target):
@@ -111,9 +117,17 @@ def _open_nofollow(path: Path) -> int | None:
 
 
 def _same_bytes(existing: BinaryIO, data: bytes) -> bool:
+    """Whether the open file holds exactly ``data`` (compared piece by piece: no hashing,
+    so no libcrypto in the processes that write known_hosts)."""
     if os.fstat(existing.fileno()).st_size != len(data):
         return False
-    return hashlib.file_digest(existing, "sha256").digest() == hashlib.sha256(data).digest()
+    view = memoryview(data)
+    offset = 0
+    while chunk := existing.read(_COMPARE_CHUNK):
+        if view[offset:offset + len(chunk)] != chunk:
+            return False
+        offset += len(chunk)
+    return offset == len(data)
 
 
 def _set_mode(path: Path, mode: int) -> None:
@@ -122,7 +136,7 @@ def _set_mode(path: Path, mode: int) -> None:
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")  # not secrets: no hmac
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as out:

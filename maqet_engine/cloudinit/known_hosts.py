@@ -10,7 +10,7 @@ from maqet_engine import constants as C
 from maqet_engine.cloudinit.files import write_atomic
 from maqet_engine.cloudinit.sshkeys import parse_public_key
 
-__all__ = ["host_pattern", "known_hosts_lines", "write_known_hosts"]
+__all__ = ["host_pattern", "known_hosts_lines", "read_known_hosts", "write_known_hosts"]
 
 
 def host_pattern(host: str, port: int = C.SSH_DEFAULT_PORT) -> str:
@@ -53,6 +53,31 @@ def write_known_hosts(path: str | os.PathLike[str], lines: Iterable[str]) -> boo
     """
     text = "".join(f"{line}\n" for line in lines)
     return write_atomic(Path(path), text.encode("utf-8"))
+
+
+def read_known_hosts(path: str | os.PathLike[str]) -> list[str]:
+    """The distinct keys (``TYPE BASE64``) of a known_hosts file, in order; ``[]`` when the
+    file does not exist. Comments, markers (``@cert-authority``, ``@revoked``) and lines
+    that are not a valid public key are skipped.
+
+    :raise OSError: the file exists but cannot be read.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    keys: list[str] = []
+    for line in text.splitlines():
+        fields = line.split(None, 1)
+        if len(fields) < 2 or line.lstrip().startswith(("#", "@")):
+            continue
+        try:
+            key = parse_public_key(fields[1]).key
+        except ValueError:
+            continue
+        if key not in keys:
+            keys.append(key)
+    return keys
 
 
 def _check_host(host: str) -> None:

@@ -17,6 +17,7 @@ from maqet_engine.definition.schema import (
     CLOUD_INIT_USER,
     FORWARD,
     NETWORK_TYPES,
+    SSH,
     TOP,
     Field,
     Kind,
@@ -27,7 +28,7 @@ from maqet_engine.definition.units import format_size
 
 _HEADER = "| key | type | default | allowed values | meaning |\n|---|---|---|---|---|\n"
 _ENTRY_LINKS = {"storage": "#storage", "network": "#network", "forward": "#forward",
-                "cloud_init": "#cloud_init", "users": "#users"}
+                "cloud_init": "#cloud_init", "users": "#users", "ssh": "#ssh"}
 
 
 def render(registry: StorageRegistry | None = None) -> str:
@@ -47,6 +48,7 @@ def render(registry: StorageRegistry | None = None) -> str:
     parts.append(_section(CLOUD_INIT.title, CLOUD_INIT.fields, CLOUD_INIT.doc))
     parts.append(_section(CLOUD_INIT_USER.title, CLOUD_INIT_USER.fields,
                           f"Items of `users` in `cloud_init`. {CLOUD_INIT_USER.doc}", level=4))
+    parts.append(_section(SSH.title, SSH.fields, SSH.doc))
     parts.append(doctext.NETWORK_DEFINITIONS)
     for type_name, section in NETWORK_KINDS.items():
         fields = _only_type(section.fields, type_name)

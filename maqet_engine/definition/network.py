@@ -87,8 +87,22 @@ def _normalize_forwards(items: list[Any], path: str,
     forwards: list[dict[str, Any]] = []
     for index, raw in enumerate(items):
         here = join(path, index)
-        fwd = check_section(require_mapping(raw, here, "a forward entry"), FORWARD.fields,
-                            here, None)
+        entry = require_mapping(raw, here, "a forward entry")
+        auto = entry.get("host") == C.FORWARD_AUTO  # QEMU binds a free port at each start
+        if auto:
+            entry = {**entry, "host": C.PORT_MIN}  # checked as any port, then put back
+        try:
+            fwd = check_section(entry, FORWARD.fields, here, None)
+        except ConfigError as err:
+            if err.path != join(here, "host"):
+                raise
+            raise ConfigError(err.message.removeprefix(f"{err.path}: "), path=err.path,
+                              hint=f"{err.hint}, or {C.FORWARD_AUTO} (a free port at each "
+                              "start)") from None
+        if auto:
+            fwd["host"] = C.FORWARD_AUTO
+            forwards.append(fwd)
+            continue
         key = (fwd["protocol"], fwd["host"])
         if key in ports:
             raise ConfigError(f"{fwd['host']}/{fwd['protocol']} is already forwarded by "
@@ -96,7 +110,21 @@ def _normalize_forwards(items: list[Any], path: str,
                               hint="each host port can be forwarded once per protocol")
         ports[key] = here
         forwards.append(fwd)
-    return sorted(forwards, key=lambda f: (f["protocol"], f["host_address"], f["host"]))
+    return sorted(forwards, key=_forward_order)
+
+
+def _forward_order(fwd: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Protocol, address, then host port; ``auto`` ports after numbered ones, by guest
+    port (numbered ones compare as before, so their specs keep their hash)."""
+    auto = fwd["host"] == C.FORWARD_AUTO
+    return (fwd["protocol"], fwd["host_address"], auto, 0 if auto else fwd["host"],
+            fwd["guest"] if auto else 0)
+
+
+def _host_port(fwd: Mapping[str, Any]) -> int:
+    """The host port QEMU gets: ``auto`` is 0, which slirp binds to a free port itself
+    (no race between choosing a port and binding it)."""
+    return 0 if fwd["host"] == C.FORWARD_AUTO else int(fwd["host"])
 
 
 def network_argv(entry: Mapping[str, Any], index: int,
@@ -113,7 +141,7 @@ def network_argv(entry: Mapping[str, Any], index: int,
     match entry["type"]:
         case "user":
             netdev = f"user,id={nid}" + "".join(
-                f",hostfwd={f['protocol']}:{f['host_address']}:{f['host']}-:{f['guest']}"
+                f",hostfwd={f['protocol']}:{f['host_address']}:{_host_port(f)}-:{f['guest']}"
                 for f in entry["forward"]
             )
         case "tap":

@@ -156,6 +156,29 @@ TOP = Section(
         Field("cloud_init", Kind.MAPPING, "A cloud-init NoCloud seed for the guest: maqet "
               "writes it at each start and attaches it as a read-only virtio disk labelled "
               "`cidata`. Unset: no seed.", entries="cloud_init"),
+        Field("ssh", Kind.MAPPING, "How Ansible and `maqet wait --ssh` reach the guest over "
+              "SSH (user, key, guest port). Unset: port 22, and the first `cloud_init` user.",
+              entries="ssh"),
+    ),
+)
+
+SSH = Section(
+    title="ssh",
+    where="ssh",
+    doc="How to reach the guest over SSH, through a `user` network's forward to `port`: "
+        "the inventory plugin sets `ansible_user`, `ansible_ssh_private_key_file` and the "
+        "known_hosts maqet writes from the guest's console. Nothing secret is stored: "
+        "`private_key` only names a file. See docs/guests.md.",
+    fields=(
+        Field("user", Kind.STR, "User to log in as.",
+              default_doc="the first user of `cloud_init.users`, if any",
+              pattern=C.USER_NAME_RE, pattern_help=C.USER_NAME_HELP, what="user name"),
+        Field("private_key", Kind.STR, "Private key file to log in with, on the machine that "
+              "runs Ansible or ssh (which may not be the VM's host): kept as written, `~` is "
+              "expanded there."),
+        Field("port", Kind.INT, "The guest's SSH port; a `user` network must forward a host "
+              "port to it.", default=C.SSH_DEFAULT_PORT, minimum=C.PORT_MIN,
+              maximum=C.PORT_MAX),
     ),
 )
 
@@ -293,7 +316,8 @@ FORWARD = Section(
     where="network[].forward[]",
     doc="One forwarded port. Entries are stored sorted by protocol, address and port.",
     fields=(
-        Field("host", Kind.INT, "Port on the host.", required=True,
+        Field("host", Kind.INT, "Port on the host, or `auto`: a free port QEMU binds at "
+              "each start (`maqet show` and the inventory give the real one).", required=True,
               minimum=C.PORT_MIN, maximum=C.PORT_MAX),
         Field("guest", Kind.INT, "Port in the guest.", required=True,
               minimum=C.PORT_MIN, maximum=C.PORT_MAX),

@@ -19,7 +19,7 @@ from maqet_engine.definition.check import (
 from maqet_engine.definition.hostpaths import check_host_file
 from maqet_engine.definition.model import Spec
 from maqet_engine.definition.network import normalize_network
-from maqet_engine.definition.schema import TOP
+from maqet_engine.definition.schema import SSH, TOP
 from maqet_engine.definition.storage import (
     StorageRegistry,
     check_device_slots,
@@ -111,6 +111,10 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
     else:
         data["cloud_init"] = normalize_cloud_init(data["cloud_init"], vm_name=name)
         _check_seed_disk(data["storage"], paths.vm_data(name).cloud_init_seed)
+    if data["ssh"] is None:
+        del data["ssh"]  # stored only when set, like cloud_init
+    else:
+        data["ssh"] = check_section(data["ssh"], SSH.fields, "ssh", ctx)
     if isinstance(data["binary"], str) and "/" in data["binary"]:
         data["binary"] = os.path.normpath(ctx.definition_dir
                                           / expand_user(data["binary"], "binary"))

@@ -31,6 +31,7 @@ _IMAGES = "maqet_engine.engine.image_ops"
 _NET = "maqet_engine.engine.networks"
 _EVENTS = "maqet_engine.engine.event_stream"  # (not "events": the function's name)
 _METRICS = "maqet_engine.engine.metrics"
+_WAITS = "maqet_engine.engine.waits"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -41,8 +42,10 @@ _EXPORTS = {
     "LOGS": _READ, "storage_files": _READ, "list_snapshots": _READ,
     # requests to a running VM
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
-    "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
-    "write_console": _OPS,
+    "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "write_console": _OPS,
+    # waiting for the guest, and what its console printed
+    "wait_console": _WAITS, "wait_ssh": _WAITS, "wait_ready": _WAITS,
+    "read_console": _WAITS,
     # the event stream and metrics (docs/observability.md)
     "events": _EVENTS, "follow_events": _EVENTS, "parse_since": _EVENTS,
     "metrics_text": _METRICS, "serve_metrics": _METRICS, "write_metrics_textfile": _METRICS,

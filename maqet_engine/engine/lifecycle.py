@@ -90,7 +90,8 @@ def cleanup_stale(paths: Paths, store: Store, name: str) -> VMRecord:
     if runstate.needs_record(view):
         _decided(paths, name, wanted="a change", found=str(view.reason), action="record crashed")
         store.update_runtime(name, status=VMStatus.CRASHED, runner_pid=None, qemu_pid=None,
-                             runner_start=None, qemu_start=None, stopped_at=time.time(),
+                             runner_start=None, qemu_start=None, ports_json=None,
+                             stopped_at=time.time(),
                              last_exit=view.reason, event="crashed",
                              event_data={"reason": view.reason, "detected_by": "maqet"})
         record = store.require_vm(name)
@@ -297,7 +298,8 @@ def _record_end(store: Store, name: str, action: Action, *, detail: dict[str, An
     reason = action.get("reason")
     try:
         store.update_runtime(name, status=status, runner_pid=None, runner_start=None,
-                             qemu_pid=None, qemu_start=None, stopped_at=time.time(),
+                             qemu_pid=None, qemu_start=None, ports_json=None,
+                             stopped_at=time.time(),
                              last_exit=reason, event=status.value,
                              event_data={"rung": action.get("rung"), "reason": reason,
                                          **detail})

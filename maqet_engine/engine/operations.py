@@ -11,7 +11,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.engine import lifecycle
-from maqet_engine.engine.api import Progress, apply, check_timeout
+from maqet_engine.engine.api import Progress, apply
 from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
@@ -168,17 +168,6 @@ def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
             temporary.unlink()
     result.data = {"path": str(target), "format": image_format, "checksum": new}
     return result
-
-
-@operation
-def wait_console(ctx: EngineContext, name: str, pattern: str, *, since: int = 0,
-                 timeout: float = C.SERIAL_WAIT_TIMEOUT_S) -> Result:
-    """Wait until ``pattern`` (a regex) appears on the serial console after offset
-    ``since``; ``data``: ``{"match", "offset"}`` (offset: where to continue from)."""
-    check_timeout(timeout)
-    data = _call(ctx, name, "serial_wait", pattern=pattern, since=since, timeout=timeout,
-                 ipc_timeout=timeout + C.IPC_TIMEOUT_S)
-    return Result(name=name, state="wait", data=data)
 
 
 def _call(ctx: EngineContext, name: str, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,

@@ -51,8 +51,10 @@ def status(ctx: EngineContext, name: str, *, events: int = 5) -> Result:
     from maqet_engine.engine.lifecycle import live_status
 
     live = live_status(ctx.paths, record)
-    data = {"name": name, **live, "events": recent}
-    return Result(name=name, data=data, vm=vm_view(record, ctx.paths))
+    view = vm_view(record, ctx.paths)
+    data = {"name": name, **live, "ports": view["ports"], "known_hosts": view["known_hosts"],
+            "events": recent}
+    return Result(name=name, data=data, vm=view)
 
 
 def _view(ctx: EngineContext, record: Any, *, live: bool, argv: bool,

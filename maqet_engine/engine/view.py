@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from maqet_engine import constants as C
 from maqet_engine.engine import runstate
 from maqet_engine.engine.runstate import RunView
 from maqet_engine.paths import Paths
@@ -9,7 +10,7 @@ from maqet_engine.store import VMRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
 
@@ -34,6 +35,8 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
     if networks is None:
         networks = _read_networks(paths) if any(True for _ in nets.named_nics(spec)) else {}
     network_drift = nets.network_drift(record, networks) if run.active else []
+    ports = forwarded_ports(spec, record.bound_ports if run.active else [])
+    host_keys = known_host_keys(data_paths.known_hosts)
     view: dict[str, Any] = {
         "name": record.name,
         "id": record.id,
@@ -55,7 +58,9 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
         "started_at": record.started_at,
         "stopped_at": record.stopped_at,
         "last_exit": record.last_exit,
-        "ports": forwarded_ports(spec),
+        "ports": ports,
+        "known_hosts": str(data_paths.known_hosts) if host_keys else None,
+        "ssh": ssh_view(spec, ports, host_keys),
         "networks": nets.nic_views(record, networks, paths),
         "paths": {
             "dir": str(data_paths.root),
@@ -75,11 +80,36 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
     return view
 
 
-def forwarded_ports(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def forwarded_ports(spec: dict[str, Any], bound: Sequence[dict[str, Any]] = (),
+                    ) -> list[dict[str, Any]]:
+    """The spec's user-net forwards, each with ``auto`` (its host port is ``auto`` in the
+    spec) and, for those, the port QEMU bound in this run (``bound``: what the runner
+    recorded), or None while the VM does not run."""
+    left = list(bound)
+
+    def take(netdev: str, fwd: dict[str, Any], *, host: Any = None) -> dict[str, Any] | None:
+        for found in left:
+            if (found.get("netdev"), found.get("protocol"), found.get("host_address"),
+                    found.get("guest")) == (netdev, fwd["protocol"], fwd["host_address"],
+                                            fwd["guest"]) and host in (None, found.get("host")):
+                left.remove(found)
+                return found
+        return None
+
+    nics = [(f"{C.NETDEV_ID_PREFIX}{index}", nic.get("forward") or [])
+            for index, nic in enumerate(spec.get("network") or [])]
+    for netdev, forwards in nics:  # numbered ports first: what is left is the auto ones'
+        for fwd in forwards:
+            if fwd["host"] != C.FORWARD_AUTO:
+                take(netdev, fwd, host=fwd["host"])
     ports: list[dict[str, Any]] = []
-    for nic in spec.get("network") or []:
-        for fwd in nic.get("forward") or []:
-            ports.append(dict(fwd))
+    for netdev, forwards in nics:
+        for fwd in forwards:
+            entry = dict(fwd, auto=fwd["host"] == C.FORWARD_AUTO)
+            if entry["auto"]:
+                found = take(netdev, fwd)
+                entry["host"] = found["host"] if found else None
+            ports.append(entry)
     return ports
 
 
@@ -90,3 +120,39 @@ def _read_networks(paths: Paths) -> dict[str, Any]:
 
     with Store.open(paths.db, create=False) as store:
         return network_index(store)
+
+
+def known_host_keys(path: Any) -> list[str]:
+    """The keys in a VM's known_hosts (``[]`` without one): what its runner read from
+    the guest's console."""
+    try:
+        if not path.exists():
+            return []
+        from maqet_engine.cloudinit.known_hosts import read_known_hosts
+
+        return read_known_hosts(path)
+    except OSError:
+        return []
+
+
+def ssh_view(spec: dict[str, Any], ports: list[dict[str, Any]],
+             host_keys: list[str]) -> dict[str, Any]:
+    """How to reach the guest over SSH: the ``ssh`` section (user: else the first
+    ``cloud_init`` user), and the first TCP forward to its port with the host port bound
+    now (``host`` is where to connect: ``127.0.0.1`` for a forward on every interface;
+    ``port`` None when there is none, or it is ``auto`` and the VM does not run)."""
+    section = spec.get("ssh") or {}
+    users = (spec.get("cloud_init") or {}).get("users") or []
+    guest_port = section.get("port") or C.SSH_DEFAULT_PORT
+    forward = next((p for p in ports if p["protocol"] == "tcp" and p["guest"] == guest_port),
+                   None)
+    address = forward["host_address"] if forward else None
+    return {
+        "user": section.get("user") or (users[0]["name"] if users else None),
+        "private_key": section.get("private_key"),
+        "guest_port": guest_port,
+        "host_address": address,
+        "host": "127.0.0.1" if address == "0.0.0.0" else address,
+        "port": forward["host"] if forward else None,
+        "host_keys": host_keys,
+    }

@@ -14,10 +14,18 @@ type           text                                         {"sent": N}, once de
 screendump     path (absolute), format="png"                {"path": ..., "format": ...}
                (the runner opens the file and hands QEMU the fd: a QEMU that dropped
                to the maqet-qemu user could not create it in the caller's directory)
-serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
-serial_write   text                                         {"sent": N} (bytes to the UART)
+serial_wait    pattern, since="boot"|N, timeout             {"match": ..., "offset": N}
+serial_read    since="boot"|N, until=None, max_chars        text, since, until, offset,
+                                                            truncated (escapes stripped)
+serial_write   text                                         {"sent": N (bytes to the UART),
+                                                            "offset": N (before them)}
+host_keys      timeout=0 (>0: wait for this boot's keys)    boot, boot_offset, keys,
+                                                            this_boot, known_hosts, ports
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
 =============  ===========================================  ============================
+
+Console offsets count characters since this runner connected; ``"boot"`` is the offset
+where the current boot began (this QEMU's start, or the guest's last reset).
 
 ``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
 lock: a snapshot is never taken or loaded while keys of another request are still
@@ -48,6 +56,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 _READS = frozenset({"ping", "status"})
 # Requests that only wait: QMP events arriving meanwhile are not theirs.
 _WAITS = frozenset({"serial_wait"})
+BOOT = "boot"  # a console offset: where the current boot began
 
 
 def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...,
@@ -65,6 +74,13 @@ def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], defa
     return value
 
 
+def _timeout(params: dict[str, Any], default: float) -> float:
+    timeout = float(_param(params, "timeout", (int, float), default))
+    if not 0 <= timeout < float("inf"):
+        raise UsageError("timeout must be a finite number of seconds, not negative")
+    return timeout
+
+
 def _only(params: dict[str, Any], *allowed: str) -> None:
     unknown = set(params) - set(allowed)
     if unknown:
@@ -80,7 +96,8 @@ class Handlers:
             "ping": self.ping, "status": self.status, "qmp": self.qmp, "stop": self.stop,
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
             "screendump": self.screendump, "serial_wait": self.serial_wait,
-            "serial_write": self.serial_write, "job": jobs.ipc_handler(vm, lock=self.input_lock),
+            "serial_read": self.serial_read, "serial_write": self.serial_write,
+            "host_keys": self.host_keys, "job": jobs.ipc_handler(vm, lock=self.input_lock),
         }
 
     async def dispatch(self, request: Request) -> Any:
@@ -116,6 +133,8 @@ class Handlers:
             "status": vm.status.value, "qmp_status": qmp_status, "runner_pid": os.getpid(),
             "qemu_pid": vm.proc.pid if vm.proc else None, "accel": vm.accel,
             "adopted": vm.adopted, "serial_offset": vm.serial.offset,
+            "boot": vm.reach.boot, "boot_offset": vm.reach.boot_offset,
+            "ports": [dict(p) for p in vm.reach.ports],
         }
 
     async def qmp(self, params: dict[str, Any]) -> Any:
@@ -226,18 +245,42 @@ class Handlers:
             added = await self.vm.execute("add-fd")
         return int(added["fdset-id"])
 
+    def _since(self, params: dict[str, Any]) -> int:
+        """A console offset: ``"boot"`` (default) is where the current boot began."""
+        since = _param(params, "since", (int, str), BOOT)
+        if since == BOOT:
+            return self.vm.reach.boot_offset
+        if isinstance(since, str) or since < 0:
+            raise UsageError(f"since must be a console offset >= 0 or {BOOT!r}, not {since!r}")
+        return since
+
     async def serial_wait(self, params: dict[str, Any]) -> Any:
         _only(params, "pattern", "since", "timeout")
         pattern = _param(params, "pattern", str)
-        since = _param(params, "since", int, 0)
-        timeout = float(_param(params, "timeout", (int, float), C.SERIAL_WAIT_TIMEOUT_S))
-        if not 0 <= timeout < float("inf"):
-            raise UsageError("timeout must be a finite number of seconds, not negative")
+        since = self._since(params)
+        timeout = _timeout(params, C.SERIAL_WAIT_TIMEOUT_S)
         # Ends early when this client hangs up: the server cancels the wait.
         return await self.vm.serial.wait(pattern, since=since, timeout=timeout)
+
+    async def serial_read(self, params: dict[str, Any]) -> Any:
+        _only(params, "since", "until", "max_chars")
+        since = self._since(params)
+        until = _param(params, "until", int, None)
+        limit = _param(params, "max_chars", int, C.SERIAL_READ_MAX_CHARS)
+        if not 0 < limit <= C.SERIAL_READ_MAX_CHARS:
+            raise UsageError(f"max_chars must be from 1 to {C.SERIAL_READ_MAX_CHARS}")
+        return self.vm.serial.read(since, until, limit)
 
     async def serial_write(self, params: dict[str, Any]) -> Any:
         _only(params, "text")
         data = _param(params, "text", str).encode()
+        offset = self.vm.serial.offset  # what the guest prints in reply comes after this
         await self.vm.serial.write(data)
-        return {"sent": len(data)}
+        return {"sent": len(data), "offset": offset}
+
+    async def host_keys(self, params: dict[str, Any]) -> Any:
+        _only(params, "timeout")
+        timeout = _timeout(params, 0.0)
+        if timeout > 0:
+            await self.vm.reach.wait_keys(timeout, self.vm.exited)
+        return self.vm.reach.report()

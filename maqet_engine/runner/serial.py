@@ -140,6 +140,38 @@ class SerialDrain:
     def offset(self) -> int:
         return self._base + len(self._text)
 
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set (and replaced) when text next arrives or the console closes: a watcher
+        takes it *before* looking at the text, then waits on it."""
+        return self._changed
+
+    @property
+    def closed(self) -> bool:
+        return self._eof
+
+    def text(self, since: int, until: int | None = None) -> tuple[int, str]:
+        """The raw text from offset ``since`` (or the oldest text still kept) to ``until``
+        (or the end): ``(offset of its first character, text)``."""
+        end = self.offset if until is None else min(until, self.offset)
+        start = min(max(since, self._base), end)
+        return start, self._text[start - self._base:end - self._base]
+
+    def read(self, since: int, until: int | None, max_chars: int) -> dict[str, object]:
+        """What the console printed between two offsets, escape sequences and carriage
+        returns removed: the *last* ``max_chars`` of it when it is longer. ``since`` and
+        ``until`` in the reply are the offsets really covered; ``truncated`` says that
+        older text was cut (by this limit, or because the runner no longer keeps it)."""
+        if since < 0 or (until is not None and until < since):
+            raise UsageError(f"bad console range {since}..{until}",
+                             hint="offsets count characters since the runner connected")
+        start, text = self.text(since, until)
+        end = start + len(text)
+        if len(text) > max_chars:
+            start, text = end - max_chars, text[-max_chars:]
+        return {"text": strip_escapes(text), "since": start, "until": end,
+                "offset": self.offset, "truncated": start > since}
+
     async def start(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(str(self.socket_path))
         self._task = asyncio.create_task(self._drain(reader), name="serial-drain")

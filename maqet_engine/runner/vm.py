@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ from maqet_engine.ipc import procs
 from maqet_engine.paths import Paths
 from maqet_engine.runner import states
 from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, read_from
+from maqet_engine.runner.reach import GuestReach, guest_ssh_port, parse_usernet
 from maqet_engine.runner.serial import SerialDrain
 from maqet_engine.store import Store, VMStatus
 
@@ -100,6 +102,9 @@ class SupervisedVM:
         self.qmp = QMPClient(f"maqet-{name}")
         self.proc: QEMUProcess | None = None
         self.serial = SerialDrain(self.runtime.serial_socket, log.getChild("serial"))
+        self.reach = GuestReach(self.serial, self.data.known_hosts,
+                                guest_ssh_port(self.record.spec_data), log.getChild("reach"),
+                                self._event)
         self.accel: str | None = None
         self.adopted = False
         self.status = self.record.status  # where this runner begins (see states.py)
@@ -266,9 +271,11 @@ class SupervisedVM:
         kvm = await self._execute("query-kvm", bound=C.QMP_CONNECT_TIMEOUT_S)
         self.accel = "kvm" if kvm.get("enabled") else "tcg"
         status = _STATUS_OF_QMP.get(qmp_status["status"], VMStatus.RUNNING)
+        self.reach.start(await self._bound_ports())
         fields: dict[str, Any] = {"runner_pid": os.getpid(), "runner_start": _own_start(),
                                   "qemu_pid": self.proc.pid, "qemu_start": self.proc.started,
-                                  "accel": self.accel}
+                                  "accel": self.accel,
+                                  "ports_json": json.dumps(self.reach.ports)}
         if not self.adopted:
             fields.update(started_at=time.time(), stopped_at=None, last_exit=None,
                           started_hash=self.record.spec_hash,
@@ -287,10 +294,23 @@ class SupervisedVM:
         self.transition(status, kind, {"qemu_pid": self.proc.pid, "accel": self.accel},
                         critical=not self.adopted, **fields)
         self._starting = False
+        self._tasks.append(asyncio.create_task(self.reach.watch(), name="host-keys"))
         if qmp_status["status"] == C.QMP_STATUS_INTERNAL_ERROR:
             await self._internal_error_stop()
         return {"ok": True, "qemu_pid": self.proc.pid, "adopted": self.adopted,
                 "accel": self.accel, "status": self.status.value}
+
+    async def _bound_ports(self) -> list[dict[str, Any]]:
+        """The user-net forwards as QEMU bound them (HMP ``info usernet``): the real
+        port of each ``host: auto`` forward. A QEMU that cannot say gives none."""
+        try:
+            text = await self._execute("human-monitor-command",
+                                       {"command-line": "info usernet"},
+                                       bound=C.QMP_CONNECT_TIMEOUT_S)
+        except MaqetError as err:
+            self.log.warning("cannot read the forwarded ports: %s", err)
+            return []
+        return parse_usernet(text if isinstance(text, str) else "")
 
     async def abort_start(self, err: BaseException) -> None:
         """A start that failed after :meth:`start` returned (the runner could not serve
@@ -329,7 +349,7 @@ class SupervisedVM:
         try:
             self.transition(final, "start_failed", {"error": reason}, runner_pid=None,
                             runner_start=None, qemu_pid=None, qemu_start=None,
-                            last_exit=reason, stopped_at=time.time())
+                            ports_json=None, last_exit=reason, stopped_at=time.time())
         except MaqetError as record_err:  # never hide the start's own error
             self.log.error("cannot record the failed start: %s", record_err)
         if launched and self.proc is not None:
@@ -394,6 +414,9 @@ class SupervisedVM:
             status = VMStatus.STOPPING
         elif kind == "GUEST_PANICKED":
             self._panicked = True
+        elif kind == "RESET":  # a new boot: console waits and host keys count from here
+            self.reach.new_boot()
+            data.update(boot=self.reach.boot, console_offset=self.reach.boot_offset)
         elif kind == "STOP" and self.status != VMStatus.STOPPING:
             status = VMStatus.PAUSED
         elif kind == "RESUME" and self.status != VMStatus.STOPPING:
@@ -449,7 +472,7 @@ class SupervisedVM:
         try:
             self.transition(status, status.value, dict(self.exit_result), runner_pid=None,
                             runner_start=None, qemu_pid=None, qemu_start=None,
-                            stopped_at=time.time(), last_exit=reason)
+                            ports_json=None, stopped_at=time.time(), last_exit=reason)
         finally:
             # False: the store still says active (full or read-only disk); the caller
             # of a stop records the end itself, or says it could not.

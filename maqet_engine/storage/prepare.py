@@ -54,7 +54,7 @@ def prepare_storage(paths: Paths, store: Store, spec: Any, *, check_mode: bool =
         (``backing``: the base image's path, or ``sha256:<hex>`` of a cached image),
         ``fetch_image`` (``location``, ``digest``, ``size``: an image not yet cached),
         ``write_seed`` (``path``, ``instance_id``), ``delete_file`` (a seed left from a
-        removed ``cloud_init``).
+        removed ``cloud_init``; the known_hosts of the instance a new seed replaces).
     :raise ConfigError: a missing disk without ``size`` (nor ``backing`` or ``image``),
         a parent directory that does not exist outside the VM's own directory, an
         existing file that is not in the format its entry says, a checksum mismatch or
@@ -132,13 +132,22 @@ def _prepare_seed(paths: Paths, store: Store, vm_name: str,
 
     seed = build_seed(cloud_init, vm_name=vm_name)
     action = {"action": "write_seed", "path": str(target), "instance_id": seed.instance_id}
+    # A new seed is a new instance: cloud-init makes new host keys and prints them; the
+    # old instance's known_hosts would only make ssh refuse the guest until they come.
+    known_hosts = paths.vm_data(vm_name).known_hosts
+    stale = [{"action": "delete_file", "path": str(known_hosts)}] \
+        if known_hosts.exists() else []
     if check_mode:
-        return [] if _holds(target, seed) else [action]
+        return [] if _holds(target, seed) else [action, *stale]
     target.parent.mkdir(mode=C.PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     written = write_seed(seed, target)
     if written.changed or records.get_file(store, target) is None:
         records.register_file(store, target, vm_name, C.CLOUD_INIT_NODE_NAME)
-    return [action] if written.changed else []
+    if not written.changed:
+        return []
+    with contextlib.suppress(FileNotFoundError):
+        known_hosts.unlink()
+    return [action, *stale]
 
 
 def _holds(target: Path, seed: Any) -> bool:

@@ -48,15 +48,16 @@ def _delete(store: Store, rows: list[records.StorageFileRecord], vm_name: str | 
 
 def purge_files(paths: Paths, store: Store, vm_name: str, *,
                 check_mode: bool = False) -> list[Path]:
-    """Delete the files maqet created for ``vm_name`` (its disks and its logs), forget
-    them and the VM's snapshot metadata, and remove the VM's directory when nothing
-    else is left in it. User-supplied files, also inside that directory, are kept.
+    """Delete the files maqet created for ``vm_name`` (its disks, its logs, the guest's
+    known_hosts), forget them and the VM's snapshot metadata, and remove the VM's
+    directory when nothing else is left in it. User-supplied files, also inside that
+    directory, are kept.
 
     :return: the files deleted (in check mode: that would be deleted).
     """
     deleted = _delete(store, records.files_of(store, vm_name), vm_name, check_mode=check_mode)
     data = paths.vm_data(vm_name)
-    for log in (data.runner_log, data.qemu_log, data.serial_log):
+    for log in (data.runner_log, data.qemu_log, data.serial_log, data.known_hosts):
         if log.exists():
             deleted.append(log)
             if not check_mode:

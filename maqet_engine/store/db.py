@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 _RUNTIME_FIELDS = frozenset(
     {
         "status", "runner_pid", "qemu_pid", "accel", "started_at", "stopped_at", "last_exit",
-        "started_hash", "qemu_start", "runner_start", "started_networks",
+        "started_hash", "qemu_start", "runner_start", "started_networks", "ports_json",
     }
 )
 

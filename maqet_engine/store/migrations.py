@@ -136,5 +136,16 @@ def _v5(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+def _v6(db: sqlite3.Connection) -> None:
+    """The host ports QEMU really bound for the user-net forwards of a running VM (JSON:
+    ``host: auto`` ports get a free one at each start), NULL while it does not run.
+    Self-contained (one new column): renumber it freely when migrations are merged."""
+    _run_script(db,
+        """
+        ALTER TABLE vms ADD COLUMN ports_json TEXT;
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 SCHEMA_VERSION = len(MIGRATIONS)

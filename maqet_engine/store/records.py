@@ -34,7 +34,7 @@ class VMRecord(Frozen):
     __slots__ = (
         "id", "name", "spec_json", "spec_hash", "status", "runner_pid", "qemu_pid", "accel",
         "created_at", "updated_at", "started_at", "stopped_at", "last_exit", "started_hash",
-        "qemu_start", "runner_start", "started_networks",
+        "qemu_start", "runner_start", "started_networks", "ports_json",
     )
     id: int
     name: str
@@ -53,6 +53,7 @@ class VMRecord(Frozen):
     qemu_start: int | None  # start time of qemu_pid (ipc.procs): identity, not a guess
     runner_start: int | None
     started_networks: str | None  # JSON {network: spec_hash} the running QEMU started with
+    ports_json: str | None  # forwards as QEMU bound them while it runs (runner.reach)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VMRecord:
@@ -74,6 +75,7 @@ class VMRecord(Frozen):
             qemu_start=row["qemu_start"],
             runner_start=row["runner_start"],
             started_networks=row["started_networks"],
+            ports_json=row["ports_json"],
         )
 
     @property
@@ -84,6 +86,15 @@ class VMRecord(Frozen):
             and self.started_hash is not None
             and self.started_hash != self.spec_hash
         )
+
+    @property
+    def bound_ports(self) -> list[dict[str, Any]]:
+        """What QEMU bound for the user-net forwards of this run (``[]`` when it does
+        not run): ``{"netdev", "protocol", "host_address", "host", "guest"}`` each."""
+        if not self.ports_json:
+            return []
+        ports: list[dict[str, Any]] = json.loads(self.ports_json)
+        return ports
 
     @property
     def spec_data(self) -> dict[str, Any]:

@@ -4,27 +4,12 @@ on 127.0.0.1 (the image tests' server) and the tiny guest."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-from ansible_helpers import REPO, guest_definition
+from ansible_helpers import guest_definition, image_server
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
-
-
-def image_server():
-    """tests/integration/images/image_server.py, by path (tests are not a package)."""
-    name = "maqet_image_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, REPO / "tests" / "integration" / "images" / "image_server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def test_images_fail_in_one_line_and_download_once(sandbox, guest_ready, tmp_path: Path,

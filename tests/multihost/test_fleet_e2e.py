@@ -1,8 +1,11 @@
 """End to end over two hypervisor hosts: one playbook prepares both with the role, boots
-two SSH guests on each (the same names and forwarded ports on both), refreshes the
-multi-host inventory, runs a command inside every guest through its hypervisor (host
-keys checked everywhere: the hypervisors' from the harness, the guests' read from their
-serial consoles), and tears everything down."""
+two SSH guests on each (the same names and forwarded ports on both) and waits for SSH in
+the same task, refreshes the multi-host inventory, runs a command inside every guest
+through its hypervisor, and tears everything down. Host keys are checked everywhere: the
+hypervisors' from the harness; the guests' are the ones maqet on each hypervisor read from
+the guest's console, which the plugin brought along with the VM list and wrote under each
+guest's HostKeyAlias. The playbook configures no key, user or known_hosts for the guests:
+the inventory does (the definitions' ``ssh`` and ``cloud_init`` sections)."""
 
 from __future__ import annotations
 
@@ -38,60 +41,19 @@ PLAYBOOK = """\
     group/maqet.vm.maqet:
       maqet_home: "{{ maqet_home }}"
   tasks:
-    - name: Guests of this hypervisor
+    - name: Guests of this hypervisor, SSH-able when the task returns
       maqet.vm.maqet_vm:
         state: running
         definition: "{{ item }}"
+        wait: {ssh: true, timeout: 120}
       loop: "{{ guests }}"
       loop_control:
         label: "{{ item.name }}"
-      register: started
 
-    - name: Wait until each guest's SSH is up
-      ansible.builtin.command:
-        argv: ["{{ maqet_hypervisor.maqet }}", wait, "{{ item.name }}", MAQET-GUEST-SSH-READY,
-               --timeout, "60"]
-      environment:
-        MAQET_HOME: "{{ maqet_home }}"
-      loop: "{{ guests }}"
-      loop_control:
-        label: "{{ item.name }}"
-      changed_when: false
-
-    - name: Read each guest's host keys from its serial console
-      ansible.builtin.command:
-        argv:
-          - "{{ maqet_hypervisor.python }}"
-          - -c
-          - |
-            import sys
-            from maqet_engine.cloudinit import host_keys_from_console
-            with open(sys.argv[1], encoding="utf-8", errors="replace") as log:
-                print("\\n".join(host_keys_from_console(log.read())))
-          - "{{ item.vm.paths.serial_log }}"
-      loop: "{{ started.results }}"
-      loop_control:
-        label: "{{ item.item.name }}"
-      register: host_keys
-      changed_when: false
-
-- name: Trust the guests' host keys, and list the guests
+- name: List the guests
   hosts: localhost
   gather_facts: false
   tasks:
-    - name: Known hosts of the guests (under the inventory's HostKeyAlias)
-      ansible.builtin.copy:
-        dest: "{{ guest_known_hosts }}"
-        mode: "0600"
-        content: |
-          {% for hv in groups['hypervisors'] %}
-          {% for found in hostvars[hv].host_keys.results %}
-          {% for key in found.stdout_lines %}
-          [{{ hostvars[hv].ansible_host }}]:{{ found.item.vm.ports[0].host }} {{ key }}
-          {% endfor %}
-          {% endfor %}
-          {% endfor %}
-
     - name: See the guests
       ansible.builtin.meta: refresh_inventory
 
@@ -101,17 +63,14 @@ PLAYBOOK = """\
           - groups['maqet'] | sort == ['hv1-a', 'hv1-b', 'hv2-a', 'hv2-b']
           - groups['maqet_hypervisor_hv1'] | sort == ['hv1-a', 'hv1-b']
           - hostvars['hv2-b'].maqet_hypervisor == 'hv2'
+          - hostvars['hv2-b'].ansible_user == 'root'
 
 - name: Inside every guest, through its hypervisor
   hosts: maqet
   gather_facts: false
   vars:
-    ansible_user: root
     ansible_python_interpreter: /usr/bin/python3
-    ansible_ssh_private_key_file: "{{ guest_key }}"
-    ansible_ssh_extra_args: >-
-      -o UserKnownHostsFile={{ guest_known_hosts }} -o GlobalKnownHostsFile=/dev/null
-      -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes
+    ansible_ssh_extra_args: -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes
   tasks:
     - name: Kernel command line (it names the guest)
       ansible.builtin.command: cat /proc/cmdline
@@ -168,11 +127,13 @@ def forwarding_hypervisors() -> Iterator[Hypervisors]:
     assert not hv.leftovers(), "the harness left something behind"
 
 
-def guests_of(host: str, files: guest.GuestFiles, public_key: str) -> list[dict]:
+def guests_of(host: str, files: guest.GuestFiles, key: guest.SSHKeyPair) -> list[dict]:
+    """Root's key from the cloud-init seed, the key file for the inventory in ``ssh``."""
     return [guest.guest_definition(
-        name, files, append=guest.ssh_guest_append(
-            public_key, base=f"{guest.SSH_GUEST_APPEND} maqet.test_name={host}-{name}"),
+        name, files, append=f"{guest.SSH_GUEST_APPEND} maqet.test_name={host}-{name}",
         arguments=["-no-reboot", "-device", "virtio-rng-pci"],
+        cloud_init={"users": [{"name": "root", "ssh_authorized_keys": [key.public_line]}]},
+        ssh={"private_key": str(key.private_key)},
         network=[{"type": "user",
                   "forward": [{"host": port, "guest": 22, "host_address": "127.0.0.1"}]}])
         for name, port in PORTS.items()]
@@ -184,18 +145,17 @@ def test_fleet_end_to_end(forwarding_hypervisors: Hypervisors, tmp_path: Path):
     files = guest.ensure_ssh_guest()
     key = guest.make_ssh_keypair(tmp_path, comment="maqet-e2e")
     inventory = fleet_inventory(hv, tmp_path / "hypervisors.yml", engine="none", per_host={
-        host.name: {"guests": guests_of(host.name, files, key.public_line)} for host in hv})
+        host.name: {"guests": guests_of(host.name, files, key)} for host in hv})
+    known_hosts = tmp_path / "guest_known_hosts"
     guests = plugin_config(hv, tmp_path / "guests.maqet.yml", engine="venv",
-                           name_template="{{ hypervisor }}-{{ name }}")
+                           name_template="{{ hypervisor }}-{{ name }}",
+                           guest_known_hosts_file=str(known_hosts))
     playbook = tmp_path / "fleet.yml"
     playbook.write_text(PLAYBOOK)
-    known_hosts = tmp_path / "guest_known_hosts"
     out = tmp_path / "seen.json"
 
     run = run_playbook(inventory, playbook, tmp_path, "-i", str(guests), timeout=E2E_TIMEOUT,
-                       extra_vars={"guest_key": str(key.private_key),
-                                   "guest_known_hosts": str(known_hosts),
-                                   "results_file": str(out)})
+                       extra_vars={"results_file": str(out)})
     assert run.rc == 0, run.explain()
     seen = json.loads(out.read_text())
     assert sorted(seen) == ["hv1-a", "hv1-b", "hv2-a", "hv2-b"]
@@ -203,7 +163,9 @@ def test_fleet_end_to_end(forwarding_hypervisors: Hypervisors, tmp_path: Path):
         # Each connection reached the guest it names: same ports, other hypervisors.
         assert f"maqet.test_name={name}" in what["cmdline"].split(), what
         assert what["distribution"] == "Debian"
-    # One key per guest, each under its own alias, although the ports repeat.
+    # One key per guest, each under its own alias, although the ports repeat: written by
+    # the plugin from the keys maqet read on each hypervisor (the guests are gone now, so
+    # the last listing, before the teardown, is what the file holds).
     lines = [line.split() for line in known_hosts.read_text().splitlines() if line.strip()]
     assert sorted(line[0] for line in lines) == sorted(
         f"[{h.address}]:{port}" for h in hv for port in PORTS.values())

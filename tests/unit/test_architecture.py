@@ -133,3 +133,24 @@ def test_the_checker_finds_a_violation(tmp_path):
     bad.write_text("import ansible.module_utils.basic\n")
     assert violations([bad], forbidden=("ansible",)) == [
         "probe.py:1 imports ansible.module_utils.basic"]
+
+
+def test_the_runner_process_loads_no_definition_code_and_no_libcrypto():
+    """What the runner imports, transitively (the rule above sees only direct imports):
+    the cloudinit parts it uses (console, known_hosts) must not drag in the definition
+    package (through cloudinit.config) nor hashlib (OpenSSL's libcrypto)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import maqet_engine.runner.handlers, maqet_engine.runner.reach, maqet_engine.runner.vm\n"
+        "import maqet_engine.runner.__main__\n"
+        "print(sorted(m for m in sys.modules if m.startswith('maqet_engine.definition')\n"
+        "             or m in ('hashlib', '_hashlib', 'yaml', 'maqet_engine.cloudinit.config')))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True,
+                            text=True, env=env, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

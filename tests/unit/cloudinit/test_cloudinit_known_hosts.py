@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from maqet_engine.cloudinit import host_pattern, known_hosts_lines, write_known_hosts
+from maqet_engine.cloudinit import (
+    host_pattern,
+    known_hosts_lines,
+    read_known_hosts,
+    write_known_hosts,
+)
 
 
 @pytest.mark.parametrize(("host", "port", "pattern"), [
@@ -64,3 +69,12 @@ def test_write_known_hosts(tmp_path: Path, ed25519: str):
     assert path.read_text() == f"[127.0.0.1]:2222 {' '.join(ed25519.split()[:2])}\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not write_known_hosts(path, lines)
+
+
+def test_read_known_hosts_gives_the_keys_back(tmp_path: Path, ed25519: str, rsa: str):
+    path = tmp_path / "known_hosts"
+    assert read_known_hosts(path) == []  # no file yet
+    lines = known_hosts_lines(["[127.0.0.1]:2222", "[10.0.0.1]:2222"], [ed25519, rsa])
+    write_known_hosts(path, ["# a comment", *lines, "@revoked * " + rsa, "web1 not-a-key",
+                             "", lines[0]])
+    assert read_known_hosts(path) == [" ".join(ed25519.split()[:2]), " ".join(rsa.split()[:2])]

@@ -9,6 +9,7 @@ import pytest
 
 from maqet_engine.definition import Spec
 from maqet_engine.definition.network import network_argv
+from maqet_engine.errors import ConfigError
 
 Parse = Callable[..., Spec]
 
@@ -65,3 +66,43 @@ ARGV_CASES = [
                          ids=["user", "user-forwards-mac", "tap", "bridge"])
 def test_network_argv(entry: dict[str, Any], index: int, expected: list[str]):
     assert network_argv(entry, index) == expected
+
+
+def test_auto_host_ports(parse: Parse):
+    """``host: auto`` is kept in the spec (it never changes between starts) and given to
+    QEMU as port 0, which slirp binds to a free port itself."""
+    [user] = nics(parse, {"type": "user", "forward": [
+        {"host": "auto", "guest": 80},
+        {"host": 2222, "guest": 22},
+        {"host": "auto", "guest": 22},
+        {"host": "auto", "guest": 53, "protocol": "udp"},
+    ]})
+    assert user["forward"] == [
+        {"host": 2222, "guest": 22, "protocol": "tcp", "host_address": "127.0.0.1"},
+        {"host": "auto", "guest": 22, "protocol": "tcp", "host_address": "127.0.0.1"},
+        {"host": "auto", "guest": 80, "protocol": "tcp", "host_address": "127.0.0.1"},
+        {"host": "auto", "guest": 53, "protocol": "udp", "host_address": "127.0.0.1"},
+    ]
+    assert network_argv(user, 0)[1] == (
+        "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:0-:22,"
+        "hostfwd=tcp:127.0.0.1:0-:80,hostfwd=udp:127.0.0.1:0-:53")
+    same = nics(parse, {"type": "user", "forward": [
+        {"host": "auto", "guest": 53, "protocol": "udp"}, {"host": "auto", "guest": 22},
+        {"host": 2222, "guest": 22}, {"host": "auto", "guest": 80}]})
+    assert same == [user]  # order does not matter: the same spec
+
+
+def test_numbered_ports_keep_their_order_and_hash(parse: Parse):
+    """Specs written before ``auto`` existed normalize exactly as before."""
+    spec = parse({"name": "vm", "network": [{"type": "user", "forward": [
+        {"host": 8080, "guest": 80}, {"host": 2222, "guest": 22}]}]})
+    assert [f["host"] for f in spec.data["network"][0]["forward"]] == [2222, 8080]
+
+
+@pytest.mark.parametrize("host", ["automatic", "", None, 0, -1, 70000, True])
+def test_bad_host_ports_say_auto_is_allowed(parse: Parse, host: Any):
+    with pytest.raises(ConfigError) as caught:
+        nics(parse, {"type": "user", "forward": [{"host": host, "guest": 22}]})
+    assert caught.value.path == "network[0].forward[0].host"
+    if host is not None:
+        assert "or auto (a free port at each start)" in str(caught.value)

@@ -17,7 +17,8 @@ def record(status: VMStatus, **fields: Any) -> VMRecord:
         "id": 1, "name": "vm", "spec_json": "{}", "spec_hash": "h", "status": status,
         "runner_pid": 10, "qemu_pid": 11, "accel": "tcg", "created_at": 0.0,
         "updated_at": 0.0, "started_at": 0.0, "stopped_at": None, "last_exit": None,
-        "started_hash": "h", "qemu_start": 100, "runner_start": 99, "started_networks": None}
+        "started_hash": "h", "qemu_start": 100, "runner_start": 99, "started_networks": None,
+        "ports_json": None}
     values.update(fields)
     return VMRecord(**values)
 

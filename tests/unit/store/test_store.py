@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -130,3 +131,18 @@ def test_twenty_concurrent_writers_never_see_database_locked(tmp_path: Path) -> 
         vms = store.list_vms()
         assert len(vms) == 200
         assert {v.status for v in vms} == {VMStatus.STOPPED}
+
+
+def test_bound_ports_are_a_runtime_column(tmp_path: Path) -> None:
+    """The ports QEMU bound: JSON in ``ports_json`` (added to a migrated v1 store too),
+    written and cleared with the other run-state columns."""
+    path = tmp_path / "m.db"
+    _make_v1(path)
+    bound = [{"netdev": "net0", "protocol": "tcp", "host_address": "127.0.0.1",
+              "host": 40022, "guest": 22}]
+    with Store.open(path) as store:
+        assert store.require_vm("old").bound_ports == []
+        store.update_runtime("old", ports_json=json.dumps(bound))
+        assert store.require_vm("old").bound_ports == bound
+        store.update_runtime("old", ports_json=None)
+        assert store.require_vm("old").bound_ports == []

@@ -22,10 +22,17 @@ description:
     letters, digits and C(_) become C(_)); with O(hypervisors) also
     C(maqet_hypervisor_<name>) for the VMs of each hypervisor.
   - Sets C(maqet_*) host variables, with O(hypervisors) also C(maqet_hypervisor) (the
-    name of the VM's hypervisor); see O(ssh_guest_port) for C(ansible_host),
-    C(ansible_port) and C(ansible_ssh_common_args). Among them C(maqet_networks), the
-    VM's NICs (C(nic), C(type), C(network), C(network_type), C(mac), C(end)), for
-    example to write static addresses per named network.
+    name of the VM's hypervisor). Among them C(maqet_networks), the VM's NICs (C(nic),
+    C(type), C(network), C(network_type), C(mac), C(end)), for example to write static
+    addresses per named network.
+  - For each VM it can reach over SSH (a user-mode network forwards a host port to the
+    guest's SSH port, see O(ssh_guest_port)), sets C(ansible_host) and C(ansible_port)
+    (the port QEMU really bound, also for a forward whose host port is C(auto)), C(ansible_user)
+    (the definition's C(ssh.user), else its first C(cloud_init) user),
+    C(ansible_ssh_private_key_file) (C(ssh.private_key), C(~) expanded on the
+    controller) and, once the guest printed its host keys on its console (cloud-init
+    does), C(ansible_ssh_common_args) with C(-o UserKnownHostsFile=<the keys>
+    -o StrictHostKeyChecking=yes). Host key checking is never turned off.
   - The config file name must end in C(.maqet.yml) or C(.maqet.yaml).
 requirements:
   - Without O(hypervisors), maqet_engine (C(pip install maqet)) in the Python that runs
@@ -60,9 +67,12 @@ options:
   ssh_guest_port:
     description:
       - When a user-mode network forwards a host TCP port to this guest port, the host
-        gets C(ansible_host) and C(ansible_port) (the host port).
+        gets C(ansible_host) and C(ansible_port) (the host port). A VM whose definition
+        has an C(ssh) section uses its C(ssh.port) instead.
       - Without O(hypervisors), C(ansible_host) is the forward's host address
-        (C(127.0.0.1) when it listens on every interface).
+        (C(127.0.0.1) when it listens on every interface), and C(UserKnownHostsFile) is
+        the VM's own known_hosts file, which maqet writes from the host keys the guest
+        prints on its console.
       - With O(hypervisors), a forward that listens on the hypervisor's loopback
         (C(127.0.0.1), the default of maqet) is reached through the hypervisor;
         C(ansible_ssh_common_args) holds a C(ProxyCommand) (C(ssh -W 127.0.0.1:<port>))
@@ -77,6 +87,11 @@ options:
       - With O(hypervisors), a forward on every interface (C(0.0.0.0)) gets the
         hypervisor's O(hypervisors[].host) as C(ansible_host), a forward on another
         address gets that address.
+      - With O(hypervisors), the guest's host keys (which maqet on the hypervisor read
+        from its console) come with the VM list, in the same SSH round trip, and are
+        written to O(guest_known_hosts_file) under the name ssh checks (the
+        C(HostKeyAlias), or C([address]:port)); C(ansible_ssh_common_args) then names
+        that file (C(UserKnownHostsFile), C(StrictHostKeyChecking=yes)).
       - Set to V(0) to never set them.
     type: int
     default: 22
@@ -146,6 +161,14 @@ options:
         description: The maqet home on the hypervisor (E(MAQET_HOME) there). Default the
           XDG directories of the SSH user there.
         type: str
+  guest_known_hosts_file:
+    description:
+      - With O(hypervisors), the known_hosts file on the controller that the plugin
+        writes (mode 0600, replaced whole at each listing) with the host keys of the
+        guests it lists, under the names ssh looks them up by.
+      - Default C(<ANSIBLE_HOME>/maqet/guest_known_hosts/<hash of this inventory
+        file's path>), one file per inventory source.
+    type: path
   hypervisor_defaults:
     description: Defaults for every entry of O(hypervisors) (the same keys but C(name)
       and C(host)).
@@ -232,6 +255,7 @@ import os
 import re
 import shlex
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from jinja2 import StrictUndefined, TemplateError
@@ -273,14 +297,88 @@ def group_name(text):
 
 
 def bound_forward(ports, guest_port):
-    """(listening address, host port) of the first TCP forward to ``guest_port``, or
-    None; the address as configured (``0.0.0.0`` for every interface)."""
+    """(listening address, host port) of the first TCP forward to ``guest_port`` that
+    has a port now (an ``auto`` one has none while its VM does not run), or None; the
+    address as configured (``0.0.0.0`` for every interface)."""
     if not guest_port:
         return None
     for fwd in ports or []:
-        if fwd.get("guest") == guest_port and fwd.get("protocol", "tcp") == "tcp":
+        if fwd.get("guest") == guest_port and fwd.get("protocol", "tcp") == "tcp" \
+                and isinstance(fwd.get("host"), int):
             return fwd.get("host_address") or "127.0.0.1", fwd.get("host")
     return None
+
+
+def guest_ssh_port(vm, default_port):
+    """The guest port Ansible reaches: the VM's own ``ssh.port`` when its definition has
+    an ``ssh`` section, else the plugin's ``ssh_guest_port``; 0 (that option) is never."""
+    if not default_port:
+        return 0
+    section = (vm.get("spec") or {}).get("ssh") or {}
+    return section.get("port") or default_port
+
+
+def login_vars(vm):
+    """``ansible_user`` and ``ansible_ssh_private_key_file`` of a VM, when known: the
+    definition's ``ssh`` section, else its first ``cloud_init`` user (the engine's view
+    computes that; a definition read from an older engine gives it here too)."""
+    ssh = vm.get("ssh") or {}
+    spec = vm.get("spec") or {}
+    user = ssh.get("user") or (spec.get("ssh") or {}).get("user")
+    if not user:
+        users = (spec.get("cloud_init") or {}).get("users") or []
+        user = users[0].get("name") if users and isinstance(users[0], dict) else None
+    key = ssh.get("private_key") or (spec.get("ssh") or {}).get("private_key")
+    found = {}
+    if user:
+        found["ansible_user"] = user
+    if key:
+        found["ansible_ssh_private_key_file"] = os.path.expanduser(key)
+    return found
+
+
+def known_hosts_options(path):
+    """ssh options that check the guest's host key against ``path`` and nothing else
+    (a path with blanks is quoted for ssh, which splits the value on them)."""
+    value = '"{0}"'.format(path) if any(c.isspace() for c in path) else path
+    return ["-o", "UserKnownHostsFile={0}".format(value), "-o", "StrictHostKeyChecking=yes"]
+
+
+def known_hosts_name(host, port):
+    """How ssh looks a host up in known_hosts: ``host``, or ``[host]:port`` (port not 22)."""
+    return host if port == 22 else "[{0}]:{1}".format(host, port)
+
+
+class GuestKnownHosts:
+    """The controller-side known_hosts of guests behind hypervisors: the plugin collects
+    each guest's keys (from its hypervisor's VM list) under the name ssh will look up,
+    then writes the file once, whole (mode 0600, atomic)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lines = []
+
+    def add(self, name, keys):
+        for key in keys:
+            line = "{0} {1}".format(name, key)
+            if line not in self.lines:
+                self.lines.append(line)
+
+    def write(self):
+        if not self.lines and not os.path.exists(self.path):
+            return
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".known_hosts.", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as out:
+                os.fchmod(out.fileno(), 0o600)
+                out.write("".join(line + "\n" for line in self.lines))
+            os.replace(temporary, self.path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
 
 
 def ssh_forward(ports, guest_port):
@@ -315,6 +413,8 @@ def vm_from_view(view):
                       "network_type": nic["network_type"], "mac": nic["mac"],
                       "nic": nic["nic"], "end": nic["end"]}
                      for nic in view.get("networks") or []],
+        "ssh": view.get("ssh") or {},
+        "known_hosts": view.get("known_hosts"),
         "spec": spec,
     }
 
@@ -493,32 +593,53 @@ def _is_loopback(address):
     return address == "localhost" or address.startswith("127.") or address == "::1"
 
 
-def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh"):
+def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh", known_hosts=None):
     """The connection variables (``ansible_*``) of one VM: the one place that decides
-    how Ansible reaches a guest. ``hypervisor``: the config of the VM's hypervisor (None
-    for the local installation).
+    how Ansible reaches a guest. ``guest_port``: the plugin's ``ssh_guest_port`` (a VM's
+    own ``ssh.port`` wins). ``hypervisor``: the config of the VM's hypervisor (None for
+    the local installation). ``known_hosts``: the :class:`GuestKnownHosts` that collects
+    the keys of guests behind hypervisors (the local installation's VMs have a
+    known_hosts file of their own).
 
     A guest behind a hypervisor's loopback gets the *hypervisor's* host as
     ``ansible_host`` (the ProxyCommand names the real target): Ansible keys its SSH
     ControlPersist sockets by host, port and user, so two guests on two hypervisors with
     the same forwarded port would otherwise share one connection, and commands would
-    reach the wrong guest."""
+    reach the wrong guest. Its host key is checked under ``[<hypervisor host>]:<port>``
+    (``HostKeyAlias``), the name its keys are collected under."""
+    guest_port = guest_ssh_port(vm, guest_port)
     if hypervisor is None:
         forward = ssh_forward(vm.get("ports"), guest_port)
-        return {"ansible_host": forward[0], "ansible_port": forward[1]} if forward else {}
+        if not forward:
+            return {}
+        found = {"ansible_host": forward[0], "ansible_port": forward[1], **login_vars(vm)}
+        if vm.get("known_hosts"):
+            found["ansible_ssh_common_args"] = shlex.join(known_hosts_options(vm["known_hosts"]))
+        return found
     forward = bound_forward(vm.get("ports"), guest_port)
     if not forward:
         return {}
     address, port = forward
+    common = []
     if address == "0.0.0.0":
-        return {"ansible_host": hypervisor["host"], "ansible_port": port}
-    if not _is_loopback(address):
-        return {"ansible_host": address, "ansible_port": port}
-    proxy = proxy_command(hypervisor, address, port, ssh_executable)
-    common = ["-o", "ProxyCommand={0}".format(proxy),
-              "-o", "HostKeyAlias={0}".format(host_key_alias(hypervisor, port))]
-    return {"ansible_host": hypervisor["host"], "ansible_port": port,
-            "ansible_ssh_common_args": shlex.join(common)}
+        host = hypervisor["host"]
+        name = known_hosts_name(host, port)
+    elif not _is_loopback(address):
+        host = address
+        name = known_hosts_name(host, port)
+    else:
+        host = hypervisor["host"]
+        name = host_key_alias(hypervisor, port)
+        proxy = proxy_command(hypervisor, address, port, ssh_executable)
+        common += ["-o", "ProxyCommand={0}".format(proxy), "-o", "HostKeyAlias={0}".format(name)]
+    keys = (vm.get("ssh") or {}).get("host_keys") or []
+    if keys and known_hosts is not None:
+        known_hosts.add(name, keys)
+        common += known_hosts_options(known_hosts.path)
+    found = {"ansible_host": host, "ansible_port": port, **login_vars(vm)}
+    if common:
+        found["ansible_ssh_common_args"] = shlex.join(common)
+    return found
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -607,11 +728,29 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._cache[cache_key] = listed
         self.inventory.add_group("maqet")
         owners = {}  # inventory name -> hypervisor that has it
+        known_hosts = GuestKnownHosts(self._guest_known_hosts_file())
         for hv in configs:
             hv_group = self.inventory.add_group(
                 make_unsafe(group_name("maqet_hypervisor_" + hv["name"])))
             for vm in listed.get(hv["name"], []):
-                self._add_vm(vm, hv, hv_group, owners)
+                self._add_vm(vm, hv, hv_group, owners, known_hosts)
+        try:
+            known_hosts.write()
+        except OSError as err:
+            raise AnsibleParserError("maqet inventory {0}: cannot write the guests' "
+                                     "known_hosts {1}: {2}".format(self._path,
+                                                                   known_hosts.path, err)) \
+                from err
+
+    def _guest_known_hosts_file(self):
+        path = self.get_option("guest_known_hosts_file")
+        if path:
+            return os.path.abspath(os.path.expanduser(path))
+        from ansible import constants
+
+        home = constants.config.get_config_value("ANSIBLE_HOME")
+        key = hashlib.sha1(os.path.abspath(self._path).encode("utf-8")).hexdigest()[:12]
+        return os.path.join(os.path.expanduser(home), "maqet", "guest_known_hosts", key)
 
     def _share_connections(self, configs):
         persist = self.get_option("ssh_control_persist")
@@ -677,7 +816,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                                             vm["name"], hv["name"]))
         return name
 
-    def _add_vm(self, vm, hv, hv_group, owners):
+    def _add_vm(self, vm, hv, hv_group, owners, known_hosts):
         if not self.get_option("include_stopped") and vm["status"] not in ACTIVE:
             return
         name = self._inventory_name(vm, hv)
@@ -694,8 +833,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         hostvars = dict(vm)
         hostvars["hypervisor"] = hv["name"]
         self._add_host(name, hostvars, connection_vars(
-            vm, self.get_option("ssh_guest_port"), hv, self.get_option("ssh_executable")),
-            extra_groups=(hv_group,))
+            vm, self.get_option("ssh_guest_port"), hv, self.get_option("ssh_executable"),
+            known_hosts), extra_groups=(hv_group,))
 
     # --- one host ----------------------------------------------------------------------
     def _populate(self, vms):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ansible_collections.maqet.vm.plugins.module_utils._engine import (
     argument_spec,
     context,
+    exit_task,
     require_engine,
     run,
 )
@@ -81,7 +82,7 @@ def run_network(module):
     }
     if module._diff:
         task["diff"] = {"before": result.before or {}, "after": result.after or {}}
-    module.exit_json(**task)
+    exit_task(module, **task)
 
 
 def run_network_info(module):
@@ -97,4 +98,4 @@ def run_network_info(module):
     result = {"changed": False, "networks": networks}
     if name:
         result["exists"] = bool(networks)
-    module.exit_json(**result)
+    exit_task(module, **result)

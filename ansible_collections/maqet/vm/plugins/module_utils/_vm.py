@@ -20,9 +20,12 @@ from ansible_collections.maqet.vm.plugins.module_utils._engine import (
 )
 
 STATES = ("present", "running", "paused", "stopped", "restarted", "absent")
+WAIT_STATES = ("running", "restarted")  # states after which the guest boots
 
 # Engine default for stop/restart timeouts (maqet_engine.constants.STOP_TIMEOUT_S).
 DEFAULT_TIMEOUT = 30.0
+# Engine default of wait_ready (maqet_engine.constants.SSH_WAIT_TIMEOUT_S).
+DEFAULT_WAIT_TIMEOUT = 300.0
 
 VM_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
@@ -34,6 +37,11 @@ VM_ARGUMENT_SPEC = argument_spec(
     timeout={"type": "float", "default": DEFAULT_TIMEOUT},
     force={"type": "bool", "default": False},
     purge={"type": "bool", "default": False},
+    wait={"type": "dict", "options": {
+        "ssh": {"type": "bool", "default": False},
+        "console": {"type": "str"},
+        "timeout": {"type": "float", "default": DEFAULT_WAIT_TIMEOUT},
+    }},
 )
 VM_REQUIRED_ONE_OF = [("name", "definition", "definition_file")]
 
@@ -90,14 +98,38 @@ def result_to_task(result, *, diff_mode):
     return task
 
 
+def wait_for_guest(ctx, name, wait):
+    """The engine's ``wait_ready`` for the ``wait`` option: its data, and the VM's view
+    afterwards (the known_hosts its runner wrote meanwhile)."""
+    from maqet_engine import engine
+
+    waited = engine.wait_ready(ctx, name, console=wait.get("console"),
+                               ssh=wait.get("ssh"), timeout=wait["timeout"])
+    return waited.data, engine.show(ctx, name).data
+
+
 def run_vm(module):
     """Body of maqet_vm."""
     require_engine(module)
-    if module.params["timeout"] < 0:
+    params = module.params
+    if params["timeout"] < 0:
         module.fail_json(msg="timeout must not be negative")
+    wait = params.get("wait") or {}
+    waiting = bool(wait.get("ssh") or wait.get("console") is not None)
+    if waiting and params["state"] not in WAIT_STATES:
+        module.fail_json(msg="wait applies to state running or restarted, not {0}".format(
+            params["state"]))
+    if waiting and wait["timeout"] < 0:
+        module.fail_json(msg="wait.timeout must not be negative")
     ctx = context(module)
-    result = run(module, lambda: converge(ctx, module.params), name=_target_name(module.params))
-    exit_task(module, **result_to_task(result, diff_mode=module._diff))
+    result = run(module, lambda: converge(ctx, params), name=_target_name(params))
+    task = result_to_task(result, diff_mode=module._diff)
+    if waiting and not module.check_mode:
+        # A wait that fails after a start says what the start did (changed, actions).
+        task["wait"], task["vm"] = run(
+            module, lambda: wait_for_guest(ctx, task["name"], wait), name=task["name"],
+            changed=task["changed"], actions=task["actions"])
+    exit_task(module, **task)
 
 
 def describe_vms(ctx, name=None, *, live=False, events=0):

@@ -32,6 +32,13 @@ description:
     and not running, and nothing is left in the cache.
   - V(stopped) returns only after QEMU has exited (ACPI powerdown, then QMP quit, then
     SIGKILL after O(timeout)).
+  - With O(wait), a V(running) or V(restarted) task also waits until the guest is ready,
+    that is a regex on its serial console (O(wait.console)) and/or its SSH server
+    (O(wait.ssh)), counted from this boot. So one task creates, starts and waits for a
+    guest that the next play can reach over SSH (the P(maqet.vm.maqet#inventory)
+    inventory gives the connection variables, host key checking on).
+  - A forward's host port may be C(auto) (C(host) V(auto), C(guest) V(22)); QEMU binds
+    a free port at each start, and RV(vm.ports) and RV(vm.ssh) give the real one.
   - When a task fails after it already changed something (the definition was stored,
     then QEMU would not start), it fails with C(changed=true) and the RV(actions) done.
 author:
@@ -112,6 +119,35 @@ options:
         logs). Without it those files are kept.
     type: bool
     default: false
+  wait:
+    description:
+      - After O(state=running) or O(state=restarted), wait until the guest is ready,
+        counting from the start of this boot. Conditions are checked in this order, O(wait.console)
+        then O(wait.ssh), all within O(wait.timeout). Not waited for in check mode.
+      - Waiting never changes anything (a running VM that is ready returns at once), so
+        a re-run stays C(changed=false).
+      - A wait that fails after the task started the VM fails with C(changed=true) and
+        the RV(actions) done.
+    type: dict
+    suboptions:
+      ssh:
+        description:
+          - Wait until the guest's SSH server answers (its C(SSH-) banner, read through
+            the VM's user-net forward to the guest's SSH port, C(ssh.port) of the
+            definition, default 22) and, for a VM with C(cloud_init) at its first boot
+            (or with a new instance), until maqet wrote the host keys the guest printed
+            on its console into the VM's known_hosts (RV(vm.known_hosts)).
+          - The VM needs such a forward; one with C(host) V(auto) is enough.
+        type: bool
+        default: false
+      console:
+        description: A regular expression to wait for on the serial console (matched
+          line by line, terminal escapes removed).
+        type: str
+      timeout:
+        description: Seconds to wait for all conditions together.
+        type: float
+        default: 300
 seealso:
   - module: maqet.vm.maqet_vm_info
   - module: maqet.vm.maqet_qmp
@@ -158,6 +194,29 @@ EXAMPLES = r"""
         - type: user
           forward:
             - {host: 2223, guest: 22}
+
+- name: Create, start and wait until the guest can be reached over SSH
+  maqet.vm.maqet_vm:
+    state: running
+    definition:
+      name: app2
+      memory: 1G
+      storage:
+        - {name: root, type: qcow2, image: /srv/images/debian-12.qcow2, size: 10G}
+      cloud_init:
+        users:
+          - name: admin
+            ssh_authorized_keys: ["{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"]
+      ssh: {private_key: ~/.ssh/id_ed25519}
+      network:
+        - type: user
+          forward:
+            - {host: auto, guest: 22}    # a free port, at each start
+      tags: [app]
+    wait:
+      ssh: true
+  register: app2
+# then: ansible.builtin.meta: refresh_inventory, and a play on group maqet_tag_app
 
 - name: Same VM from a definition file, applying a changed definition at once
   maqet.vm.maqet_vm:
@@ -307,8 +366,11 @@ vm:
         guest-shutdown) or C(QEMU killed by SIGKILL).
       type: str
     ports:
-      description: Forwarded ports of user-mode networks (C(host), C(guest),
-        C(host_address), C(protocol)).
+      description:
+        - Forwarded ports of user-mode networks (C(host), C(guest), C(host_address),
+          C(protocol), C(auto)).
+        - For a forward whose host port is C(auto) (C(auto=true)), C(host) is the port
+          QEMU bound in this run, or V(null) while the VM does not run.
       type: list
       elements: dict
     networks:
@@ -331,6 +393,42 @@ vm:
         started on them (then RV(vm.restart_required) is true).
       type: list
       elements: str
+    known_hosts:
+      description:
+        - The VM's known_hosts file (on the hypervisor host), written by maqet from the
+          host keys the guest printed on its serial console (cloud-init does), with one
+          entry per forward to the guest's SSH port (C([127.0.0.1]:PORT)). V(null) while
+          the guest has printed none.
+        - Use it with C(-o UserKnownHostsFile=... -o StrictHostKeyChecking=yes).
+      type: str
+    ssh:
+      description: How to reach the guest over SSH (the definition's C(ssh) section, and
+        its forward now).
+      type: dict
+      contains:
+        user:
+          description: C(ssh.user), else the first C(cloud_init) user.
+          type: str
+        private_key:
+          description: C(ssh.private_key) as written.
+          type: str
+        guest_port:
+          description: The guest's SSH port.
+          type: int
+        host:
+          description: Where to connect (C(127.0.0.1) for a forward on every interface).
+          type: str
+        host_address:
+          description: The address the forward listens on.
+          type: str
+        port:
+          description: The host port (the real one of an C(auto) forward; V(null) when
+            there is none, or the VM does not run).
+          type: int
+        host_keys:
+          description: The guest's host keys in RV(vm.known_hosts) (C(TYPE BASE64)).
+          type: list
+          elements: str
     paths:
       description: The VM's directory and its logs (C(dir), C(runner_log), C(qemu_log),
         C(serial_log)).
@@ -347,6 +445,21 @@ vm:
     status: running
     tags: [web]
     accel: tcg
+wait:
+  description: What O(wait) found, one key per condition.
+  returned: when O(wait) asked for something (not in check mode)
+  type: dict
+  contains:
+    console:
+      description: C(match) (the matching text) and C(offset) (the console offset after it).
+      type: dict
+    ssh:
+      description: C(host) and C(port) where the guest's SSH server answered, C(banner),
+        C(user), C(known_hosts), C(host_keys).
+      type: dict
+  sample:
+    ssh: {host: 127.0.0.1, port: 40022, banner: SSH-2.0-OpenSSH_9.2p1 Debian-2,
+          user: admin, known_hosts: /var/lib/maqet/vms/app2/known_hosts}
 diff:
   description:
     - Run status and normalized definition before and after (diff mode only), as

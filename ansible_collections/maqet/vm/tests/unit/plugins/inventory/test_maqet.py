@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
 import pytest
 
 from ansible.inventory.data import InventoryData
@@ -103,3 +106,41 @@ def test_networks_per_vm(plugin, tmp_path):
     assert [(n["nic"], n["type"], n["network"], n["network_type"]) for n in nics] == [
         (0, "user", None, None), (1, "network", "lab", "segment")]
     assert nics[0]["mac"] is None and nics[1]["mac"].startswith("52:54:00:")
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINjdOVyhCHuxWRHXdl4TleBWHlnhseLcB6KFFD4MBTA4"
+
+
+def test_login_and_host_key_vars(plugin, tmp_path):
+    """A VM maqet can reach: its user (ssh.user, else the first cloud_init user), its key
+    file (~ expanded here, on the controller) and, once the guest printed its host keys
+    (its runner wrote known_hosts), ssh options that check them strictly."""
+    home = tmp_path / "home"
+    forward = [{"type": "user", "forward": [{"host": 2201, "guest": 2200}]}]
+    define(home, name="keyed", network=forward,
+           ssh={"user": "admin", "private_key": "~/.ssh/id_test", "port": 2200})
+    define(home, name="cloudy", network=[{"type": "user", "forward": [
+        {"host": 2202, "guest": 22}]}], cloud_init={"users": [{"name": "ops"}]})
+    define(home, name="auto", network=[{"type": "user", "forward": [
+        {"host": "auto", "guest": 22}]}])
+    known_hosts = home / "data" / "vms" / "keyed" / "known_hosts"  # as the runner writes it
+    known_hosts.parent.mkdir(parents=True)
+    known_hosts.write_text("[127.0.0.1]:2201 {0}\n".format(ED25519))
+    config = tmp_path / "t.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: home\ninclude_stopped: true\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    keyed = inventory.get_host("keyed").get_vars()
+    assert (keyed["ansible_host"], keyed["ansible_port"]) == ("127.0.0.1", 2201)
+    assert keyed["ansible_user"] == "admin"
+    assert keyed["ansible_ssh_private_key_file"] == os.path.expanduser("~/.ssh/id_test")
+    assert shlex.split(keyed["ansible_ssh_common_args"]) == [
+        "-o", "UserKnownHostsFile={0}".format(known_hosts), "-o", "StrictHostKeyChecking=yes"]
+    assert keyed["maqet_known_hosts"] == str(known_hosts)
+    assert keyed["maqet_ssh"]["host_keys"] == [ED25519]
+    cloudy = inventory.get_host("cloudy").get_vars()
+    assert cloudy["ansible_user"] == "ops" and cloudy["ansible_port"] == 2202
+    assert "ansible_ssh_common_args" not in cloudy  # no keys yet: the user's known_hosts
+    # An auto port has no number while its VM does not run: nothing to connect to.
+    auto = inventory.get_host("auto").get_vars()
+    assert "ansible_host" not in auto and auto["maqet_ports"][0]["auto"] is True

@@ -315,3 +315,68 @@ def test_name_template_has_jinja_filters_and_refuses_unknown_names(plugin, tmp_p
     with pytest.raises(AnsibleParserError, match="name_template.*'nope' is undefined"):
         parse(plugin, tmp_path, config(script, "name_template: '{{ nope }}'",
                                        "hypervisors: [{name: hv1, host: a}]"))
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINjdOVyhCHuxWRHXdl4TleBWHlnhseLcB6KFFD4MBTA4"
+
+
+def test_guest_host_keys_come_with_the_listing(plugin, tmp_path, fake_ssh):
+    """Host keys that maqet on the hypervisor read from a guest's console come in the
+    same ssh round trip as the VM list; the plugin writes them on the controller (0600)
+    under the name ssh checks (the HostKeyAlias, or [address]:port) and points the guest's
+    ssh options at that file, checking strictly."""
+    loopback = [{"host": 2222, "guest": 22, "protocol": "tcp", "host_address": "127.0.0.1",
+                 "auto": True}]
+    everywhere = [{"host": 22, "guest": 22, "protocol": "tcp", "host_address": "0.0.0.0"}]
+    keyed = dict(view("lo", ports=loopback), ssh={"user": "root", "host_keys": [ED25519]},
+                 known_hosts="/srv/maqet/data/vms/lo/known_hosts")
+    keyed["spec"]["cloud_init"] = {"users": [{"name": "root"}]}
+    other = dict(view("any", ports=everywhere), ssh={"host_keys": [ED25519]})
+    script = fake_ssh({"10.0.0.1": {"vms": [keyed, other, view("nokeys", ports=loopback)]}})
+    cache = tmp_path / "cache" / "guests_known_hosts"
+    inventory = parse(plugin, tmp_path, config(
+        script, "guest_known_hosts_file: {0}".format(cache),
+        "hypervisors: [{name: hv1, host: 10.0.0.1}]"))
+    assert cache.read_text() == "[10.0.0.1]:2222 {0}\n10.0.0.1 {0}\n".format(ED25519)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    lo = inventory.get_host("lo").get_vars()
+    args = shlex.split(lo["ansible_ssh_common_args"])
+    assert args[2:] == ["-o", "HostKeyAlias=[10.0.0.1]:2222",
+                        "-o", "UserKnownHostsFile={0}".format(cache),
+                        "-o", "StrictHostKeyChecking=yes"]
+    assert lo["ansible_user"] == "root"
+    anywhere = inventory.get_host("any").get_vars()
+    assert shlex.split(anywhere["ansible_ssh_common_args"]) == [
+        "-o", "UserKnownHostsFile={0}".format(cache), "-o", "StrictHostKeyChecking=yes"]
+    nokeys = shlex.split(inventory.get_host("nokeys").get_vars()["ansible_ssh_common_args"])
+    assert not any(a.startswith("UserKnownHostsFile") for a in nokeys)
+    # The next listing replaces the file whole: a guest gone takes its keys with it.
+    fake_ssh({"10.0.0.1": {"vms": [view("nokeys", ports=loopback)]}})
+    parse(plugin, tmp_path, config(script, "guest_known_hosts_file: {0}".format(cache),
+                                   "hypervisors: [{name: hv1, host: 10.0.0.1}]"))
+    assert cache.read_text() == ""
+
+
+def test_guests_known_hosts_default_to_one_file_per_inventory_source(tmp_path, monkeypatch):
+    from ansible_collections.maqet.vm.plugins.inventory.maqet import InventoryModule
+
+    module = InventoryModule()
+    module._path = str(tmp_path / "a.maqet.yml")
+    monkeypatch.setattr(module, "get_option", lambda name: None)
+    first = module._guest_known_hosts_file()
+    module._path = str(tmp_path / "b.maqet.yml")
+    assert first != module._guest_known_hosts_file()
+    assert "{0}maqet{0}guest_known_hosts{0}".format(os.sep) in first
+
+
+def test_connection_vars_with_login_and_keys():
+    ports = [{"host": 40022, "guest": 2200, "protocol": "tcp", "host_address": "127.0.0.1"}]
+    vm = {"ports": ports, "known_hosts": "/vms/a b/known_hosts",
+          "spec": {"ssh": {"port": 2200}},
+          "ssh": {"user": "admin", "private_key": "/k/id", "host_keys": [ED25519]}}
+    found = connection_vars(vm, 22)
+    assert found["ansible_port"] == 40022 and found["ansible_user"] == "admin"
+    assert found["ansible_ssh_private_key_file"] == "/k/id"
+    assert shlex.split(found["ansible_ssh_common_args"]) == [
+        "-o", 'UserKnownHostsFile="/vms/a b/known_hosts"', "-o", "StrictHostKeyChecking=yes"]
+    assert connection_vars(vm, 0) == {}

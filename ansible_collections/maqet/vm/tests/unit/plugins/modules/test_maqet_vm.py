@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.maqet.vm.plugins.modules import maqet_vm, maqet_vm_info
+from ansible_collections.maqet.vm.plugins.modules import maqet_console, maqet_vm, maqet_vm_info
 
 
 def run_module(module, capsys, args):
@@ -141,3 +141,33 @@ def test_info_returns_recent_events_of_each_vm(home, capsys):
     assert set(one["vms"][0]["events"][0]) >= {"kind", "data", "time", "at", "op_id"}
     bad = run_module(maqet_vm_info, capsys, {"maqet_home": home, "events": -1})
     assert bad["failed"] and "events must not be negative" in bad["msg"]
+
+
+def test_wait_applies_to_running_and_restarted_only(home, capsys):
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "w1"},
+                                           "state": "present", "wait": {"ssh": True}})
+    assert result["failed"] and "wait applies to state running or restarted" in result["msg"]
+    # Nothing asked for: no wait, whatever the state.
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "w1"},
+                                           "wait": {"timeout": 5}})
+    assert result["changed"] and "wait" not in result
+
+
+def test_check_mode_never_waits(home, capsys):
+    result = run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "w2"},
+                                           "state": "running", "wait": {"ssh": True},
+                                           "_ansible_check_mode": True})
+    assert result["changed"] and "wait" not in result
+    assert [a["action"] for a in result["actions"]] == ["define", "start"]
+
+
+def test_console_needs_a_running_vm(home, capsys):
+    assert run_module(maqet_vm, capsys, {"maqet_home": home, "definition": {"name": "c1"}})
+    result = run_module(maqet_console, capsys, {"maqet_home": home, "vm": "c1",
+                                                "text": "uname\n", "wait": "Linux"})
+    assert result["failed"] and result["error_type"] == "StateConflict"
+    result = run_module(maqet_console, capsys, {"maqet_home": home, "vm": "c1"})
+    assert result["failed"] and "one of the following is required: text, wait" in result["msg"]
+    result = run_module(maqet_console, capsys, {"maqet_home": home, "vm": "nosuch",
+                                                "text": "x", "_ansible_check_mode": True})
+    assert result["failed"] and result["error_type"] == "VMNotFound"
