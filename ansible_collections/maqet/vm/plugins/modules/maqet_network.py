@@ -204,6 +204,14 @@ diff:
     C({spec}); an absent network is an empty mapping.
   returned: when diff mode is on
   type: dict
+op_id:
+  description:
+    - The operation id of this task (O(op_id), or the one made for it). C(maqet events
+      --op ID) on the hypervisor host shows what the task caused. Also returned when
+      the task fails.
+  returned: always
+  type: str
+  sample: 3f2a9c1b0d4e
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -58,6 +58,14 @@ exists:
   returned: when O(name) is given
   type: bool
   sample: true
+op_id:
+  description:
+    - The operation id of this task (O(op_id), or the one made for it). C(maqet events
+      --op ID) on the hypervisor host shows what the task caused. Also returned when
+      the task fails.
+  returned: always
+  type: str
+  sample: 3f2a9c1b0d4e
 """
 
 from ansible.module_utils.basic import AnsibleModule
