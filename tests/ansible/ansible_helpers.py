@@ -13,14 +13,13 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ansible_run import Run, run_logged
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
@@ -31,26 +30,6 @@ QEMU = shutil.which("qemu-system-x86_64")
 PLAYBOOK_TIMEOUT = 600.0  # a whole playbook with boots and stops under TCG: ~10-30 s
 INVENTORY_TIMEOUT = 120.0  # ansible-inventory: ~1 s
 EXIT_GRACE = 5.0  # a runner's exit after its stop reply: milliseconds
-
-
-@dataclass
-class Run:
-    """One finished ansible command."""
-
-    argv: list[str]
-    rc: int
-    stdout: str
-    stderr: str
-
-    def explain(self) -> str:
-        return (f"$ {' '.join(self.argv)}\nrc={self.rc}\n--- stdout\n{self.stdout[-6000:]}\n"
-                f"--- stderr\n{self.stderr[-3000:]}")
-
-    def recap(self, host: str = "localhost") -> dict[str, int]:
-        """The PLAY RECAP counters of ``host``."""
-        match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.stdout, re.MULTILINE)
-        assert match, self.explain()
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
 class AnsibleSandbox:
@@ -84,13 +63,8 @@ class AnsibleSandbox:
 
     def _run(self, argv: list[str], timeout: float, cwd: Path | None = None) -> Run:
         self._count += 1
-        out = self.logs / f"{self._count:02d}.out"
-        err = self.logs / f"{self._count:02d}.err"
-        # Output goes to files, never to a pipe a reader might close early.
-        with out.open("w") as fout, err.open("w") as ferr:
-            proc = subprocess.run(argv, stdout=fout, stderr=ferr, env=self.env,
-                                  cwd=cwd or self.root, timeout=timeout, check=False)
-        return Run(argv, proc.returncode, out.read_text(), err.read_text())
+        return run_logged(argv, self.logs, self._count, env=self.env, cwd=cwd or self.root,
+                          timeout=timeout)
 
     def playbook(self, name: str, *, extra_vars: dict[str, Any] | None = None,
                  args: tuple[str, ...] = ()) -> Run:

@@ -6,36 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ansible_run import Run, run_logged
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PLAYBOOK_TIMEOUT = 300.0  # a few tasks on two hosts: ~3-6 s
-
-
-@dataclass
-class PlaybookRun:
-    """One finished ansible-playbook."""
-
-    argv: list[str]
-    rc: int
-    stdout: str
-    stderr: str
-
-    def explain(self) -> str:
-        return (f"$ {' '.join(self.argv)}\nrc={self.rc}\n--- stdout\n{self.stdout[-6000:]}\n"
-                f"--- stderr\n{self.stderr[-3000:]}")
-
-    def recap(self, host: str) -> dict[str, int]:
-        """The PLAY RECAP counters of ``host``."""
-        match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.stdout, re.MULTILINE)
-        assert match, self.explain()
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
 def control_path_dir(root: Path) -> Path:
@@ -73,7 +52,7 @@ def ansible_env(root: Path) -> dict[str, str]:
 
 def run_playbook(inventory: Path, playbook: Path, root: Path, *args: str,
                  extra_vars: dict[str, Any] | None = None,
-                 timeout: float = PLAYBOOK_TIMEOUT) -> PlaybookRun:
+                 timeout: float = PLAYBOOK_TIMEOUT) -> Run:
     """``ansible-playbook -i inventory [-e @vars] *args playbook`` in ``root``, with
     :func:`ansible_env`; stdout and stderr go to files under ``root/logs``."""
     logs = root / "logs"
@@ -85,8 +64,4 @@ def run_playbook(inventory: Path, playbook: Path, root: Path, *args: str,
         vars_file.write_text(json.dumps(extra_vars))
         argv += ["-e", f"@{vars_file}"]
     argv += [*args, str(playbook)]
-    out, err = logs / f"{count:02d}.out", logs / f"{count:02d}.err"
-    with out.open("w") as fout, err.open("w") as ferr:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr,
-                              env=ansible_env(root), cwd=root, timeout=timeout, check=False)
-    return PlaybookRun(argv, proc.returncode, out.read_text(), err.read_text())
+    return run_logged(argv, logs, count, env=ansible_env(root), cwd=root, timeout=timeout)
