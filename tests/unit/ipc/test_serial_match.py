@@ -5,14 +5,12 @@ longer than ``SERIAL_MATCH_BUDGET_S``, and normal waits keep their meaning."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from chardev import drain_of  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.errors import OperationTimeout, UsageError
@@ -20,41 +18,6 @@ from maqet_engine.runner.serial import SerialDrain
 
 CATASTROPHIC = r"(a|a)*@@@"  # 2**n steps on a line of n 'a's (~4 s for 25 under old code)
 A_LINE = "a" * 25 + "\n"
-
-
-class FakeChardev:
-    """The listening end QEMU would own: the drain connects, the test writes."""
-
-    def __init__(self) -> None:
-        self.writer: asyncio.StreamWriter | None = None
-        self.connected = asyncio.Event()
-
-    async def accept(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     ) -> None:
-        self.writer = writer
-        self.connected.set()
-
-    async def send(self, text: str) -> None:
-        assert self.writer is not None
-        self.writer.write(text.encode())
-        await self.writer.drain()
-
-
-@contextlib.asynccontextmanager
-async def drain_of(tmp_path: Path) -> AsyncIterator[tuple[SerialDrain, FakeChardev]]:
-    chardev = FakeChardev()
-    path = tmp_path / "serial.sock"
-    server = await asyncio.start_unix_server(chardev.accept, path=str(path))
-    drain = SerialDrain(path, logging.getLogger("test.serial"))
-    try:
-        await drain.start()
-        await asyncio.wait_for(chardev.connected.wait(), 5)
-        yield drain, chardev
-    finally:
-        await drain.close()
-        server.close()
-        if chardev.writer is not None:
-            chardev.writer.close()
 
 
 async def until_offset(drain: SerialDrain, offset: int) -> None:

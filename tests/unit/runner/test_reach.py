@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chardev import FakeChardev, drain_of  # tests/support
 
 from maqet_engine.errors import OperationTimeout, StateConflict, UsageError
 from maqet_engine.runner.reach import GuestReach, guest_ssh_port, parse_usernet, ssh_patterns
@@ -78,24 +79,6 @@ def test_guest_ssh_port(spec: dict[str, Any], port: int):
     assert guest_ssh_port(spec) == port
 
 
-class FakeChardev:
-    """The listening end QEMU would own: the drain connects, the test writes."""
-
-    def __init__(self) -> None:
-        self.writer: asyncio.StreamWriter | None = None
-        self.connected = asyncio.Event()
-
-    async def accept(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     ) -> None:
-        self.writer = writer
-        self.connected.set()
-
-    async def send(self, text: str) -> None:
-        assert self.writer is not None
-        self.writer.write(text.encode())
-        await self.writer.drain()
-
-
 class Reach:
     """A GuestReach over a real drain, with the events it recorded."""
 
@@ -109,13 +92,7 @@ class Reach:
 
 @contextlib.asynccontextmanager
 async def reach_of(tmp_path: Path, ports: list[dict[str, Any]]) -> AsyncIterator[Reach]:
-    chardev = FakeChardev()
-    path = tmp_path / "serial.sock"
-    server = await asyncio.start_unix_server(chardev.accept, path=str(path))
-    drain = SerialDrain(path, logging.getLogger("test.serial"))
-    try:
-        await drain.start()
-        await asyncio.wait_for(chardev.connected.wait(), 5)
+    async with drain_of(tmp_path) as (drain, chardev):
         state = Reach(drain, chardev, tmp_path / "known_hosts")
         state.reach.start(ports)
         watcher = asyncio.create_task(state.reach.watch())
@@ -125,11 +102,6 @@ async def reach_of(tmp_path: Path, ports: list[dict[str, Any]]) -> AsyncIterator
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-    finally:
-        await drain.close()
-        server.close()
-        if chardev.writer is not None:
-            chardev.writer.close()
 
 
 def test_keys_of_a_block_cut_by_chunks_and_kernel_messages_become_known_hosts(tmp_path):
