@@ -30,6 +30,7 @@ import os
 import stat
 
 from maqet_engine import constants as C
+from maqet_engine.durable import fsync_dir
 from maqet_engine.errors import (
     ConfigError,
     ConflictError,
@@ -39,7 +40,7 @@ from maqet_engine.errors import (
     UsageError,
 )
 from maqet_engine.frozen import Frozen
-from maqet_engine.images.layout import Layout, fsync_dir
+from maqet_engine.images.layout import Layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -51,14 +51,6 @@ def is_digest(name: str) -> bool:
     return len(name) == C.IMAGE_DIGEST_HEX_LEN and all(c in "0123456789abcdef" for c in name)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:

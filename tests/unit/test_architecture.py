@@ -26,10 +26,10 @@ COLLECTION = REPO / "ansible_collections" / "maqet" / "vm"
 # constants (plain values), and the package itself (for __version__).
 FRONT_END_ALLOWED = {"maqet_engine", "maqet_engine.engine", "maqet_engine.errors",
                      "maqet_engine.constants"}
-# Modules below every layer: plain values, the error tree, and the operation id that
-# every layer passes on (a ContextVar, maqet_engine/ops.py).
-LEAVES = {"maqet_engine", "maqet_engine.constants", "maqet_engine.errors",
-          "maqet_engine.frozen", "maqet_engine.ops"}
+# Modules below every layer: plain values, the error tree, the operation id that
+# every layer passes on (a ContextVar, maqet_engine/ops.py), and fsync of a directory.
+LEAVES = {"maqet_engine", "maqet_engine.constants", "maqet_engine.durable",
+          "maqet_engine.errors", "maqet_engine.frozen", "maqet_engine.ops"}
 
 
 def python_files(root: Path) -> list[Path]:
