@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from maqet_engine.paths import Paths
@@ -341,6 +341,24 @@ class SerialTimeout(TimeoutError):
     """``SerialConsole.wait_for`` did not see its pattern in time (or the console closed)."""
 
 
+class _Closing:
+    """``with obj:`` closes ``obj`` when the block ends (the subclass defines ``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 def listen_unix(path: str | os.PathLike[str], backlog: int = 1) -> socket.socket:
     """A listening Unix socket at ``path`` (replacing a stale file), for QEMU to inherit.
 
@@ -361,7 +379,7 @@ def listen_unix(path: str | os.PathLike[str], backlog: int = 1) -> socket.socket
     return sock
 
 
-class SerialConsole:
+class SerialConsole(_Closing):
     """A QEMU serial chardev (``-chardev socket,fd=N,server=on,wait=off``) for tests.
 
     A background thread reads the socket continuously for as long as the object is open, so
@@ -475,17 +493,6 @@ class SerialConsole:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._reader.join(timeout=5)
         self._sock.close()
-
-    def __enter__(self) -> SerialConsole:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --- the guest behind a maqet runner ----------------------------------------------------
@@ -665,7 +672,7 @@ class GuestAgentError(RuntimeError):
     """qemu-ga answered with an error, or did not answer in time."""
 
 
-class GuestAgent:
+class GuestAgent(_Closing):
     """A client for qemu-ga on a virtserialport chardev socket (``server=on``).
 
     Bind the socket before QEMU starts (:func:`listen_unix` + ``fd=N``) and connect this client
@@ -760,17 +767,6 @@ class GuestAgent:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> GuestAgent:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --- QMP ----------------------------------------------------------------------------------
