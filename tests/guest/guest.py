@@ -198,7 +198,7 @@ class CloudImage:
 
 
 def cache_root() -> Path:
-    """Where build-guest.sh keeps its builds (``$MAQET_GUEST_CACHE`` overrides)."""
+    """Where the build scripts keep their builds (``$MAQET_GUEST_CACHE`` overrides)."""
     override = os.environ.get("MAQET_GUEST_CACHE")
     if override:
         return Path(override)
@@ -211,13 +211,6 @@ def _recipe_hash(*scripts: Path) -> str:
     for script in scripts:
         digest.update(script.read_bytes())
     return digest.hexdigest()
-
-
-def _complete(directory: Path) -> GuestFiles | None:
-    """The build in ``directory`` if it is complete and made by the current recipe."""
-    if _complete_files(directory, ("vmlinuz", "initrd.gz"), (BUILD_SCRIPT,)) is None:
-        return None
-    return GuestFiles(kernel=directory / "vmlinuz", initrd=directory / "initrd.gz")
 
 
 def _complete_files(directory: Path, names: tuple[str, ...],
@@ -270,20 +263,28 @@ def _run_build(script: Path, timeout: float) -> Path:
     return Path(lines[-1])
 
 
+def _ensure(script: Path, subdir: str, names: tuple[str, ...], timeout: float) -> list[Path]:
+    """``cache/subdir/current/name`` for each of ``names`` when that build is complete and
+    made by the current recipe (``script`` + lib-guest.sh); otherwise run ``script`` (it
+    serializes concurrent callers with a lock and publishes atomically) and return its
+    output directory's files."""
+    scripts = (script, _LIB_SCRIPT)
+    found = _complete_files((cache_root() / subdir / "current").resolve(), names, scripts)
+    if found is None:
+        found = _complete_files(_run_build(script, timeout), names, scripts)
+    if found is None:
+        raise RuntimeError(f"{script} succeeded but left no complete build")
+    return found
+
+
 def ensure_guest() -> GuestFiles:
     """Return the cached guest, building it first when the cache is missing or stale.
 
-    A complete cache (``<cache>/current`` built by the current build-guest.sh) is used without
-    running anything. Otherwise the build script runs (it serializes concurrent callers with a
-    lock and publishes atomically); its last stdout line is the output directory.
+    A complete cache (``<cache>/current`` built by the current build-guest.sh and
+    lib-guest.sh) is used without running anything.
     """
-    found = _complete((cache_root() / "current").resolve())
-    if found is not None:
-        return found
-    built = _complete(_run_build(BUILD_SCRIPT, _BUILD_TIMEOUT))
-    if built is None:
-        raise RuntimeError(f"{BUILD_SCRIPT} succeeded but left no complete build")
-    return built
+    kernel, initrd = _ensure(BUILD_SCRIPT, "", ("vmlinuz", "initrd.gz"), _BUILD_TIMEOUT)
+    return GuestFiles(kernel=kernel, initrd=initrd)
 
 
 _SSH_BUILD_TIMEOUT = 900.0  # seconds; a cold build is ~10 s plus a ~47 MB download
@@ -296,14 +297,9 @@ def ensure_ssh_guest() -> GuestFiles:
     Same kernel as :func:`ensure_guest`; the initramfs adds dropbear, sftp-server, python3.11
     and qemu-ga. Boot it with :func:`ssh_guest_append` and ``-m 256``.
     """
-    scripts = (SSH_BUILD_SCRIPT, _LIB_SCRIPT)
-    names = ("vmlinuz", "initrd.gz")
-    found = _complete_files((cache_root() / "ssh" / "current").resolve(), names, scripts)
-    if found is None:
-        found = _complete_files(_run_build(SSH_BUILD_SCRIPT, _SSH_BUILD_TIMEOUT), names, scripts)
-    if found is None:
-        raise RuntimeError(f"{SSH_BUILD_SCRIPT} succeeded but left no complete build")
-    return GuestFiles(kernel=found[0], initrd=found[1])
+    kernel, initrd = _ensure(SSH_BUILD_SCRIPT, "ssh", ("vmlinuz", "initrd.gz"),
+                             _SSH_BUILD_TIMEOUT)
+    return GuestFiles(kernel=kernel, initrd=initrd)
 
 
 def ensure_cloud_image() -> CloudImage:
@@ -313,15 +309,9 @@ def ensure_cloud_image() -> CloudImage:
     :data:`CLOUD_APPEND`, a qcow2 overlay on ``image`` and a NoCloud seed
     (:func:`make_nocloud_seed`).
     """
-    scripts = (CLOUD_BUILD_SCRIPT, _LIB_SCRIPT)
-    names = ("vmlinuz", "initrd.gz", "disk.qcow2")
-    found = _complete_files((cache_root() / "cloud" / "current").resolve(), names, scripts)
-    if found is None:
-        found = _complete_files(_run_build(CLOUD_BUILD_SCRIPT, _CLOUD_BUILD_TIMEOUT),
-                                names, scripts)
-    if found is None:
-        raise RuntimeError(f"{CLOUD_BUILD_SCRIPT} succeeded but left no complete build")
-    return CloudImage(kernel=found[0], initrd=found[1], image=found[2], format="qcow2")
+    kernel, initrd, image = _ensure(CLOUD_BUILD_SCRIPT, "cloud",
+                                    ("vmlinuz", "initrd.gz", "disk.qcow2"), _CLOUD_BUILD_TIMEOUT)
+    return CloudImage(kernel=kernel, initrd=initrd, image=image, format="qcow2")
 
 
 def ssh_guest_append(*public_keys: str, base: str = SSH_GUEST_APPEND) -> str:

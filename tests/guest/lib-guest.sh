@@ -1,4 +1,4 @@
-# Shared by build-ssh-guest.sh and build-cloud-image.sh (sourced, not run).
+# Shared by build-guest.sh, build-ssh-guest.sh and build-cloud-image.sh (sourced, not run).
 #
 # Before sourcing, set LOG_TAG (prefix of log lines) and SELF (the build script's path).
 # Provides: log/die, RECIPE (the hash of the build script and this file: editing either
@@ -260,7 +260,8 @@ module_order() {
     done
 }
 
-# copy_modules DEST NAME...: uncompressed NAME.ko files into DEST; prints the insmod lines.
+# copy_modules DEST NAME...: uncompressed NAME.ko files into DEST; prints the insmod lines (a
+# failed insmod says so on the console, tagged INSMOD_TAG, by default LOG_TAG).
 copy_modules() {
     local dest=$1 n src
     shift
@@ -273,7 +274,7 @@ copy_modules() {
             *.ko.gz) "$BB" gzip -dc "$src" >"$dest/$n.ko" ;;
             *) die "cannot unpack module $src" ;;
         esac
-        echo "insmod /lib/modules/$n.ko || echo '$LOG_TAG: insmod $n failed'"
+        echo "insmod /lib/modules/$n.ko || echo '${INSMOD_TAG:-$LOG_TAG}: insmod $n failed'"
     done
 }
 
