@@ -39,75 +39,20 @@ IMAGE_SIZE=2G  # virtual size; qcow2 stores only what mkfs.ext4 wrote (cloud-ini
 INITRD_MODULES=(virtio_pci virtio_blk)
 
 CACHE=$CACHE_ROOT/cloud
-RECIPE=$(cat "$SELF" "$LIB" | sha256sum | cut -d' ' -f1)
+OUTPUTS=(vmlinuz initrd.gz disk.qcow2)
 
-FORCE=false
-for arg in "$@"; do
-    case $arg in
-        --force) FORCE=true ;;
-        -h|--help) sed -n '2,24p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+parse_options "$@"
 
-complete() {  # complete DIR: every output present and built by this exact recipe
-    [[ -s $1/vmlinuz && -s $1/initrd.gz && -s $1/disk.qcow2 && -f $1/recipe ]] &&
-        [[ $(<"$1/recipe") == "$RECIPE" ]]
-}
-
-finish() {  # finish KVER: point `current` at it and print the output directory
-    ln -sfn "$1" "$CACHE/.current.tmp"
-    mv -T "$CACHE/.current.tmp" "$CACHE/current"
-    echo "$CACHE/$1"
-    exit 0
-}
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-flock 9  # concurrent test workers: one builds, the others then find a complete cache
-
-KPKG=$(resolve_kernel_pkg || true)
-if ! $FORCE; then
-    if [[ -n $KPKG ]]; then
-        complete "$CACHE/${KPKG#linux-image-}" && finish "${KPKG#linux-image-}"
-    elif complete "$CACHE/current"; then
-        # No package lists (offline, fresh container): a complete cache is good enough.
-        finish "$(basename "$(readlink -f "$CACHE/current")")"
-    fi
-fi
+lock_or_reuse "$FORCE"
 [[ $EUID -eq 0 ]] || die "building the cloud image needs root (mmdebstrap); run as root"
 for tool in mmdebstrap mkfs.ext4 qemu-img; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install mmdebstrap e2fsprogs qemu-utils)"
 done
-[[ -n $KPKG ]] || KPKG=$(kernel_pkg)
-KVER=${KPKG#linux-image-}
+start_build
 
-# Under the lock no other build of this image runs: any .build.* left is debris. mmdebstrap
-# may have left proc/sys mounted in a killed build's root: unmount before deleting.
-for old in "$CACHE"/.build.*; do
-    [[ -e $old ]] || continue
-    awk -v p="$old/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
-        while read -r m; do umount -l "$m" || true; done
-    rm -rf --one-file-system "$old"
-done
-WORK=$(mktemp -d "$CACHE/.build.XXXXXX")
-cleanup() {
-    awk -v p="$WORK/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
-        while read -r m; do umount -l "$m" || true; done
-    rm -rf --one-file-system "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
-
-fetch_debs "$KPKG" busybox-static
-dpkg-deb -x "${DEB[$KPKG]}" "$WORK/kernel"
-dpkg-deb -x "${DEB[busybox-static]}" "$WORK/busybox"
-BB=$WORK/busybox/bin/busybox
-[[ -x $BB ]] || die "no bin/busybox in busybox-static"
-VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
-[[ -f $VMLINUZ ]] || die "no boot/vmlinuz-$KVER in $KPKG"
-modules_index "$WORK/kernel" "$KVER"
+fetch_debs "$KPKG" "$BUSYBOX_PKG"
+unpack_busybox "$WORK/busybox"
+unpack_kernel
 
 # --- root filesystem ------------------------------------------------------------------------
 # The host's own apt sources (its mirror or proxy settings are what works here).
@@ -215,8 +160,6 @@ rm -f "$ROOT/etc/resolv.conf"  # the host's; networkd/DHCP provide one at boot
 dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package} ${Version}\n' >"$WORK/packages.txt"
 
 # --- disk image -----------------------------------------------------------------------------
-OUT=$WORK/out
-mkdir -p "$OUT"
 log "mkfs.ext4 -d ($(du -sh --one-file-system "$ROOT" | cut -f1) of files)"
 mkfs.ext4 -q -F -L root -d "$ROOT" "$WORK/disk.raw" "$IMAGE_SIZE" >&2
 qemu-img convert -f raw -O qcow2 "$WORK/disk.raw" "$OUT/disk.qcow2"
@@ -271,8 +214,7 @@ EOF
 INIT=${INIT//@INSMODS@/$INSMODS}
 printf '%s\n' "$INIT" >"$R/init"
 chmod 755 "$R/init"
-pack_initramfs "$R" "$OUT/initrd.gz"
-cp "$VMLINUZ" "$OUT/vmlinuz"
+pack_boot_files "$R"
 mv "$WORK/packages.txt" "$OUT/packages.txt"
 {
     echo "kernel_package=$KPKG $(dpkg-deb -f "${DEB[$KPKG]}" Version)"
@@ -282,14 +224,7 @@ mv "$WORK/packages.txt" "$OUT/packages.txt"
     echo "initrd_modules=${ORDER[*]}"
     echo "image=disk.qcow2 qcow2 $IMAGE_SIZE"
 } >"$OUT/build-info"
-echo "$RECIPE" >"$OUT/recipe"
 
 # --- publish atomically ---------------------------------------------------------------------
 rm -rf --one-file-system "$ROOT"
-if [[ -e $CACHE/$KVER ]]; then
-    mv -T "$CACHE/$KVER" "$WORK/old"  # stale or forced; removed with $WORK
-fi
-mv -T "$OUT" "$CACHE/$KVER"
-log "built $KVER: $(du -h "$CACHE/$KVER/disk.qcow2" | cut -f1) image," \
-    "$(du -h "$CACHE/$KVER/initrd.gz" | cut -f1) initramfs"
-finish "$KVER"
+publish

@@ -5,9 +5,9 @@
 #
 # Output: ${MAQET_GUEST_CACHE:-$HOME/.cache/maqet-test-guest}/<kernel-version>/{vmlinuz,initrd.gz}
 # and a `current` symlink to that directory. The output directory is the last line on stdout;
-# everything else goes to stderr. A complete cache for the current recipe is reused untouched.
-# Builds happen in a temporary directory next to the cache and are renamed into place, under
-# an flock, so a killed or concurrent build never leaves a half-written cache.
+# everything else goes to stderr. A complete cache made by the current recipe (this script +
+# lib-guest.sh) is reused untouched. Builds happen in a temporary directory next to the cache
+# and are renamed into place under an flock: a killed or concurrent build leaves no half cache.
 #
 # Usage: build-guest.sh [--force] [--with-qemu]
 #   --force      rebuild even when the cache is complete
@@ -16,50 +16,25 @@
 # Boot it with: -kernel vmlinuz -initrd initrd.gz -append "console=ttyS0 panic=-1 quiet cryptomgr.notests"
 set -euo pipefail
 
-META_PKG=linux-image-cloud-amd64
-BUSYBOX_PKG=busybox-static
+LOG_TAG=build-guest
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+LIB=$(dirname "$SELF")/lib-guest.sh
+# shellcheck source=lib-guest.sh
+source "$LIB"
+INSMOD_TAG=maqet-guest  # what a failed insmod prints on the guest's console
+
 MARKER=MAQET-GUEST-READY
 # Loaded in this order (each after its own dependencies from modules.dep).
 REQUIRED_MODULES=(evdev button virtio_pci virtio_blk virtio_console)
 # Loaded when the kernel ships them (the 6.1 cloud kernel has no 9p at all).
 OPTIONAL_MODULES=(virtio_net 9pnet 9pnet_virtio 9p)
 
-CACHE=${MAQET_GUEST_CACHE:-$HOME/.cache/maqet-test-guest}
-SELF=$(readlink -f "${BASH_SOURCE[0]}")
-# The cache is keyed by kernel version and stamped with this script's hash: editing the recipe
-# (modules, /init, ...) invalidates old builds instead of silently reusing them.
-RECIPE=$(sha256sum "$SELF" | cut -d' ' -f1)
+CACHE=$CACHE_ROOT
+OUTPUTS=(vmlinuz initrd.gz)
 
-FORCE=false
 WITH_QEMU=false
-for arg in "$@"; do
-    case $arg in
-        --force) FORCE=true ;;
-        --with-qemu) WITH_QEMU=true ;;
-        -h|--help) sed -n '2,16p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build-guest: unknown argument: $arg (try --help)" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "build-guest: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-complete() {  # complete DIR: both boot files present and built by this exact recipe
-    [[ -s $1/vmlinuz && -s $1/initrd.gz && -f $1/recipe ]] && [[ $(<"$1/recipe") == "$RECIPE" ]]
-}
-
-APT_UPDATED=false
-apt_update() {  # at most once per run; needs root
-    $APT_UPDATED && return 1
-    [[ $EUID -eq 0 ]] || die "apt package lists are missing or stale; run 'apt-get update' as root"
-    log "apt-get update"
-    apt-get update -qq >&2
-    APT_UPDATED=true
-}
-
-APT_OPTS=(-q)
-# As root, apt downloads as the sandbox user `_apt`, who cannot write into /root/.cache.
-[[ $EUID -eq 0 ]] && APT_OPTS+=(-o APT::Sandbox::User=root)
+extra_option() { [[ $1 == --with-qemu ]] && WITH_QEMU=true; }
+parse_options "$@"
 
 if $WITH_QEMU; then
     missing=()
@@ -74,107 +49,13 @@ if $WITH_QEMU; then
     fi
 fi
 
-resolve_kernel_pkg() {  # the versioned package the meta package currently depends on
-    apt-cache depends "$META_PKG" 2>/dev/null |
-        awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
-}
+lock_or_reuse "$FORCE"
+start_build
 
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-flock 9  # concurrent test workers: one builds, the others then find a complete cache
-
-finish() {  # finish KVER: point `current` at it and print the output directory
-    ln -sfn "$1" "$CACHE/.current.tmp"
-    mv -T "$CACHE/.current.tmp" "$CACHE/current"
-    echo "$CACHE/$1"
-    exit 0
-}
-
-KPKG=$(resolve_kernel_pkg || true)
-if ! $FORCE; then
-    if [[ -n $KPKG ]]; then
-        complete "$CACHE/${KPKG#linux-image-}" && finish "${KPKG#linux-image-}"
-    elif complete "$CACHE/current"; then
-        # No package lists (offline, fresh container): a complete cache is good enough.
-        finish "$(basename "$(readlink -f "$CACHE/current")")"
-    fi
-fi
-if [[ -z $KPKG ]]; then
-    apt_update
-    KPKG=$(resolve_kernel_pkg) || true
-    [[ -n $KPKG ]] || die "cannot resolve $META_PKG to a kernel package (apt-cache depends)"
-fi
-KVER=${KPKG#linux-image-}
-
-# Under the lock no other build runs: any .build.* left is debris of a killed build.
-rm -rf "$CACHE"/.build.*
-WORK=$(mktemp -d "$CACHE/.build.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
-mkdir -p "$WORK/debs"
-
-log "downloading $KPKG and $BUSYBOX_PKG"
-if ! (cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" download "$KPKG" "$BUSYBOX_PKG" >&2); then
-    # Stale lists point at versions the mirror no longer has: refresh once and retry.
-    apt_update || die "apt-get download failed"
-    KPKG=$(resolve_kernel_pkg) || true
-    [[ -n $KPKG ]] || die "cannot resolve $META_PKG to a kernel package (apt-cache depends)"
-    KVER=${KPKG#linux-image-}
-    if ! $FORCE && complete "$CACHE/$KVER"; then finish "$KVER"; fi
-    rm -f "$WORK"/debs/*.deb
-    (cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" download "$KPKG" "$BUSYBOX_PKG" >&2)
-fi
-
-kdeb=("$WORK/debs/${KPKG}"_*.deb)
-bdeb=("$WORK/debs/${BUSYBOX_PKG}"_*.deb)
-dpkg-deb -x "${kdeb[0]}" "$WORK/kernel"
-dpkg-deb -x "${bdeb[0]}" "$WORK/busybox"
-BB=$WORK/busybox/bin/busybox
-[[ -x $BB ]] || die "no bin/busybox in ${bdeb[0]}"
-VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
-[[ -f $VMLINUZ ]] || die "no boot/vmlinuz-$KVER in ${kdeb[0]}"
-MODBASE=
-for base in "$WORK/kernel" "$WORK/kernel/usr"; do
-    [[ -d $base/lib/modules/$KVER ]] && MODBASE=$base && break
-done
-[[ -n $MODBASE ]] || die "no lib/modules/$KVER in ${kdeb[0]}"
-MODDIR=$MODBASE/lib/modules/$KVER
-
-# The package ships no modules.dep (its postinst runs depmod): generate it with busybox depmod.
-"$BB" depmod -b "$MODBASE" "$KVER"
-[[ -s $MODDIR/modules.dep ]] || die "depmod produced no modules.dep"
-
-declare -A MODPATH MODDEPS
-modname() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
-while IFS= read -r line; do
-    rel=${line%%:*}
-    n=$(modname "$rel")
-    MODPATH[$n]=$rel
-    MODDEPS[$n]=${line#*:}
-done <"$MODDIR/modules.dep"
-declare -A BUILTIN
-while IFS= read -r rel; do BUILTIN[$(modname "$rel")]=1; done <"$MODDIR/modules.builtin"
-
-declare -A SEEN
-ORDER=()
-visit() {  # depth-first: dependencies first, each module once
-    local n=$1 d
-    [[ -n ${SEEN[$n]:-} ]] && return 0
-    SEEN[$n]=1
-    for d in ${MODDEPS[$n]}; do visit "$(modname "$d")"; done
-    ORDER+=("$n")
-}
-for m in "${REQUIRED_MODULES[@]}"; do
-    if [[ -n ${BUILTIN[$m]:-} ]]; then log "module $m is built in"; continue; fi
-    [[ -n ${MODPATH[$m]:-} ]] || die "kernel $KVER has no module $m"
-    visit "$m"
-done
-for m in "${OPTIONAL_MODULES[@]}"; do
-    if [[ -n ${BUILTIN[$m]:-} ]]; then continue; fi
-    if [[ -z ${MODPATH[$m]:-} ]]; then log "module $m not in kernel $KVER, skipped"; continue; fi
-    visit "$m"
-done
+fetch_debs "$KPKG" "$BUSYBOX_PKG"
+unpack_busybox "$WORK/busybox"
+unpack_kernel
+module_order "${REQUIRED_MODULES[@]}" -- "${OPTIONAL_MODULES[@]}"
 
 # --- initramfs tree -------------------------------------------------------------------------
 R=$WORK/initramfs
@@ -182,18 +63,7 @@ mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,var/log,lib/m
     "$R/etc/acpi/PWRF"
 ln -s ../run "$R/var/run"
 cp "$BB" "$R/bin/busybox"
-
-INSMODS=
-for n in "${ORDER[@]}"; do
-    src=$MODDIR/${MODPATH[$n]}
-    case $src in
-        *.ko) cp "$src" "$R/lib/modules/$n.ko" ;;
-        *.ko.xz) "$BB" xz -dc "$src" >"$R/lib/modules/$n.ko" ;;
-        *.ko.gz) "$BB" gzip -dc "$src" >"$R/lib/modules/$n.ko" ;;
-        *) die "cannot unpack module $src" ;;
-    esac
-    INSMODS+="insmod /lib/modules/$n.ko || echo 'maqet-guest: insmod $n failed'"$'\n'
-done
+INSMODS=$(copy_modules "$R/lib/modules" "${ORDER[@]}")
 
 # ACPI power button (QMP system_powerdown) -> acpid -> this handler -> immediate power off.
 cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
@@ -215,6 +85,7 @@ exec </dev/console >/dev/console 2>&1
 hostname maqet-guest
 
 ${INSMODS}
+
 # busybox acpid opens /dev/input/event* only after it started; a powerdown sent before that is
 # lost. Run it in the foreground (known pid) and wait until it holds every event device open.
 acpid -f -l /var/log/acpid.log -p /run/acpid.pid &
@@ -260,27 +131,13 @@ EOF
 chmod 755 "$R/init"
 
 # --- pack -----------------------------------------------------------------------------------
-OUT=$WORK/out
-mkdir -p "$OUT"
-if command -v cpio >/dev/null; then CPIO=(cpio --quiet); else CPIO=("$BB" cpio); fi
-if command -v gzip >/dev/null; then GZIP_CMD=(gzip); else GZIP_CMD=("$BB" gzip); fi
-(cd "$R" && find . -mindepth 1 | LC_ALL=C sort | "${CPIO[@]}" -o -H newc -R 0:0) |
-    "${GZIP_CMD[@]}" -9 -n >"$OUT/initrd.gz"
-cp "$VMLINUZ" "$OUT/vmlinuz"
+pack_boot_files "$R"
 printf '%s\n' "${ORDER[@]}" >"$OUT/modules.txt"
 {
-    echo "kernel_package=$KPKG $(dpkg-deb -f "${kdeb[0]}" Version)"
-    echo "busybox_package=$BUSYBOX_PKG $(dpkg-deb -f "${bdeb[0]}" Version)"
+    echo "kernel_package=$KPKG $(dpkg-deb -f "${DEB[$KPKG]}" Version)"
+    echo "busybox_package=$BUSYBOX_PKG $(dpkg-deb -f "${DEB[$BUSYBOX_PKG]}" Version)"
     echo "append=console=ttyS0 panic=-1 quiet cryptomgr.notests"
     echo "marker=$MARKER"
 } >"$OUT/build-info"
-echo "$RECIPE" >"$OUT/recipe"
 
-# --- publish atomically ---------------------------------------------------------------------
-if [[ -e $CACHE/$KVER ]]; then
-    mv -T "$CACHE/$KVER" "$WORK/old"  # stale or forced; removed with $WORK
-fi
-mv -T "$OUT" "$CACHE/$KVER"
-log "built $KVER: $(du -h "$CACHE/$KVER/vmlinuz" | cut -f1) kernel," \
-    "$(du -h "$CACHE/$KVER/initrd.gz" | cut -f1) initramfs, modules: ${ORDER[*]}"
-finish "$KVER"
+publish "modules: ${ORDER[*]}"

@@ -40,50 +40,12 @@ PY_TRIM=(test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data __phello__
     lib-dynload/xxlimited* lib-dynload/_xxtestfuzz* lib-dynload/_ctypes_test*)
 
 CACHE=$CACHE_ROOT/ssh
-RECIPE=$(cat "$SELF" "$LIB" | sha256sum | cut -d' ' -f1)
+OUTPUTS=(vmlinuz initrd.gz)
 
-FORCE=false
-for arg in "$@"; do
-    case $arg in
-        --force) FORCE=true ;;
-        -h|--help) sed -n '2,19p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
+parse_options "$@"
 
-complete() {  # complete DIR: boot files present and built by this exact recipe
-    [[ -s $1/vmlinuz && -s $1/initrd.gz && -f $1/recipe ]] && [[ $(<"$1/recipe") == "$RECIPE" ]]
-}
-
-finish() {  # finish KVER: point `current` at it and print the output directory
-    ln -sfn "$1" "$CACHE/.current.tmp"
-    mv -T "$CACHE/.current.tmp" "$CACHE/current"
-    echo "$CACHE/$1"
-    exit 0
-}
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-flock 9  # concurrent test workers: one builds, the others then find a complete cache
-
-KPKG=$(resolve_kernel_pkg || true)
-if ! $FORCE; then
-    if [[ -n $KPKG ]]; then
-        complete "$CACHE/${KPKG#linux-image-}" && finish "${KPKG#linux-image-}"
-    elif complete "$CACHE/current"; then
-        # No package lists (offline, fresh container): a complete cache is good enough.
-        finish "$(basename "$(readlink -f "$CACHE/current")")"
-    fi
-fi
-[[ -n $KPKG ]] || KPKG=$(kernel_pkg)
-KVER=${KPKG#linux-image-}
-
-# Under the lock no other build of this guest runs: any .build.* left is debris.
-rm -rf "$CACHE"/.build.*
-WORK=$(mktemp -d "$CACHE/.build.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
+lock_or_reuse "$FORCE"
+start_build
 
 # --- fetch and unpack -----------------------------------------------------------------------
 # The libraries come from the same release: every lib*/zlib1g package in the dependency closure
@@ -94,21 +56,21 @@ mapfile -t LIB_PKGS < <(
         grep -E '^(lib[^ <]*|zlib1g)$' | grep -v -E 'perl|^libpam|^libsemanage' | sort -u
 )
 ((${#LIB_PKGS[@]})) || die "apt-cache depends listed no libraries for ${USER_PKGS[*]}"
-ALL_PKGS=("$KPKG" busybox-static "${USER_PKGS[@]}" "${LIB_PKGS[@]}")
+ALL_PKGS=("$KPKG" "$BUSYBOX_PKG" "${USER_PKGS[@]}" "${LIB_PKGS[@]}")
 fetch_debs "${ALL_PKGS[@]}"
 
 STAGE=$WORK/stage
 mkdir -p "$STAGE"
+unpack_busybox "$STAGE"
+unpack_kernel
 INFO=()
 for pkg in "${ALL_PKGS[@]}"; do
-    deb=${DEB[$pkg]}
-    if [[ $pkg == "$KPKG" ]]; then dpkg-deb -x "$deb" "$WORK/kernel"; else dpkg-deb -x "$deb" "$STAGE"; fi
-    INFO+=("$pkg $(dpkg-deb -f "$deb" Version)")
+    case $pkg in
+        "$KPKG" | "$BUSYBOX_PKG") ;;  # unpacked above
+        *) dpkg-deb -x "${DEB[$pkg]}" "$STAGE" ;;
+    esac
+    INFO+=("$pkg $(dpkg-deb -f "${DEB[$pkg]}" Version)")
 done
-BB=$STAGE/bin/busybox
-[[ -x $BB ]] || die "no bin/busybox in busybox-static"
-VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
-[[ -f $VMLINUZ ]] || die "no boot/vmlinuz-$KVER in $KPKG"
 
 # --- initramfs tree: busybox and modules ----------------------------------------------------
 R=$WORK/initramfs
@@ -120,7 +82,6 @@ ln -s ../run "$R/var/run"
 ln -s ../tmp "$R/var/tmp"
 cp "$BB" "$R/bin/busybox"
 
-modules_index "$WORK/kernel" "$KVER"
 module_order "${BOOT_MODULES[@]}"
 BOOT_ORDER=("${ORDER[@]}")
 BOOT_INSMODS=$(copy_modules "$R/lib/modules" "${BOOT_ORDER[@]}")
@@ -376,10 +337,7 @@ printf '%s\n' "$INIT" >"$R/init"
 chmod 755 "$R/init"
 
 # --- pack -----------------------------------------------------------------------------------
-OUT=$WORK/out
-mkdir -p "$OUT"
-pack_initramfs "$R" "$OUT/initrd.gz" 6
-cp "$VMLINUZ" "$OUT/vmlinuz"
+pack_boot_files "$R" 6
 {
     printf 'package=%s\n' "${INFO[@]}"
     echo "append=$APPEND"
@@ -387,13 +345,4 @@ cp "$VMLINUZ" "$OUT/vmlinuz"
     echo "boot_modules=${BOOT_ORDER[*]}"
     echo "seed_modules=${SEED_ORDER[*]}"
 } >"$OUT/build-info"
-echo "$RECIPE" >"$OUT/recipe"
-
-# --- publish atomically ---------------------------------------------------------------------
-if [[ -e $CACHE/$KVER ]]; then
-    mv -T "$CACHE/$KVER" "$WORK/old"  # stale or forced; removed with $WORK
-fi
-mv -T "$OUT" "$CACHE/$KVER"
-log "built $KVER: $(du -h "$CACHE/$KVER/vmlinuz" | cut -f1) kernel," \
-    "$(du -h "$CACHE/$KVER/initrd.gz" | cut -f1) initramfs"
-finish "$KVER"
+publish

@@ -5,6 +5,13 @@ Import as a plain module (``tests/conftest.py`` puts ``tests/guest`` on ``sys.pa
     import guest
 
     files = guest.ensure_guest()              # GuestFiles(kernel=..., initrd=...)
+    with guest.RawQemu(tmp_path) as qemus:    # kills every QEMU it started, by PID
+        vm = qemus.start(files.kernel, files.initrd, guest.GUEST_APPEND)
+        vm.wait_for(guest.GUEST_MARKER, timeout=60)
+        assert vm.powerdown(timeout=30) == 0
+
+The same by hand, when a test needs its own command line::
+
     listener = guest.listen_unix(sock_path)   # bound before QEMU starts: no race
     argv = [..., "-kernel", str(files.kernel), "-initrd", str(files.initrd),
             "-append", guest.GUEST_APPEND, "-accel", guest.test_accel(),
@@ -44,12 +51,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from maqet_engine.paths import Paths
@@ -72,10 +80,13 @@ __all__ = [
     "SSH_GUEST_MARKER",
     "SSH_GUEST_PROMPT",
     "SSH_KEY_PARAM",
+    "QEMU",
     "CloudImage",
     "GuestAgent",
     "GuestAgentError",
     "GuestFiles",
+    "RawGuest",
+    "RawQemu",
     "SSHKeyPair",
     "SerialConsole",
     "SerialTimeout",
@@ -91,10 +102,16 @@ __all__ = [
     "listen_unix",
     "make_nocloud_seed",
     "make_ssh_keypair",
+    "program",
+    "qga_args",
     "qmp_command",
+    "raw_qemu_argv",
     "ssh_options",
+    "ssh_forward_args",
     "ssh_guest_append",
     "test_accel",
+    "virtio_disk_args",
+    "write_known_hosts",
 ]
 
 GUEST_MARKER = "MAQET-GUEST-READY"
@@ -181,7 +198,7 @@ class CloudImage:
 
 
 def cache_root() -> Path:
-    """Where build-guest.sh keeps its builds (``$MAQET_GUEST_CACHE`` overrides)."""
+    """Where the build scripts keep their builds (``$MAQET_GUEST_CACHE`` overrides)."""
     override = os.environ.get("MAQET_GUEST_CACHE")
     if override:
         return Path(override)
@@ -194,13 +211,6 @@ def _recipe_hash(*scripts: Path) -> str:
     for script in scripts:
         digest.update(script.read_bytes())
     return digest.hexdigest()
-
-
-def _complete(directory: Path) -> GuestFiles | None:
-    """The build in ``directory`` if it is complete and made by the current recipe."""
-    if _complete_files(directory, ("vmlinuz", "initrd.gz"), (BUILD_SCRIPT,)) is None:
-        return None
-    return GuestFiles(kernel=directory / "vmlinuz", initrd=directory / "initrd.gz")
 
 
 def _complete_files(directory: Path, names: tuple[str, ...],
@@ -253,20 +263,28 @@ def _run_build(script: Path, timeout: float) -> Path:
     return Path(lines[-1])
 
 
+def _ensure(script: Path, subdir: str, names: tuple[str, ...], timeout: float) -> list[Path]:
+    """``cache/subdir/current/name`` for each of ``names`` when that build is complete and
+    made by the current recipe (``script`` + lib-guest.sh); otherwise run ``script`` (it
+    serializes concurrent callers with a lock and publishes atomically) and return its
+    output directory's files."""
+    scripts = (script, _LIB_SCRIPT)
+    found = _complete_files((cache_root() / subdir / "current").resolve(), names, scripts)
+    if found is None:
+        found = _complete_files(_run_build(script, timeout), names, scripts)
+    if found is None:
+        raise RuntimeError(f"{script} succeeded but left no complete build")
+    return found
+
+
 def ensure_guest() -> GuestFiles:
     """Return the cached guest, building it first when the cache is missing or stale.
 
-    A complete cache (``<cache>/current`` built by the current build-guest.sh) is used without
-    running anything. Otherwise the build script runs (it serializes concurrent callers with a
-    lock and publishes atomically); its last stdout line is the output directory.
+    A complete cache (``<cache>/current`` built by the current build-guest.sh and
+    lib-guest.sh) is used without running anything.
     """
-    found = _complete((cache_root() / "current").resolve())
-    if found is not None:
-        return found
-    built = _complete(_run_build(BUILD_SCRIPT, _BUILD_TIMEOUT))
-    if built is None:
-        raise RuntimeError(f"{BUILD_SCRIPT} succeeded but left no complete build")
-    return built
+    kernel, initrd = _ensure(BUILD_SCRIPT, "", ("vmlinuz", "initrd.gz"), _BUILD_TIMEOUT)
+    return GuestFiles(kernel=kernel, initrd=initrd)
 
 
 _SSH_BUILD_TIMEOUT = 900.0  # seconds; a cold build is ~10 s plus a ~47 MB download
@@ -279,14 +297,9 @@ def ensure_ssh_guest() -> GuestFiles:
     Same kernel as :func:`ensure_guest`; the initramfs adds dropbear, sftp-server, python3.11
     and qemu-ga. Boot it with :func:`ssh_guest_append` and ``-m 256``.
     """
-    scripts = (SSH_BUILD_SCRIPT, _LIB_SCRIPT)
-    names = ("vmlinuz", "initrd.gz")
-    found = _complete_files((cache_root() / "ssh" / "current").resolve(), names, scripts)
-    if found is None:
-        found = _complete_files(_run_build(SSH_BUILD_SCRIPT, _SSH_BUILD_TIMEOUT), names, scripts)
-    if found is None:
-        raise RuntimeError(f"{SSH_BUILD_SCRIPT} succeeded but left no complete build")
-    return GuestFiles(kernel=found[0], initrd=found[1])
+    kernel, initrd = _ensure(SSH_BUILD_SCRIPT, "ssh", ("vmlinuz", "initrd.gz"),
+                             _SSH_BUILD_TIMEOUT)
+    return GuestFiles(kernel=kernel, initrd=initrd)
 
 
 def ensure_cloud_image() -> CloudImage:
@@ -296,15 +309,9 @@ def ensure_cloud_image() -> CloudImage:
     :data:`CLOUD_APPEND`, a qcow2 overlay on ``image`` and a NoCloud seed
     (:func:`make_nocloud_seed`).
     """
-    scripts = (CLOUD_BUILD_SCRIPT, _LIB_SCRIPT)
-    names = ("vmlinuz", "initrd.gz", "disk.qcow2")
-    found = _complete_files((cache_root() / "cloud" / "current").resolve(), names, scripts)
-    if found is None:
-        found = _complete_files(_run_build(CLOUD_BUILD_SCRIPT, _CLOUD_BUILD_TIMEOUT),
-                                names, scripts)
-    if found is None:
-        raise RuntimeError(f"{CLOUD_BUILD_SCRIPT} succeeded but left no complete build")
-    return CloudImage(kernel=found[0], initrd=found[1], image=found[2], format="qcow2")
+    kernel, initrd, image = _ensure(CLOUD_BUILD_SCRIPT, "cloud",
+                                    ("vmlinuz", "initrd.gz", "disk.qcow2"), _CLOUD_BUILD_TIMEOUT)
+    return CloudImage(kernel=kernel, initrd=initrd, image=image, format="qcow2")
 
 
 def ssh_guest_append(*public_keys: str, base: str = SSH_GUEST_APPEND) -> str:
@@ -341,6 +348,24 @@ class SerialTimeout(TimeoutError):
     """``SerialConsole.wait_for`` did not see its pattern in time (or the console closed)."""
 
 
+class _Closing:
+    """``with obj:`` closes ``obj`` when the block ends (the subclass defines ``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 def listen_unix(path: str | os.PathLike[str], backlog: int = 1) -> socket.socket:
     """A listening Unix socket at ``path`` (replacing a stale file), for QEMU to inherit.
 
@@ -361,7 +386,7 @@ def listen_unix(path: str | os.PathLike[str], backlog: int = 1) -> socket.socket
     return sock
 
 
-class SerialConsole:
+class SerialConsole(_Closing):
     """A QEMU serial chardev (``-chardev socket,fd=N,server=on,wait=off``) for tests.
 
     A background thread reads the socket continuously for as long as the object is open, so
@@ -476,16 +501,192 @@ class SerialConsole:
         self._reader.join(timeout=5)
         self._sock.close()
 
-    def __enter__(self) -> SerialConsole:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+# --- a test guest under plain QEMU (no maqet code) ----------------------------------------
+
+QEMU = "qemu-system-x86_64"
+
+
+def program(name: str) -> str:
+    """The path of program ``name``; a missing one is an error, never a skip."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found: install it (bash scripts/setup.sh does)")
+    return path
+
+
+def raw_qemu_argv(kernel: str | os.PathLike[str], initrd: str | os.PathLike[str], append: str,
+                  *, qmp_fd: int, serial_fd: int, memory: int = 256) -> list[str]:
+    """QEMU's command line for a test guest booted from ``kernel`` and ``initrd``: q35 under
+    :func:`test_accel`, ``memory`` MiB, no default devices, no display, no reboot (a reboot
+    or a panic ends QEMU), QMP and the serial port on the inherited listening sockets
+    ``qmp_fd`` and ``serial_fd`` (:func:`listen_unix`). Add devices after it."""
+    return [
+        program(QEMU),
+        "-machine", "q35",
+        "-accel", test_accel(),
+        "-m", str(memory),
+        "-nodefaults",
+        "-display", "none",
+        "-kernel", os.fspath(kernel),
+        "-initrd", os.fspath(initrd),
+        "-append", append,
+        "-no-reboot",
+        "-chardev", f"socket,id=qmp0,fd={qmp_fd},server=on,wait=off",
+        "-mon", "chardev=qmp0,mode=control",
+        "-chardev", f"socket,id=s0,fd={serial_fd},server=on,wait=off",
+        "-serial", "chardev:s0",
+    ]  # fmt: skip
+
+
+def virtio_disk_args(path: str | os.PathLike[str], node: str, *, fmt: str = "qcow2",
+                     read_only: bool = False) -> list[str]:
+    """A virtio disk (the guests' kernel has no AHCI: a NoCloud seed must be one too); disks
+    are /dev/vda, /dev/vdb, ... in the order given."""
+    options = ",read-only=on" if read_only else ""
+    return [
+        "-blockdev", f"driver={fmt},node-name={node}{options},file.driver=file,"
+                     f"file.filename={os.fspath(path)}",
+        "-device", f"virtio-blk-pci,drive={node}",
+    ]  # fmt: skip
+
+
+def ssh_forward_args() -> list[str]:
+    """User networking that forwards a free host port to the guest's port 22. Host port 0:
+    slirp binds a free port itself (read it back with :meth:`RawGuest.forwarded_port`), so no
+    other process can take it between choosing and binding. restrict=on: the guest reaches
+    nothing outside; forwarded connections still come in."""
+    return [
+        "-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
+        "-device", "virtio-net-pci,netdev=n0",
+    ]  # fmt: skip
+
+
+def qga_args(chardev: str) -> list[str]:
+    """The virtio serial port named :data:`QGA_PORT_NAME` on ``chardev``, for qemu-ga (start
+    the guest with ``chardevs=(chardev,)``, connect :class:`GuestAgent` to its socket)."""
+    return [
+        "-device", "virtio-serial-pci",
+        "-device", f"virtserialport,chardev={chardev},name={QGA_PORT_NAME}",
+    ]  # fmt: skip
+
+
+@dataclass
+class RawGuest:
+    """A QEMU that :meth:`RawQemu.start` started: its serial console (drained from the
+    start), its QMP socket, the socket of each extra chardev by id, and QEMU's own output."""
+
+    proc: subprocess.Popen[bytes]
+    console: SerialConsole
+    qmp_socket: Path
+    sockets: dict[str, Path]
+    log: Path
+    started: float  # time.monotonic() right before QEMU was started
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float) -> str:
+        """:meth:`SerialConsole.wait_for`; when ``timeout`` passes (or the console closes
+        first) the test fails with the console's tail and QEMU's own output."""
+        try:
+            return self.console.wait_for(pattern, timeout)
+        except SerialTimeout as exc:
+            raise AssertionError(
+                f"{exc}\nQEMU log:\n{self.log.read_text(errors='replace')}") from exc
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, *,
+            hangup_ok: bool = False, timeout: float = 10.0) -> Any:
+        """One QMP command (:func:`qmp_command`)."""
+        return qmp_command(self.qmp_socket, command, arguments, hangup_ok=hangup_ok,
+                           timeout=timeout)
+
+    def forwarded_port(self, guest_port: int = 22) -> int:
+        """The host port slirp bound for ``guest_port`` (:func:`ssh_forward_args`)."""
+        usernet = self.qmp("human-monitor-command", {"command-line": "info usernet"})
+        return forwarded_port(usernet, guest_port)
+
+    def powerdown(self, timeout: float) -> int:
+        """ACPI powerdown, then wait at most ``timeout`` seconds for QEMU to exit
+        (``subprocess.TimeoutExpired`` otherwise); returns its exit code."""
+        self.qmp("system_powerdown", hangup_ok=True)
+        return self.proc.wait(timeout=timeout)
+
+
+class RawQemu(_Closing):
+    """Starts test guests under plain QEMU (no maqet code) and owns them: :meth:`close`
+    kills every QEMU it started by PID, reaps it, closes its console and deletes the sockets.
+
+    Every socket is bound and listening before QEMU starts, and QEMU inherits it: connecting
+    can never race QEMU's startup (no retries, no sleeps). The console connects before QEMU
+    runs; the connection waits in the backlog until QEMU's main loop accepts it, long before
+    the guest prints anything. AF_UNIX paths are limited to 108 bytes and pytest's tmp_path
+    is long: the sockets go to a directory under /tmp, QEMU's output to ``log_dir``.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], prefix: str = "maqet-qemu-") -> None:
+        self.log_dir = Path(log_dir)
+        self.sockdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.guests: list[RawGuest] = []
+
+    def start(self, kernel: str | os.PathLike[str], initrd: str | os.PathLike[str],
+              append: str, *, memory: int = 256, chardevs: tuple[str, ...] = (),
+              args: list[str] | None = None) -> RawGuest:
+        """Start QEMU with :func:`raw_qemu_argv`, a listening socket chardev for each id in
+        ``chardevs`` (``RawGuest.sockets[id]``), then ``args``. Returns at once: wait for
+        the guest with :meth:`RawGuest.wait_for`."""
+        n = len(self.guests)
+        names = ("qmp", "serial", *chardevs)
+        paths = {name: self.sockdir / f"{name}{n}.sock" for name in names}
+        log = self.log_dir / f"qemu{n}.log"
+        listeners: list[socket.socket] = []
+        try:
+            for name in names:
+                listeners.append(listen_unix(paths[name]))
+            fds = dict(zip(names, (sock.fileno() for sock in listeners), strict=True))
+            argv = raw_qemu_argv(kernel, initrd, append, qmp_fd=fds["qmp"],
+                                 serial_fd=fds["serial"], memory=memory)
+            for chardev in chardevs:
+                argv += ["-chardev", f"socket,id={chardev},fd={fds[chardev]},server=on,wait=off"]
+            argv += args or []
+            console = SerialConsole(paths["serial"])
+            try:
+                with log.open("wb") as out:
+                    started = time.monotonic()
+                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=out, pass_fds=tuple(fds.values()))
+            except BaseException:
+                console.close()
+                raise
+        finally:
+            for sock in listeners:
+                sock.close()  # QEMU holds its own copies; its exit closes the sockets
+        vm = RawGuest(proc, console, paths["qmp"],
+                      {chardev: paths[chardev] for chardev in chardevs}, log, started)
+        self.guests.append(vm)
+        return vm
+
+    def close(self) -> None:
+        """Kill (SIGKILL, by PID) and reap every QEMU still running, close the consoles,
+        delete the sockets. Idempotent."""
+        stuck: list[subprocess.TimeoutExpired] = []
+        while self.guests:
+            vm = self.guests.pop()
+            if vm.proc.poll() is None:
+                vm.proc.kill()
+            try:
+                vm.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired as exc:  # unkillable (D state): say so, go on
+                stuck.append(exc)
+            vm.console.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        if stuck:
+            raise stuck[0]
+
+
+def write_known_hosts(path: str | os.PathLike[str], host_keys: list[str], port: int,
+                      host: str = "127.0.0.1") -> Path:
+    """A known_hosts file at ``path`` holding ``host_keys`` for ``host``:``port``."""
+    target = Path(path)
+    target.write_text("".join(known_hosts_line(key, host, port) + "\n" for key in host_keys))
+    return target
 
 
 # --- the guest behind a maqet runner ----------------------------------------------------
@@ -665,7 +866,7 @@ class GuestAgentError(RuntimeError):
     """qemu-ga answered with an error, or did not answer in time."""
 
 
-class GuestAgent:
+class GuestAgent(_Closing):
     """A client for qemu-ga on a virtserialport chardev socket (``server=on``).
 
     Bind the socket before QEMU starts (:func:`listen_unix` + ``fd=N``) and connect this client
@@ -760,17 +961,6 @@ class GuestAgent:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> GuestAgent:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --- QMP ----------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-# Shared by build-ssh-guest.sh and build-cloud-image.sh (sourced, not run).
+# Shared by build-guest.sh, build-ssh-guest.sh and build-cloud-image.sh (sourced, not run).
 #
-# Before sourcing, set LOG_TAG (prefix of log lines). Provides: log/die, apt helpers that
-# fetch .deb files into a shared download cache, the cloud kernel's package name, and module
-# resolution with modules.dep (dependencies first). build-guest.sh keeps its own copy of the
-# module code on purpose: editing that script changes its recipe hash, which rebuilds the
-# busybox guest in every checkout that shares the cache.
+# Before sourcing, set LOG_TAG (prefix of log lines) and SELF (the build script's path).
+# Provides: log/die, RECIPE (the hash of the build script and this file: editing either
+# rebuilds that guest), the cache discipline (lock, reuse a complete build, build in a
+# temporary directory, publish atomically), apt helpers that fetch .deb files into a shared
+# download cache, the cloud kernel's package name, module resolution with modules.dep
+# (dependencies first) and initramfs packing.
 #
-# Everything here writes progress to stderr; stdout is left to the caller.
+# Everything here writes progress to stderr; stdout is left to the caller, whose last line
+# (printed by finish) is the output directory.
 
 META_PKG=linux-image-cloud-amd64
+BUSYBOX_PKG=busybox-static
 CACHE_ROOT=${MAQET_GUEST_CACHE:-$HOME/.cache/maqet-test-guest}
 # Downloaded .deb files, shared by the guests built here and kept between builds, so editing a
 # recipe does not download 40 MB again. Files are named like apt names them (name_version_arch),
@@ -17,6 +20,105 @@ DEB_CACHE=$CACHE_ROOT/debs
 
 log() { echo "$LOG_TAG: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# parse_options ARG...: --force sets FORCE=true, --help prints the script's header comment. A
+# script with more options defines extra_option ARG, which returns 0 for one it took.
+parse_options() {
+    local arg
+    FORCE=false
+    for arg in "$@"; do
+        case $arg in
+            --force) FORCE=true ;;
+            -h|--help) awk 'NR > 1 { if (!/^#/) exit; sub(/^# ?/, ""); print }' "$SELF"; exit 0 ;;
+            *)
+                if ! declare -F extra_option >/dev/null || ! extra_option "$arg"; then
+                    log "unknown argument: $arg (try --help)"
+                    exit 2
+                fi ;;
+        esac
+    done
+}
+
+LIB_GUEST=$(readlink -f "${BASH_SOURCE[0]}")
+# What a build is stamped with (guest.py computes the same): a build made by another recipe is
+# stale and rebuilt.
+RECIPE=$(cat "$SELF" "$LIB_GUEST" | sha256sum | cut -d' ' -f1)
+
+# --- the cache of one guest -------------------------------------------------------------------
+# Before calling these, set CACHE (this guest's directory: one subdirectory per kernel version
+# and a `current` symlink) and OUTPUTS (the files a complete build holds besides `recipe`).
+
+complete() {  # complete DIR: every output present and built by this exact recipe
+    local f
+    for f in "${OUTPUTS[@]}"; do [[ -s $1/$f ]] || return 1; done
+    [[ -f $1/recipe ]] && [[ $(<"$1/recipe") == "$RECIPE" ]]
+}
+
+finish() {  # finish KVER: point `current` at it, print the output directory and exit
+    ln -sfn "$1" "$CACHE/.current.tmp"
+    mv -T "$CACHE/.current.tmp" "$CACHE/current"
+    echo "$CACHE/$1"
+    exit 0
+}
+
+# lock_or_reuse FORCE: take this guest's build lock (held until the script exits) and, unless
+# FORCE is true, finish at once with a complete build for the kernel package apt resolves now,
+# or without package lists (offline, fresh container) with a complete `current`. Sets KPKG
+# (empty when apt resolved none).
+lock_or_reuse() {
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    flock 9  # concurrent test workers: one builds, the others then find a complete cache
+    KPKG=$(resolve_kernel_pkg || true)
+    $1 && return 0
+    if [[ -n $KPKG ]]; then
+        if complete "$CACHE/${KPKG#linux-image-}"; then finish "${KPKG#linux-image-}"; fi
+    elif complete "$CACHE/current"; then
+        finish "$(basename "$(readlink -f "$CACHE/current")")"
+    fi
+    return 0
+}
+
+_remove_tree() {  # _remove_tree DIR: unmount what is mounted below DIR, then delete DIR
+    awk -v p="$1/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" || true; done
+    rm -rf --one-file-system "$1"
+}
+
+# start_build: KPKG (resolved now when lock_or_reuse found none) and KVER, the kernel to build
+# for; WORK, a new build directory in CACHE, deleted when the script exits; OUT in it, where the
+# build's outputs go. Call under the lock: no other build of this guest runs, so any .build.*
+# left is debris of a killed build (mmdebstrap may have left proc/sys mounted in one: unmounted
+# before deleting).
+start_build() {
+    local old
+    [[ -n $KPKG ]] || KPKG=$(kernel_pkg)
+    KVER=${KPKG#linux-image-}
+    for old in "$CACHE"/.build.*; do
+        [[ -e $old ]] || continue
+        _remove_tree "$old"
+    done
+    WORK=$(mktemp -d "$CACHE/.build.XXXXXX")
+    trap '_remove_tree "$WORK"' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM HUP
+    OUT=$WORK/out
+    mkdir -p "$OUT"
+}
+
+# publish [NOTE...]: stamp the finished build in OUT with RECIPE, log its sizes (and NOTE), rename
+# it into the cache as KVER and finish.
+publish() {
+    local f sizes=
+    echo "$RECIPE" >"$OUT/recipe"
+    for f in "${OUTPUTS[@]}"; do sizes+="${sizes:+, }$f $(du -h "$OUT/$f" | cut -f1)"; done
+    log "built $KVER: $sizes${*:+; $*}"
+    if [[ -e $CACHE/$KVER ]]; then
+        mv -T "$CACHE/$KVER" "$WORK/old"  # stale or forced; removed with $WORK
+    fi
+    mv -T "$OUT" "$CACHE/$KVER"
+    finish "$KVER"
+}
 
 APT_UPDATED=false
 apt_update() {  # at most once per run; needs root. Returns 1 when already done this run.
@@ -93,6 +195,22 @@ fetch_debs() {
     done
 }
 
+# unpack_busybox DIR: unpack the fetched busybox-static into DIR; sets BB, the busybox binary.
+unpack_busybox() {
+    dpkg-deb -x "${DEB[$BUSYBOX_PKG]}" "$1"
+    BB=$1/bin/busybox
+    [[ -x $BB ]] || die "no bin/busybox in $BUSYBOX_PKG"
+}
+
+# unpack_kernel: unpack the fetched kernel package KPKG into WORK/kernel, set VMLINUZ and index
+# its modules (modules_index: needs BB).
+unpack_kernel() {
+    dpkg-deb -x "${DEB[$KPKG]}" "$WORK/kernel"
+    VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
+    [[ -f $VMLINUZ ]] || die "no boot/vmlinuz-$KVER in $KPKG"
+    modules_index "$WORK/kernel" "$KVER"
+}
+
 # --- kernel modules ---------------------------------------------------------------------------
 # modules_index KERNEL_TREE KVER: set MODDIR and read modules.dep/modules.builtin of the
 # unpacked kernel package (generating modules.dep with busybox depmod: the package ships none).
@@ -142,7 +260,8 @@ module_order() {
     done
 }
 
-# copy_modules DEST NAME...: uncompressed NAME.ko files into DEST; prints the insmod lines.
+# copy_modules DEST NAME...: uncompressed NAME.ko files into DEST; prints the insmod lines (a
+# failed insmod says so on the console, tagged INSMOD_TAG, by default LOG_TAG).
 copy_modules() {
     local dest=$1 n src
     shift
@@ -155,17 +274,18 @@ copy_modules() {
             *.ko.gz) "$BB" gzip -dc "$src" >"$dest/$n.ko" ;;
             *) die "cannot unpack module $src" ;;
         esac
-        echo "insmod /lib/modules/$n.ko || echo '$LOG_TAG: insmod $n failed'"
+        echo "insmod /lib/modules/$n.ko || echo '${INSMOD_TAG:-$LOG_TAG}: insmod $n failed'"
     done
 }
 
-# pack_initramfs TREE OUT.gz [LEVEL]: a gzip newc cpio of TREE, owned by root, in a
-# reproducible order. LEVEL defaults to 9; for the ssh guest (50 MB) -6 takes 2 s instead of
-# 7.5 s and is 0.7% larger.
-pack_initramfs() {
+# pack_boot_files TREE [LEVEL]: OUT/initrd.gz, a gzip newc cpio of TREE owned by root in a
+# reproducible order, and OUT/vmlinuz. LEVEL defaults to 9; for the ssh guest (50 MB) -6 takes
+# 2 s instead of 7.5 s and is 0.7% larger.
+pack_boot_files() {
     local cpio=(cpio --quiet) gz=(gzip)
     command -v cpio >/dev/null || cpio=("$BB" cpio)
     command -v gzip >/dev/null || gz=("$BB" gzip)
     (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | "${cpio[@]}" -o -H newc -R 0:0) |
-        "${gz[@]}" "-${3:-9}" -n >"$2"
+        "${gz[@]}" "-${2:-9}" -n >"$OUT/initrd.gz"
+    cp "$VMLINUZ" "$OUT/vmlinuz"
 }

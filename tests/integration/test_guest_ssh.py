@@ -13,16 +13,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import guest
 import pytest
@@ -32,35 +28,21 @@ pytestmark = pytest.mark.qemu
 BOOT_TIMEOUT = 120.0  # seconds to the marker; ~3 s under TCG here, generous for loaded CI
 SSH_TIMEOUT = 60.0  # one ssh/scp/sftp command; ~0.3 s here
 EXIT_TIMEOUT = 30.0  # system_powerdown -> QEMU gone; ~0.05 s here
-QMP_TIMEOUT = 10.0
 QGA_TIMEOUT = 60.0
 ANSIBLE_TIMEOUT = 300.0  # one playbook with setup + command; ~10-20 s here
 
 
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install it (bash scripts/setup.sh does)")
-    return path
-
-
-def qmp(path: Path, command: str, arguments: dict[str, Any] | None = None, *,
-        hangup_ok: bool = False) -> Any:
-    return guest.qmp_command(path, command, arguments, hangup_ok=hangup_ok, timeout=QMP_TIMEOUT)
-
-
 @dataclass
 class SSHGuest:
-    proc: subprocess.Popen[bytes]
-    console: guest.SerialConsole
-    qmp_socket: Path
-    qga_socket: Path | None
-    log: Path
-    seconds_to_marker: float
+    qemu: guest.RawGuest
     host_keys: list[str]
     port: int | None  # host port forwarded to the guest's 22 (None without NIC)
     known_hosts: Path
     key: guest.SSHKeyPair
+
+    @property
+    def console(self) -> guest.SerialConsole:
+        return self.qemu.console
 
     def ssh_options(self, key: guest.SSHKeyPair | None = None,
                     known_hosts: Path | None = None) -> list[str]:
@@ -72,7 +54,7 @@ class SSHGuest:
             known_hosts: Path | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self.port is not None, "this guest has no NIC"
-        argv = [_binary("ssh"), *self.ssh_options(key, known_hosts), "-p", str(self.port),
+        argv = [guest.program("ssh"), *self.ssh_options(key, known_hosts), "-p", str(self.port),
                 "root@127.0.0.1", command]
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 timeout=SSH_TIMEOUT, check=False)
@@ -82,8 +64,8 @@ class SSHGuest:
         return result
 
     def agent(self) -> guest.GuestAgent:
-        assert self.qga_socket is not None, "this guest has no qemu-ga channel"
-        agent = guest.GuestAgent(self.qga_socket)
+        assert "qga0" in self.qemu.sockets, "this guest has no qemu-ga channel"
+        agent = guest.GuestAgent(self.qemu.sockets["qga0"])
         agent.sync(QGA_TIMEOUT)
         return agent
 
@@ -102,108 +84,34 @@ def client_key(tmp_path_factory: pytest.TempPathFactory) -> guest.SSHKeyPair:
 def boot(ssh_guest_files: guest.GuestFiles, client_key: guest.SSHKeyPair,
          tmp_path: Path) -> Iterator[Callable[..., SSHGuest]]:
     """Boot the ssh guest; QEMU is killed by PID and sockets removed at teardown."""
-    qemu = _binary("qemu-system-x86_64")
-    # AF_UNIX paths are limited to 108 bytes and pytest's tmp_path is long: sockets go to /tmp.
-    sockdir = Path(tempfile.mkdtemp(prefix="maqet-ssh-", dir="/tmp"))
-    started: list[tuple[subprocess.Popen[bytes], guest.SerialConsole]] = []
+    with guest.RawQemu(tmp_path, prefix="maqet-ssh-") as qemus:
 
-    def _boot(*, cmdline_key: bool = True, seed: Path | None = None, nic: bool = True,
-              qga: bool = True, rng: bool = True) -> SSHGuest:
-        n = len(started)
-        qmp_socket, serial_socket = sockdir / f"qmp{n}.sock", sockdir / f"serial{n}.sock"
-        qga_socket = sockdir / f"qga{n}.sock" if qga else None
-        # Every socket is bound and listening before QEMU starts, and QEMU inherits it:
-        # connecting can never race QEMU's startup (no retries, no sleeps).
-        listeners = [guest.listen_unix(qmp_socket), guest.listen_unix(serial_socket)]
-        if qga_socket is not None:
-            listeners.append(guest.listen_unix(qga_socket))
-        fds = [sock.fileno() for sock in listeners]
-        append = guest.ssh_guest_append(client_key.public_line) if cmdline_key \
-            else guest.SSH_GUEST_APPEND
-        argv = [
-            qemu,
-            "-machine", "q35",
-            "-accel", guest.test_accel(),
-            "-m", "256",
-            "-nodefaults",
-            "-display", "none",
-            "-kernel", str(ssh_guest_files.kernel),
-            "-initrd", str(ssh_guest_files.initrd),
-            "-append", append,
-            "-no-reboot",
-            "-chardev", f"socket,id=qmp0,fd={fds[0]},server=on,wait=off",
-            "-mon", "chardev=qmp0,mode=control",
-            "-chardev", f"socket,id=s0,fd={fds[1]},server=on,wait=off",
-            "-serial", "chardev:s0",
-        ]  # fmt: skip
-        if rng:
-            # Seeds the guest kernel's random pool at once: dropbearkey's getrandom() would
-            # otherwise wait ~1 s under TCG.
-            argv += ["-device", "virtio-rng-pci"]
-        if nic:
-            # Host port 0: slirp binds a free port itself (read back with `info usernet`), so
-            # no other process can take it between choosing and binding. restrict=on: the
-            # guest reaches nothing outside; forwarded connections still come in.
-            argv += [
-                "-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
-                "-device", "virtio-net-pci,netdev=n0",
-            ]  # fmt: skip
-        if qga:
-            argv += [
-                "-device", "virtio-serial-pci",
-                "-chardev", f"socket,id=qga0,fd={fds[2]},server=on,wait=off",
-                "-device", f"virtserialport,chardev=qga0,name={guest.QGA_PORT_NAME}",
-            ]  # fmt: skip
-        if seed is not None:
-            argv += [
-                "-blockdev", f"driver=raw,node-name=seed,read-only=on,"
-                             f"file.driver=file,file.filename={seed}",
-                "-device", "virtio-blk-pci,drive=seed",
-            ]  # fmt: skip
-        log = tmp_path / f"qemu{n}.log"
-        try:
-            # Connected before QEMU runs: the connection waits in the backlog and QEMU
-            # accepts it when its main loop starts, long before the guest prints anything.
-            console = guest.SerialConsole(serial_socket)
-            try:
-                with log.open("wb") as out:
-                    start = time.monotonic()
-                    proc = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=fds
-                    )
-            except BaseException:
-                console.close()
-                raise
-        finally:
-            for sock in listeners:
-                sock.close()  # QEMU holds its own copies; its exit closes the sockets
-        started.append((proc, console))
-        try:
-            console.wait_for(guest.SSH_GUEST_MARKER, BOOT_TIMEOUT)
-        except guest.SerialTimeout as exc:
-            raise AssertionError(f"{exc}\nQEMU log:\n{log.read_text(errors='replace')}") from exc
-        seconds = time.monotonic() - start
-        host_keys = guest.host_keys_from_console(console.text)
-        port = None
-        known_hosts = tmp_path / f"known_hosts{n}"
-        if nic:
-            usernet = qmp(qmp_socket, "human-monitor-command", {"command-line": "info usernet"})
-            port = guest.forwarded_port(usernet)
-            known_hosts.write_text(
-                "".join(guest.known_hosts_line(k, "127.0.0.1", port) + "\n" for k in host_keys)
-            )
-        return SSHGuest(proc, console, qmp_socket, qga_socket, log, seconds, host_keys, port,
-                        known_hosts, client_key)
+        def _boot(*, cmdline_key: bool = True, seed: Path | None = None, nic: bool = True,
+                  qga: bool = True, rng: bool = True) -> SSHGuest:
+            append = guest.ssh_guest_append(client_key.public_line) if cmdline_key \
+                else guest.SSH_GUEST_APPEND
+            args: list[str] = []
+            if rng:
+                # Seeds the guest kernel's random pool at once: dropbearkey's getrandom() would
+                # otherwise wait ~1 s under TCG.
+                args += ["-device", "virtio-rng-pci"]
+            if nic:
+                args += guest.ssh_forward_args()
+            if qga:
+                args += guest.qga_args("qga0")
+            if seed is not None:
+                args += guest.virtio_disk_args(seed, "seed", fmt="raw", read_only=True)
+            vm = qemus.start(ssh_guest_files.kernel, ssh_guest_files.initrd, append,
+                             chardevs=("qga0",) if qga else (), args=args)
+            vm.wait_for(guest.SSH_GUEST_MARKER, BOOT_TIMEOUT)
+            host_keys = guest.host_keys_from_console(vm.console.text)
+            port = vm.forwarded_port() if nic else None
+            known_hosts = tmp_path / f"known_hosts{len(qemus.guests)}"
+            if port is not None:
+                guest.write_known_hosts(known_hosts, host_keys, port)
+            return SSHGuest(vm, host_keys, port, known_hosts, client_key)
 
-    try:
         yield _boot
-    finally:
-        for proc, console in started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
-            console.close()
-        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_key_on_kernel_cmdline_python_sftp_qga_and_powerdown(boot, tmp_path):
@@ -232,7 +140,7 @@ def test_key_on_kernel_cmdline_python_sftp_qga_and_powerdown(boot, tmp_path):
     batch = tmp_path / "sftp.batch"
     batch.write_text(f"put {payload} /tmp/payload.bin\nget /tmp/payload.bin {back}\n")
     result = subprocess.run(
-        [_binary("sftp"), *vm.ssh_options(), "-P", str(vm.port), "-b", str(batch),
+        [guest.program("sftp"), *vm.ssh_options(), "-P", str(vm.port), "-b", str(batch),
          "root@127.0.0.1"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SSH_TIMEOUT,
         check=False,
@@ -240,7 +148,7 @@ def test_key_on_kernel_cmdline_python_sftp_qga_and_powerdown(boot, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert back.read_bytes() == payload.read_bytes()
     result = subprocess.run(
-        [_binary("scp"), *vm.ssh_options(), "-P", str(vm.port), str(payload),
+        [guest.program("scp"), *vm.ssh_options(), "-P", str(vm.port), str(payload),
          "root@127.0.0.1:/root/copied.bin"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SSH_TIMEOUT,
         check=False,
@@ -253,8 +161,7 @@ def test_key_on_kernel_cmdline_python_sftp_qga_and_powerdown(boot, tmp_path):
         assert agent.execute("guest-ping") == {}
         assert agent.execute("guest-get-host-name") == {"host-name": "maqet-ssh-guest"}
 
-    qmp(vm.qmp_socket, "system_powerdown", hangup_ok=True)
-    assert vm.proc.wait(timeout=EXIT_TIMEOUT) == 0, vm.log.read_text(errors="replace")
+    assert vm.qemu.powerdown(EXIT_TIMEOUT) == 0, vm.qemu.log.read_text(errors="replace")
 
 
 def test_only_the_given_key_and_the_printed_host_key_are_accepted(boot, tmp_path):
@@ -339,7 +246,7 @@ def _ansible_playbook() -> str:
     candidate = Path(sys.executable).with_name("ansible-playbook")
     if candidate.exists():
         return str(candidate)
-    return _binary("ansible-playbook")
+    return guest.program("ansible-playbook")
 
 
 @pytest.mark.ansible

@@ -11,15 +11,14 @@ does once per instance) and makes a new host key at every boot.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import stat
 import subprocess
-import sys
+from functools import partial
 from typing import Any
 
 import guest
+import maqetcli
 import pytest
 
 from maqet_engine import engine
@@ -31,6 +30,8 @@ pytestmark = pytest.mark.qemu
 BOOT_TIMEOUT = 120.0  # seconds to an SSH-able ssh guest; ~3 s under TCG here
 SSH_TIMEOUT = 60.0  # one ssh command; ~0.3 s here
 CLI_TIMEOUT = 180.0
+
+maqet_json = partial(maqetcli.maqet_json, timeout=CLI_TIMEOUT)
 
 
 def ssh_vm(name: str, public_key: str, **more: Any) -> dict[str, Any]:
@@ -57,14 +58,6 @@ def ssh(keys: Any, known_hosts: str, port: int, command: str) -> subprocess.Comp
          "-p", str(port), "root@127.0.0.1", command],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SSH_TIMEOUT,
         check=False)
-
-
-def maqet_json(*args: str) -> Any:
-    run = subprocess.run([sys.executable, "-m", "maqet_engine", "--json", *args],
-                         capture_output=True, text=True, timeout=CLI_TIMEOUT,
-                         env=os.environ.copy(), stdin=subprocess.DEVNULL, check=False)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return json.loads(run.stdout)
 
 
 def events(vms: Any, name: str, kind: str) -> list[dict[str, Any]]:

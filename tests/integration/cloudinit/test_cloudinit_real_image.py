@@ -11,15 +11,15 @@ One test: real cloud-init under TCG takes ~35-50 s per boot here.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import guest
+import maqetcli
 import pytest
 import yaml
 
@@ -34,6 +34,8 @@ CLI_TIMEOUT = 300.0  # one maqet command: the first copies the 384 MB image (~2-
 SSH_TIMEOUT = 180.0  # one ssh command; python3 under TCG ~1 s, `cloud-init status` ~10 s
 FINISHED = r"Cloud-init v\. \S+ finished at"
 
+maqet_json = partial(maqetcli.maqet_json, timeout=CLI_TIMEOUT)
+
 # Run as root through sudo (-n: never a password prompt): what cloud-init left behind.
 REPORT = """\
 import json, pwd, socket
@@ -43,14 +45,6 @@ print(json.dumps({"errors": result["errors"], "datasource": result["datasource"]
                   "instance_id": data["instance_id"], "hostname": socket.gethostname(),
                   "home": pwd.getpwnam("tester").pw_dir}))
 """
-
-
-def maqet_json(*args: str) -> Any:
-    run = subprocess.run([sys.executable, "-m", "maqet_engine", "--json", *args],
-                         capture_output=True, text=True, timeout=CLI_TIMEOUT,
-                         env=os.environ.copy(), stdin=subprocess.DEVNULL, check=False)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return json.loads(run.stdout)
 
 
 def definition(tmp_path: Path, image: guest.CloudImage, public_key: str, hostname: str,
@@ -83,9 +77,8 @@ class Booted:
         usernet = engine.qmp(ctx, "cloud1", "human-monitor-command",
                              {"command-line": "info usernet"}).data
         self.port = guest.forwarded_port(usernet)
-        self.known_hosts = tmp_path / f"known_hosts-{self.port}"
-        self.known_hosts.write_text("".join(
-            guest.known_hosts_line(k, "127.0.0.1", self.port) + "\n" for k in host_keys))
+        self.known_hosts = guest.write_known_hosts(tmp_path / f"known_hosts-{self.port}",
+                                                   host_keys, self.port)
         self.key = key
 
     def ssh(self, command: str, stdin: str | None = None) -> str:
