@@ -111,6 +111,8 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
     else:
         data["cloud_init"] = normalize_cloud_init(data["cloud_init"], vm_name=name)
         _check_seed_disk(data["storage"], paths.vm_data(name).cloud_init_seed)
+    if not data["agent"]:
+        del data["agent"]  # stored only when set: older definitions keep their hash
     if isinstance(data["binary"], str) and "/" in data["binary"]:
         data["binary"] = os.path.normpath(ctx.definition_dir
                                           / expand_user(data["binary"], "binary"))

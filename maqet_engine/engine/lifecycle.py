@@ -96,7 +96,7 @@ def cleanup_stale(paths: Paths, store: Store, name: str) -> VMRecord:
         record = store.require_vm(name)
     stale = [runtime.control_socket]
     if not view.qemu_alive:
-        stale += [runtime.qmp_socket, runtime.serial_socket]
+        stale += [runtime.qmp_socket, runtime.serial_socket, runtime.agent_socket]
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -129,11 +129,13 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
         # A live QEMU is re-adopted as it is; otherwise the runner launches the command
         # line built here around the QMP socket the spawner binds.
         live = runstate.qemu_alive(record)
-        launch = None if live else (lambda fd: command_line(record, paths, qmp_fd=fd))
+        launch = None if live else (lambda fds: command_line(
+            record, paths, qmp_fd=fds["qmp"], agent_fd=fds.get("agent", "")))
         _decided(paths, name, wanted="running", found=view.status.value, action=verb)
         try:
             ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
-                                 qemu_argv=launch)
+                                 qemu_argv=launch,
+                                 agent=bool(record.spec_data.get("agent")))
         except StateConflict:  # a runner started outside the start lock won the race
             return []
     return [{"action": "adopt" if ready.get("adopted") else "start"}]

@@ -3,10 +3,11 @@ the runner of one VM.
 
 Spawned detached by :mod:`maqet_engine.control.spawn` (MAQET_HOME comes from the
 environment unless the spawner's roots are given). Its stdin carries one JSON object
-from the spawner, ``{"qemu_argv": [...], "qmp_fd": N}``: the QEMU command line, built
-from the spec by the spawner so that this process never imports the definition
-package, and the inherited fd of the QMP listening socket that command line names
-(``/dev/null`` is fine when it will only re-adopt a live QEMU).
+from the spawner, ``{"qemu_argv": [...], "qmp_fd": N, "agent_fd": M|null}``: the QEMU
+command line, built from the spec by the spawner so that this process never imports the
+definition package, and the inherited fds of the listening sockets that command line
+names (QMP's, and the guest agent's for ``agent: true``; ``/dev/null`` is fine when it
+will only re-adopt a live QEMU).
 
 Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
 readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
@@ -115,7 +116,11 @@ def read_launch(stream: Any) -> Launch | None:
     qmp_fd = launch.get("qmp_fd")
     if not isinstance(qmp_fd, int) or isinstance(qmp_fd, bool) or qmp_fd < 0:
         raise UsageError("the runner's launch data has no 'qmp_fd' (the QMP socket's fd)")
-    return Launch(argv=argv, qmp_fd=qmp_fd)
+    agent_fd = launch.get("agent_fd")
+    if agent_fd is not None and (not isinstance(agent_fd, int) or isinstance(agent_fd, bool)
+                                 or agent_fd < 0):
+        raise UsageError("the runner's launch data has a bad 'agent_fd'")
+    return Launch(argv=argv, qmp_fd=qmp_fd, agent_fd=agent_fd)
 
 
 async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int | None,

@@ -46,11 +46,17 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
 
 class Launch(Frozen):
     """What the spawner hands a runner that must start QEMU: the command line (built
-    from the spec by the caller) and the pre-bound QMP listening socket it names."""
+    from the spec by the caller) and the pre-bound listening sockets it names (QMP's,
+    and the guest agent's or None)."""
 
-    __slots__ = ("argv", "qmp_fd")
+    __slots__ = ("argv", "qmp_fd", "agent_fd")
     argv: list[str]
     qmp_fd: int
+    agent_fd: int | None
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return (self.qmp_fd,) if self.agent_fd is None else (self.qmp_fd, self.agent_fd)
 
 
 class SupervisedVM:
@@ -138,8 +144,9 @@ class SupervisedVM:
         try:
             if proc is not None:
                 if self.launch is not None:  # the QEMU to launch instead came back to life
-                    with contextlib.suppress(OSError):
-                        os.close(self.launch.qmp_fd)
+                    for fd in self.launch.fds:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
                 await self._adopt(proc)
             else:
                 await self._launch()
@@ -155,14 +162,14 @@ class SupervisedVM:
                                     "could re-adopt it", hint="start it again")
         if self.status.is_active:  # recorded active, but that QEMU is gone: fresh start
             self.status = VMStatus.CRASHED
-        argv, qmp_fd = self.launch.argv, self.launch.qmp_fd
+        self._agent_port_open = False  # a new guest has not opened it yet
+        argv, fds = self.launch.argv, self.launch.fds
         with contextlib.suppress(FileNotFoundError):
             self.runtime.serial_socket.unlink()
         log_offset = _size(self.data.qemu_log)
         self.log.info("launching QEMU: %s", " ".join(argv))
         try:
-            self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log,
-                                           pass_fds=(qmp_fd,))
+            self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log, pass_fds=fds)
         except FileNotFoundError as err:
             raise QEMUNotFound(f"QEMU binary {argv[0]!r} not found",
                                hint="install it (Debian: apt install qemu-system-x86) or "
@@ -170,8 +177,9 @@ class SupervisedVM:
         except OSError as err:
             raise QEMULaunchError(f"cannot run {argv[0]}: {err.strerror}", argv=argv) from err
         finally:
-            with contextlib.suppress(OSError):
-                os.close(qmp_fd)  # QEMU owns the listening socket now
+            for fd in fds:  # QEMU owns the listening sockets now
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.transition(VMStatus.STARTING, "starting", {"qemu_pid": self.proc.pid},
                         critical=True, runner_pid=os.getpid(), runner_start=_own_start(),
                         qemu_pid=self.proc.pid, qemu_start=self.proc.started)
@@ -506,7 +514,7 @@ class SupervisedVM:
     def _remove_sockets(self, *, include_qmp: bool) -> None:
         paths: list[Path] = [self.runtime.serial_socket]
         if include_qmp:
-            paths.append(self.runtime.qmp_socket)
+            paths += [self.runtime.qmp_socket, self.runtime.agent_socket]
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
