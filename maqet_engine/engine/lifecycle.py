@@ -383,5 +383,6 @@ def live_status(paths: Paths, record: VMRecord) -> dict[str, Any]:
         return data
     data.update(status=live["status"], qmp_status=live["qmp_status"],
                 runner_pid=live["runner_pid"], qemu_pid=live["qemu_pid"],
-                accel=live["accel"] or record.accel, adopted=live["adopted"])
+                accel=live["accel"] or record.accel, adopted=live["adopted"],
+                agent=live.get("agent"))
     return data

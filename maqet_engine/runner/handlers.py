@@ -100,6 +100,7 @@ class Handlers:
             "status": vm.status.value, "qmp_status": qmp_status, "runner_pid": os.getpid(),
             "qemu_pid": vm.proc.pid if vm.proc else None, "accel": vm.accel,
             "adopted": vm.adopted, "serial_offset": vm.serial.offset,
+            "agent": vm.agent.view() if vm.agent is not None else None,
         }
 
     async def qmp(self, params: dict[str, Any]) -> Any:

@@ -34,6 +34,7 @@ from maqet_engine.frozen import Frozen
 from maqet_engine.ipc import procs
 from maqet_engine.paths import Paths
 from maqet_engine.runner import states
+from maqet_engine.runner.agent import AgentChannel
 from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, read_from
 from maqet_engine.runner.serial import SerialDrain
 from maqet_engine.store import Store, VMStatus
@@ -75,6 +76,8 @@ class SupervisedVM:
         self.qmp = QMPClient(f"maqet-{name}")
         self.proc: QEMUProcess | None = None
         self.serial = SerialDrain(self.runtime.serial_socket, log.getChild("serial"))
+        self.agent: AgentChannel | None = None  # VMs with a guest agent port (agent: true)
+        self._agent_port_open: bool | None = None  # last VSERPORT_CHANGE (None: unknown)
         self.accel: str | None = None
         self.adopted = False
         self.status = self.record.status  # where this runner begins (see states.py)
@@ -194,6 +197,7 @@ class SupervisedVM:
     async def _post_launch(self) -> dict[str, Any]:
         assert self.proc is not None
         await self.serial.start()
+        await self._start_agent()
         exit_future = self.proc.exit_future()
         self._exit_watch = asyncio.create_task(self._watch_exit(exit_future), name="qemu-exit")
         self._tasks.append(self._exit_watch)
@@ -219,6 +223,22 @@ class SupervisedVM:
             await self._internal_error_stop()
         return {"ok": True, "qemu_pid": self.proc.pid, "adopted": self.adopted,
                 "accel": self.accel, "status": self.status.value}
+
+    async def _start_agent(self) -> None:
+        """Connect the guest agent's channel when QEMU has one (``agent: true`` when it
+        was launched: its chardev tells, whatever the stored definition says now)."""
+        chardevs = await self._execute("query-chardev", bound=C.QMP_CONNECT_TIMEOUT_S)
+        if not any(c.get("label") == C.AGENT_CHARDEV_ID for c in chardevs):
+            return
+        self.agent = AgentChannel(self.runtime.agent_socket, self.log.getChild("agent"),
+                                  port_open=self._agent_port_open)
+        try:
+            await self.agent.start()
+        except OSError as err:  # its socket was removed (runtime directory gone)
+            self.log.error("cannot connect the guest agent's channel %s: %s",
+                           self.runtime.agent_socket, err)
+            await self.agent.close()
+            self.agent.reason = f"cannot connect the agent's channel: {err.strerror or err}"
 
     async def abort_start(self, err: BaseException) -> None:
         """A start that failed after :meth:`start` returned (the runner could not serve
@@ -321,6 +341,10 @@ class SupervisedVM:
             status = VMStatus.PAUSED
         elif kind == "RESUME" and self.status != VMStatus.STOPPING:
             status = VMStatus.RUNNING
+        elif kind == "VSERPORT_CHANGE" and data.get("id") == C.AGENT_PORT_ID:
+            self._agent_port_open = bool(data.get("open"))
+            if self.agent is not None:
+                self.agent.port_changed(self._agent_port_open)
         if status is not None and not self.exited.is_set():
             self.transition(status, kind, data)
         else:
@@ -364,6 +388,8 @@ class SupervisedVM:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
+        if self.agent is not None:
+            await self.agent.close()
         self._remove_sockets(include_qmp=True)
         self.exit_result = {"status": status.value, "reason": reason, "code": info.code,
                             "signal": info.signal}
@@ -528,6 +554,8 @@ class SupervisedVM:
         with contextlib.suppress(Exception):  # bounded: a wedged QEMU never answers
             await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
+        if self.agent is not None:
+            await self.agent.close()
 
 
 def _own_start() -> int:

@@ -30,10 +30,15 @@ def test_read_launch():
     argv = ["qemu-system-x86_64", "-chardev", "socket,id=maqet-qmp,fd=5,server=on,wait=off"]
     launch = read_launch(io.BytesIO(json.dumps({"qemu_argv": argv, "qmp_fd": 5}).encode()))
     assert launch is not None and (launch.argv, launch.qmp_fd) == (argv, 5)
+    assert launch.agent_fd is None and launch.fds == (5,)
+    with_agent = read_launch(io.BytesIO(json.dumps(
+        {"qemu_argv": argv, "qmp_fd": 5, "agent_fd": 6}).encode()))
+    assert with_agent is not None and with_agent.fds == (5, 6)
     assert read_launch(io.BytesIO(b"")) is None  # /dev/null: re-adopt only
     assert read_launch(None) is None
     for bad in (b"{", b"[]", b'{"qemu_argv": []}', b'{"qemu_argv": [1]}', b'{"x": 1}',
                 b'{"qemu_argv": ["q"]}', b'{"qemu_argv": ["q"], "qmp_fd": -1}',
+                b'{"qemu_argv": ["q"], "qmp_fd": 5, "agent_fd": "6"}',
                 b'{"qemu_argv": ["q"], "qmp_fd": true}',
                 b" " * (C.IPC_MAX_MESSAGE_BYTES + 1) + b"{}"):
         with pytest.raises(UsageError):
