@@ -132,7 +132,8 @@ async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int |
 
     store = Store.open(paths.db, create=False)
     vm = SupervisedVM(name, paths, store, log, launch=launch)
-    server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
+    handlers = Handlers(vm)
+    server = ControlSocket(paths, vm.record.id, handlers.dispatch, log, streams=handlers.streams)
     try:
         ready = await vm.start()
         try:

@@ -17,7 +17,17 @@ screendump     path (absolute), format="png"                {"path": ..., "forma
 serial_wait    pattern, since=0, timeout                    {"match": ..., "offset": N}
 serial_write   text                                         {"sent": N} (bytes to the UART)
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
+agent          command, arguments={}, agent_timeout         the guest agent's "return"
 =============  ===========================================  ============================
+
+Streams (the connection carries messages until the reply; :mod:`.agent_ops`):
+
+================  ==========================================  ===========================
+agent_exec        path, arg, env, input, capture, timeout,    pid, exitcode/signal,
+                  agent_timeout                               *_truncated, seconds
+agent_file_write  path, agent_timeout                         size
+agent_file_read   path, agent_timeout                         size
+================  ==========================================  ===========================
 
 ``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
 lock: a snapshot is never taken or loaded while keys of another request are still
@@ -33,14 +43,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, QMPCommandError, StateConflict, UsageError
+from maqet_engine.errors import (
+    AgentUnavailable,
+    MaqetError,
+    QMPCommandError,
+    StateConflict,
+    UsageError,
+)
 from maqet_engine.ipc.protocol import Request
-from maqet_engine.runner import jobs
+from maqet_engine.runner import agent_ops, jobs
 from maqet_engine.runner import keys as keymap
+from maqet_engine.runner.agent import AgentChannel
+from maqet_engine.runner.server import Stream
 from maqet_engine.runner.vm import SupervisedVM
 from maqet_engine.store import VMStatus
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+StreamHandler = Callable[[dict[str, Any], Stream], Awaitable[Any]]
 
 
 def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...,
@@ -74,14 +93,40 @@ class Handlers:
             "pause": self.pause, "resume": self.resume, "keys": self.keys, "type": self.type,
             "screendump": self.screendump, "serial_wait": self.serial_wait,
             "serial_write": self.serial_write, "job": jobs.ipc_handler(vm, lock=self.input_lock),
+            "agent": self.agent,
         }
+        self._streams: dict[str, StreamHandler] = {
+            "agent_exec": self._agent_stream(agent_ops.exec_stream),
+            "agent_file_write": self._agent_stream(agent_ops.file_write_stream),
+            "agent_file_read": self._agent_stream(agent_ops.file_read_stream),
+        }
+        self.streams = frozenset(self._streams)
 
-    async def dispatch(self, request: Request) -> Any:
+    async def dispatch(self, request: Request, stream: Stream | None = None) -> Any:
+        if stream is not None:
+            return await self._streams[request.method](request.params, stream)
         handler = self._methods.get(request.method)
         if handler is None:
             raise UsageError(f"unknown method {request.method!r}",
-                             hint=f"methods: {', '.join(sorted(self._methods))}")
+                             hint=f"methods: {', '.join(sorted(self._methods))}, "
+                                  f"streams: {', '.join(sorted(self._streams))}")
         return await handler(request.params)
+
+    # --- the guest agent ----------------------------------------------------------------
+    def _channel(self) -> AgentChannel:
+        if self.vm.agent is None:
+            raise AgentUnavailable(f"VM {self.vm.name!r} has no guest agent channel",
+                                   hint="set 'agent: true' in its definition and restart it")
+        return self.vm.agent
+
+    async def agent(self, params: dict[str, Any]) -> Any:
+        return await agent_ops.command(self._channel(), params)
+
+    def _agent_stream(self, operation: Callable[[AgentChannel, dict[str, Any], Stream],
+                                                Awaitable[Any]]) -> StreamHandler:
+        async def handler(params: dict[str, Any], stream: Stream) -> Any:
+            return await operation(self._channel(), params, stream)
+        return handler
 
     async def ping(self, params: dict[str, Any]) -> Any:
         _only(params)
