@@ -20,13 +20,15 @@ job            command, arguments={}, timeout               the concluded job (r
 agent          command, arguments={}, agent_timeout         the guest agent's "return"
 =============  ===========================================  ============================
 
-Streams (the connection carries messages until the reply; :mod:`.agent_ops`):
+Streams (the connection carries messages until the reply; :mod:`.agent_ops`,
+:mod:`.console`):
 
 ================  ==========================================  ===========================
 agent_exec        path, arg, env, input, capture, timeout,    pid, exitcode/signal,
                   agent_timeout                               *_truncated, seconds
 agent_file_write  path, agent_timeout                         size
 agent_file_read   path, agent_timeout                         size
+console           write=true                                  reason (why it ended)
 ================  ==========================================  ===========================
 
 ``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
@@ -54,6 +56,7 @@ from maqet_engine.ipc.protocol import Request
 from maqet_engine.runner import agent_ops, jobs
 from maqet_engine.runner import keys as keymap
 from maqet_engine.runner.agent import AgentChannel
+from maqet_engine.runner.console import ConsoleHub
 from maqet_engine.runner.server import Stream
 from maqet_engine.runner.vm import SupervisedVM
 from maqet_engine.store import VMStatus
@@ -95,10 +98,12 @@ class Handlers:
             "serial_write": self.serial_write, "job": jobs.ipc_handler(vm, lock=self.input_lock),
             "agent": self.agent,
         }
+        self.console = ConsoleHub(vm.serial)
         self._streams: dict[str, StreamHandler] = {
             "agent_exec": self._agent_stream(agent_ops.exec_stream),
             "agent_file_write": self._agent_stream(agent_ops.file_write_stream),
             "agent_file_read": self._agent_stream(agent_ops.file_read_stream),
+            "console": self.console.attach,
         }
         self.streams = frozenset(self._streams)
 
