@@ -28,6 +28,7 @@ _API = "maqet_engine.engine.api"
 _OPS = "maqet_engine.engine.operations"
 _READ = "maqet_engine.engine.reading"
 _IMAGES = "maqet_engine.engine.image_ops"
+_GUEST = "maqet_engine.engine.guest"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -40,6 +41,10 @@ _EXPORTS = {
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
     "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "wait_console": _OPS,
     "write_console": _OPS,
+    # into the guest through its agent, and the serial console
+    "guest_exec": _GUEST, "exec_argv": _GUEST, "put_file": _GUEST, "fetch_file": _GUEST,
+    "guest_info": _GUEST, "agent_command": _GUEST, "console": _GUEST,
+    "ConsoleSession": _GUEST,
     # snapshots and storage
     "snapshot": _OPS, "purge_orphaned_storage": _OPS,
     # the image cache

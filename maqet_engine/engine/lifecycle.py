@@ -345,12 +345,9 @@ def control_socket(paths: Paths, record: VMRecord) -> Path:
     return runtime.control_socket
 
 
-def call(paths: Paths, store: Store, name: str, method: str, *,
-         ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
-    """One request to the VM's runner; re-adopts first when the runner died but QEMU
-    lives. A VM that is not running is a StateConflict."""
-    from maqet_engine.control.client import RunnerClient
-
+def serving(paths: Paths, store: Store, name: str) -> Path:
+    """The control socket of the VM's runner, re-adopting first when the runner died but
+    QEMU lives. A VM that is not running is a StateConflict."""
     record = store.require_vm(name)
     view = runstate.probe(paths, record)
     if not view.runner_alive:
@@ -358,8 +355,25 @@ def call(paths: Paths, store: Store, name: str, method: str, *,
             raise StateConflict(f"VM {name!r} is {view.status.value}", hint="start it first")
         ensure_running(paths, store, name)
         record = store.require_vm(name)
-    with RunnerClient(control_socket(paths, record), timeout=ipc_timeout) as client:
+    return control_socket(paths, record)
+
+
+def call(paths: Paths, store: Store, name: str, method: str, *,
+         ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
+    """One request to the VM's runner; re-adopts first when the runner died but QEMU
+    lives. A VM that is not running is a StateConflict."""
+    from maqet_engine.control.client import RunnerClient
+
+    with RunnerClient(serving(paths, store, name), timeout=ipc_timeout) as client:
         return client.call(method, **params)
+
+
+def open_stream(paths: Paths, store: Store, name: str, method: str, **params: Any) -> Any:
+    """A stream request to the VM's runner (a ``control.client.StreamCall``), as
+    :func:`call` finds the runner."""
+    from maqet_engine.control.client import stream
+
+    return stream(serving(paths, store, name), method, **params)
 
 
 def live_status(paths: Paths, record: VMRecord) -> dict[str, Any]:
