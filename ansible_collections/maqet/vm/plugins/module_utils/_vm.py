@@ -39,6 +39,7 @@ VM_REQUIRED_ONE_OF = [("name", "definition", "definition_file")]
 VM_INFO_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
     live={"type": "bool", "default": False},
+    agent_timeout={"type": "int", "default": 5},
 )
 
 
@@ -98,18 +99,38 @@ def run_vm(module):
     module.exit_json(**result_to_task(result, diff_mode=module._diff))
 
 
-def describe_vms(ctx, name=None, *, live=False):
-    """The VM views of one VM (by name) or of all; a missing VM gives an empty list."""
+def describe_vms(ctx, name=None, *, live=False, agent_timeout=5):
+    """The VM views of one VM (by name) or of all; a missing VM gives an empty list.
+    ``live``: with the runner's report, and for a VM with a guest agent channel what its
+    agent says (``guest``, or ``guest_error`` when it does not answer in time)."""
     from maqet_engine import engine
 
     if name:
         from maqet_engine.errors import VMNotFound
 
         try:
-            return [engine.show(ctx, name, live=live).data]
+            views = [engine.show(ctx, name, live=live).data]
         except VMNotFound:
             return []
-    return engine.list_vms(ctx, live=live, argv=True).data
+    else:
+        views = engine.list_vms(ctx, live=live, argv=True).data
+    if live:
+        for view in views:
+            if view.get("agent"):
+                _guest_facts(ctx, view, agent_timeout)
+    return views
+
+
+def _guest_facts(ctx, view, agent_timeout):
+    from maqet_engine import engine
+    from maqet_engine.errors import MaqetError
+
+    try:
+        view["guest"] = engine.guest_info(ctx, view["name"],
+                                          agent_timeout=max(1, agent_timeout)).data
+    except MaqetError as err:
+        view["guest"] = None
+        view["guest_error"] = str(err)
 
 
 def run_vm_info(module):
@@ -117,7 +138,8 @@ def run_vm_info(module):
     require_engine(module)
     ctx = context(module, check_mode=True)
     name = module.params["name"]
-    vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"]))
+    vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"],
+                                           agent_timeout=module.params["agent_timeout"]))
     result = {"changed": False, "vms": vms}
     if name:
         result["exists"] = bool(vms)
