@@ -14,8 +14,9 @@ the guest in ``AGENT_FILE_CHUNK`` pieces (one agent command each, measured best)
 ``guest-exec`` keeps a command's output in qemu-ga until it exits, at most
 ``AGENT_EXEC_OUTPUT_CAP`` (16 MiB in qemu-ga 7.2) per stream, and reports what it cut
 (``stdout_truncated``). The runner asks ``guest-exec-status`` with a growing pause
-(``AGENT_EXEC_POLL_FIRST_S`` x 1.5 up to ``AGENT_EXEC_POLL_MAX_S``): that is how qemu-ga
-reports an exit. Between two asks the channel serves other requests.
+(``AGENT_EXEC_POLL_FIRST_S`` x 1.5 up to ``AGENT_EXEC_POLL_MAX_S``, 50 ms, and after
+``AGENT_EXEC_POLL_SLOW_AFTER_S`` of a long command up to ``AGENT_EXEC_POLL_SLOW_S``):
+that is how qemu-ga reports an exit. Between two asks the channel serves other requests.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ async def _wait_exit(channel: AgentChannel, pid: int, epoch: int, deadline: floa
     qemu-ga reports an exit only when asked); ``beat()`` every ``AGENT_EXEC_HEARTBEAT_S``."""
     loop = asyncio.get_running_loop()
     pause = C.AGENT_EXEC_POLL_FIRST_S
+    slow_from = loop.time() + C.AGENT_EXEC_POLL_SLOW_AFTER_S
     next_beat = loop.time() + C.AGENT_EXEC_HEARTBEAT_S
     while True:
         if loop.time() >= next_beat:
@@ -218,7 +220,8 @@ async def _wait_exit(channel: AgentChannel, pid: int, epoch: int, deadline: floa
                          "pass a longer timeout")
             pause = min(pause, remaining)
         await asyncio.sleep(pause)
-        pause = min(pause * 1.5, C.AGENT_EXEC_POLL_MAX_S)
+        longest = C.AGENT_EXEC_POLL_MAX_S if loop.time() < slow_from else C.AGENT_EXEC_POLL_SLOW_S
+        pause = min(pause * C.AGENT_EXEC_POLL_GROWTH, longest)
 
 
 async def _receive_all(stream: Stream, limit: int, what: str) -> bytes | None:
