@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from maqet_engine import constants as C
+from maqet_engine.control.client import RunnerClient
 from maqet_engine.engine import lifecycle
 from maqet_engine.engine.context import EngineContext
 from maqet_engine.engine.result import Result
@@ -390,8 +391,6 @@ def guest_info(ctx: EngineContext, name: str, *,
     wait = agent_timeout + C.IPC_TIMEOUT_S
     with ctx.open_store(create=False) as store:
         socket = lifecycle.serving(ctx.paths, store, name)
-    from maqet_engine.control.client import RunnerClient
-
     data: dict[str, Any] = {}
     with RunnerClient(socket, timeout=wait) as client:
         info = client.call("agent", command="guest-info", agent_timeout=agent_timeout)

@@ -66,6 +66,12 @@ def test_commands_run_through_sh_with_stdin_and_the_timeout(connection, fake):
     assert kwargs == {"stdin": b"payload", "agent_timeout": 7.0}
     connection.exec_command("true")
     assert fake.calls[-1][3]["stdin"] is None  # no in_data: no stdin at all
+    # Ansible's usual form: that shell runs the prologue too (one process less).
+    connection.exec_command("/bin/sh -c '/usr/bin/python3 && sleep 0'")
+    argv = fake.calls[-1][2]
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[2].endswith("; /usr/bin/python3 && sleep 0")
+    connection.exec_command("sudo -u x /bin/sh -c 'id'")
+    assert fake.calls[-1][2][2].endswith("; sudo -u x /bin/sh -c 'id'")
 
 
 def test_a_signal_is_128_plus_it_and_cut_output_fails(connection, fake):
