@@ -1,9 +1,13 @@
 """Into the guest through its agent (issue 11). Prints wall times, throughputs and
 ratios against baselines measured in the same run; asserts nothing.
 
-1. One Ansible ``command`` task through the ``maqet.vm.agent`` connection, against the
-   same task over SSH into the *same* guest (the ssh guest: dropbear, python3, qemu-ga;
-   one VM with the agent channel and a user-mode NIC forwarding SSH). Measured as the
+1. One Ansible ``command`` task (a Python module), and one ``raw`` task (no Python: the
+   transport alone), through the ``maqet.vm.agent`` connection (its host from the
+   inventory plugin, which loads the connection in Ansible's main process, and from a
+   static inventory), against the same task over SSH into the *same* guest (the ssh
+   guest: dropbear, python3, qemu-ga; one VM with the agent channel and a user-mode NIC
+   forwarding SSH). Runs are interleaved, so other jobs' load falls on each alike.
+   Measured as the
    cost of one more task (a playbook with 1 + K tasks minus one with 1, divided by K:
    Ansible's own start-up cancels out), and as the wall time of a one-task playbook.
    SSH gets Ansible's defaults (ControlPersist) and, separately, pipelining. Target:
@@ -11,10 +15,10 @@ ratios against baselines measured in the same run; asserts nothing.
 2. Copying a 10 MiB file into the guest through maqet (the facade's ``put_file``: the
    runner's stream, 1 MiB guest-file-write commands; with and without the sha256 check
    in the guest) against a raw guest-file-write loop on the agent socket of a QEMU of
-   its own (same guest, 1 MiB chunks, its best), and ``maqet cp`` (the CLI, start-up
+   its own (same guest, 1 MiB and 48 KiB chunks), and ``maqet cp`` (the CLI, start-up
    included). Target: maqet <= 1.2x raw. Out of the guest too, and scp for scale.
 
-    .venv/bin/python bench/bench_agent.py [--runs N] [--tasks K] [--mib N]
+    .venv/bin/python bench/bench_agent.py [--runs N] [--tasks K] [--mib N] [--only tasks|copy]
 """
 
 from __future__ import annotations
