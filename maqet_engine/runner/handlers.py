@@ -120,8 +120,13 @@ class Handlers:
     # --- the guest agent ----------------------------------------------------------------
     def _channel(self) -> AgentChannel:
         if self.vm.agent is None:
+            hint = "set 'agent: true' in its definition and restart it"
+            with contextlib.suppress(MaqetError):
+                if self.vm.store.require_vm(self.vm.name).spec_data.get("agent"):
+                    hint = ("its definition has 'agent: true' now, but it runs the one from "
+                            "before (restart_required): restart it")
             raise AgentUnavailable(f"VM {self.vm.name!r} has no guest agent channel",
-                                   hint="set 'agent: true' in its definition and restart it")
+                                   hint=hint)
         return self.vm.agent
 
     async def agent(self, params: dict[str, Any]) -> Any:

@@ -340,6 +340,12 @@ def test_a_vm_without_the_agent_channel_fails_at_once_with_exit_7(own: Home):
     cli = own.maqet("exec", name, "--", "true")
     assert cli.returncode == C.EXIT_AGENT
     assert b"set 'agent: true' in its definition" in cli.stderr
+    # The definition gets the channel while the VM runs: it needs a restart, and says so.
+    spec = engine.load_definition(own.ctx, definition={
+        "name": "plain", "accel": guest.test_accel(), "memory": "64M", "agent": True})
+    assert engine.apply(own.ctx, spec=spec, state="running").restart_required
+    with pytest.raises(AgentUnavailable, match="runs the one from before"):
+        engine.guest_exec(own.ctx, name, ["true"], agent_timeout=30)
 
 
 def test_no_agent_in_the_guest_is_an_error_within_the_timeout(own: Home):
