@@ -19,6 +19,7 @@ EXIT_NOT_FOUND: Final = 3  # VM, snapshot or file does not exist
 EXIT_CONFLICT: Final = 4  # exists with another definition, wrong state, locked
 EXIT_RUNTIME: Final = 5  # QEMU / QMP / runner failure, timeouts
 EXIT_HOST: Final = 6  # host environment: missing binary, permissions, disk full, corrupt store
+EXIT_AGENT: Final = 7  # the guest agent does not answer (no channel, not running, hung)
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C
 
 # --- names ------------------------------------------------------------------
@@ -45,6 +46,7 @@ USER_RUNTIME_BASE: Final = "/tmp"
 QMP_SOCKET: Final = "qmp.sock"
 CONTROL_SOCKET: Final = "ctl.sock"
 SERIAL_SOCKET: Final = "serial.sock"
+AGENT_SOCKET: Final = "qga.sock"  # host end of the guest agent's virtio-serial port
 LOCK_FILE: Final = "runner.lock"
 # Locks live in the data directory, not the runtime one: a tmp cleaner or logind that
 # removes the runtime directory must not make a live runner look dead.
@@ -245,6 +247,7 @@ RUNNER_MODULE: Final = "maqet_engine.runner"
 QMP_CHARDEV_ID: Final = "maqet-qmp"  # the QMP monitor QEMU gets as a pre-bound socket fd
 QMP_FD_PLACEHOLDER: Final = "QMP_FD"  # shown in place of that fd's number (maqet show --argv)
 QMP_SOCKET_BACKLOG: Final = 16
+AGENT_FD_PLACEHOLDER: Final = "AGENT_FD"  # the agent socket's fd in a shown command line
 IPC_STATUS_TIMEOUT_S: Final = 5.0  # status/view queries must not hang a `maqet status`
 # A stop first pings the runner: one that holds its lock but does not answer within this
 # (SIGSTOPped, wedged) is reported, or with --force killed together with its QEMU.
@@ -376,3 +379,46 @@ SSH_KEY_TYPES: Final = frozenset({
 SSH_DEFAULT_PORT: Final = 22
 # Longest public key line accepted (a 16384-bit RSA key is ~2.8 KB); bounds parsing work.
 SSH_KEY_LINE_MAX: Final = 8192
+
+# --- the guest agent (docs/guest-agent.md; runner/agent.py is the channel) -----------------
+# `agent: true` adds a virtio-serial controller and a port named AGENT_PORT_NAME whose host
+# end (a chardev socket the spawner binds, like QMP's) the runner owns. Device ids contain
+# a '.', which no storage name may: they never collide with the user's devices.
+AGENT_PORT_NAME: Final = "org.qemu.guest_agent.0"  # where qemu-ga looks for its port
+AGENT_CHARDEV_ID: Final = "maqet-qga"
+AGENT_SERIAL_ID: Final = "maqet.vser0"  # the virtio-serial-pci controller (bus maqet.vser0.0)
+AGENT_PORT_ID: Final = "maqet.qga0"  # the virtserialport: QMP VSERPORT_CHANGE names it
+AGENT_TIMEOUT_S: Final = 30.0  # default: waiting for the agent to answer (sync, each reply)
+AGENT_SYNC_FIRST_S: Final = 0.5  # guest-sync: first wait for the id to come back,
+AGENT_SYNC_MAX_S: Final = 4.0  # doubling up to this between attempts
+AGENT_SYNC_ATTEMPTS_UNKNOWN: Final = 3  # attempts while the port's state is unknown (adopted)
+# A reply line of qemu-ga: guest-exec-status carries up to 2 x 16 MiB of output as base64.
+AGENT_MAX_REPLY_BYTES: Final = 48 * 1024 * 1024
+AGENT_EXEC_OUTPUT_CAP: Final = 16 * 1024 * 1024  # qemu-ga 7.2 keeps this much per stream
+AGENT_EXEC_MAX_INPUT: Final = 16 * 1024 * 1024  # stdin of one exec (sent in one guest-exec)
+# guest-exec-status: the first pause, growing by POLL_GROWTH up to POLL_MAX_S, and after
+# POLL_SLOW_AFTER_S of a long command up to POLL_SLOW_S. Two costs pull apart: an exit is
+# seen up to half the command's time (or POLL_MAX_S) late, and each ask costs the guest
+# ~1.3 ms of CPU under TCG (measured: x1.25 from 2 ms made `python3 -c pass` 10% slower
+# in the guest than x1.5 from 5 ms). For an Ansible module (~2 s here) both together are
+# ~80 ms, flat for caps of 50-100 ms.
+AGENT_EXEC_POLL_FIRST_S: Final = 0.005
+AGENT_EXEC_POLL_GROWTH: Final = 1.5
+AGENT_EXEC_POLL_MAX_S: Final = 0.05
+AGENT_EXEC_POLL_SLOW_AFTER_S: Final = 10.0
+AGENT_EXEC_POLL_SLOW_S: Final = 0.5
+# While a command runs, the runner tells the client it still does this often, so the
+# client's wait for each message is bounded even for a command without a timeout.
+AGENT_EXEC_HEARTBEAT_S: Final = 5.0
+AGENT_FILE_CHUNK: Final = 1024 * 1024  # bytes per guest-file-read/-write (measured best)
+AGENT_FILE_MODE_WRITE: Final = "wb"
+AGENT_FILE_MODE_READ: Final = "rb"
+# Data on a stream (docs/runner.md, "Streams"): what one line carries, raw bytes before
+# base64. Client lines stay under IPC_MAX_REQUEST_BYTES, runner lines under
+# IPC_MAX_MESSAGE_BYTES.
+IPC_STREAM_CLIENT_CHUNK: Final = 48_000  # 64,000 base64 characters: room for the JSON
+IPC_STREAM_RUNNER_CHUNK: Final = 512 * 1024
+# `maqet console`: Ctrl-] detaches (as telnet and virsh); a viewer that falls this far
+# behind the console is disconnected rather than making the runner hold its backlog.
+CONSOLE_DETACH_BYTE: Final = 0x1D
+CONSOLE_VIEWER_BACKLOG: Final = 1024 * 1024

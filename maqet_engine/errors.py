@@ -19,6 +19,9 @@ carries the process exit code the CLI uses (``docs/cli.md``)::
      |    +-- QMPCommandError       exit 5  QMP replied with an error (has .error_class)
      |    +-- RunnerUnavailable     exit 5  no runner answers for a running VM
      |    +-- OperationTimeout      exit 5  something did not finish in time
+     |    +-- AgentCommandError     exit 5  the guest agent replied with an error
+     |    +-- AgentUnavailable      exit 7  the guest agent does not answer (no channel,
+     |                                      not running in the guest, hung)
      +-- HostError                  exit 6  missing binary, permissions, disk full
           +-- QEMUNotFound          exit 6  the QEMU binary is not installed
           +-- StateStoreError       exit 6  the SQLite store cannot be used
@@ -167,6 +170,32 @@ class OperationTimeout(RuntimeFailure):
     pass
 
 
+class AgentCommandError(RuntimeFailure):
+    """qemu-ga answered ``{"error": {"class": ..., "desc": ...}}`` (a file it cannot open,
+    a command it does not have)."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"guest agent: {command} failed: {desc}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.update(command=self.command, error_class=self.error_class, desc=self.desc)
+        return data
+
+
+class AgentUnavailable(RuntimeFailure):
+    """The guest agent cannot be reached within the caller's timeout: the VM has no agent
+    channel, qemu-ga does not run in the guest (not installed, not started yet, stopped,
+    the guest rebooting), or it does not answer. A runtime failure with its own exit code,
+    so that scripts (and ``maqet exec``, which passes on the guest command's code) can
+    tell it apart."""
+
+    exit_code = C.EXIT_AGENT
+
+
 class HostError(MaqetError):
     exit_code = C.EXIT_HOST
 
@@ -213,7 +242,7 @@ _REMOTE_TYPES: dict[str, type[MaqetError]] = {
     for cls in (
         MaqetError, UsageError, ConfigError, NotFoundError, SnapshotNotFound, ConflictError,
         AlreadyExists, StateConflict, RuntimeFailure, RunnerUnavailable, OperationTimeout,
-        HostError, QEMUNotFound, StateStoreError, UnsafePath, QEMUUserMissing,
+        AgentUnavailable, HostError, QEMUNotFound, StateStoreError, UnsafePath, QEMUUserMissing,
     )
 }
 
@@ -224,6 +253,12 @@ def error_from_dict(data: dict[str, Any]) -> MaqetError:
     message = str(data.get("message", "unknown error"))
     if type_name == "QMPCommandError":
         return QMPCommandError(
+            str(data.get("command", "")),
+            str(data.get("error_class", "GenericError")),
+            str(data.get("desc", message)),
+        )
+    if type_name == "AgentCommandError":
+        return AgentCommandError(
             str(data.get("command", "")),
             str(data.get("error_class", "GenericError")),
             str(data.get("desc", message)),

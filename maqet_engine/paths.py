@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 # Longest file name placed in a per-VM runtime directory, and a generous id width.
-_LONGEST_RUNTIME_NAME = max(len(C.QMP_SOCKET), len(C.CONTROL_SOCKET), len(C.SERIAL_SOCKET))
+_LONGEST_RUNTIME_NAME = max(len(C.QMP_SOCKET), len(C.CONTROL_SOCKET), len(C.SERIAL_SOCKET),
+                            len(C.AGENT_SOCKET))
 _ID_WIDTH = 10
 
 
@@ -48,12 +49,13 @@ class VMRuntimePaths(Frozen):
     data directory (``data/locks/ID.*``): the runtime directory may vanish under a
     live runner (tmp cleaners, logind at logout), and "is the runner alive" must not."""
 
-    __slots__ = ("root", "qmp_socket", "control_socket", "serial_socket", "lock_file",
-                 "start_lock")
+    __slots__ = ("root", "qmp_socket", "control_socket", "serial_socket", "agent_socket",
+                 "lock_file", "start_lock")
     root: Path
     qmp_socket: Path
     control_socket: Path
     serial_socket: Path
+    agent_socket: Path  # the guest agent's port (VMs with ``agent: true``)
     lock_file: Path
     start_lock: Path
 
@@ -112,6 +114,7 @@ class Paths(Frozen):
             qmp_socket=root / C.QMP_SOCKET,
             control_socket=root / C.CONTROL_SOCKET,
             serial_socket=root / C.SERIAL_SOCKET,
+            agent_socket=root / C.AGENT_SOCKET,
             lock_file=locks / f"{vm_id}.{C.LOCK_FILE}",
             start_lock=locks / f"{vm_id}.{C.START_LOCK_FILE}",
         )

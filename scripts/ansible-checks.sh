@@ -8,8 +8,8 @@
 #      never mixed with tests/ because basenames clash)
 #   3. the artifact: build the engine wheel into the hypervisor role
 #      (scripts/build-engine-wheel.sh), build the tarball, check the wheel is in it,
-#      install it into a temp path, and render every module, the inventory plugin and
-#      the roles with ansible-doc from there
+#      install it into a temp path, and render every module, the inventory and
+#      connection plugins and the roles with ansible-doc from there
 #   4. ansible-lint's production profile, on a copy of the collection
 # Exits non-zero when any gate fails. Idempotent: everything it writes is in a temp
 # dir, apart from the pip bootstrap cache under ~/.ansible/test/cache.
@@ -109,6 +109,9 @@ collection = pathlib.Path(sys.argv[1])
 wanted = [("module", p.stem) for p in sorted((collection / "plugins/modules").glob("*.py"))
           if not p.stem.startswith("_")]
 wanted += [("inventory", p.stem) for p in sorted((collection / "plugins/inventory").glob("*.py"))
+           if not p.stem.startswith("_")]
+wanted += [("connection", p.stem)
+           for p in sorted((collection / "plugins/connection").glob("*.py"))
            if not p.stem.startswith("_")]
 wanted += [("role", p.name) for p in sorted((collection / "roles").iterdir())
            if (p / "meta" / "argument_specs.yml").exists()]

@@ -47,16 +47,16 @@ class CLIContext:
                                     if result.changed else unchanged))
 
     @contextlib.contextmanager
-    def progress(self, message: str) -> Iterator[Transfer | None]:
+    def progress(self, message: str, *, noun: str = "image") -> Iterator[Transfer | None]:
         """A TTY progress bar for a step that may take more than a second (nothing with
         --json or when stderr is not a terminal). Yields the engine's ``progress``
-        callback for a download during the step (the bar then shows how far it got), or
-        None when there is no bar."""
+        callback for a download during the step (the bar then shows how far it got, as
+        ``NOUN 12M of 24M``), or None when there is no bar."""
         from maqet_engine.cli.progress import tty_progress
 
         tracker = tty_progress(self.json, sys.stderr)
         if tracker is None:
             yield None
             return
-        with tracker.track(message) as bar:
+        with tracker.track(message, noun=noun) as bar:
             yield bar.transfer

@@ -54,8 +54,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     show = subparsers.add_parser("show", parents=[common], help="show one VM")
     show.add_argument("name")
     show.add_argument("--argv", action="store_true",
-                      help="print the QEMU command line (QMP_FD stands for the number of the "
-                      "QMP socket's file descriptor)")
+                      help="print the QEMU command line (QMP_FD and AGENT_FD stand for the "
+                      "numbers of the QMP and guest agent sockets' file descriptors)")
     show.set_defaults(handler=cmd_show)
 
     rm = subparsers.add_parser("rm", parents=[common], help="remove a VM definition")

@@ -38,6 +38,7 @@ def _common_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     from maqet_engine.cli import (
         definition_cmds,
+        guest_cmds,
         image_cmds,
         network_cmds,
         observe_cmds,
@@ -52,20 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"maqet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (definition_cmds, runtime_cmds, storage_cmds, snapshot_cmds, image_cmds,
-                   network_cmds, observe_cmds):
+    for module in (definition_cmds, runtime_cmds, guest_cmds, storage_cmds, snapshot_cmds,
+                   image_cmds, network_cmds, observe_cmds):
         module.register(subparsers, common)
     return parser
 
 
+def _maqet_words(argv: Sequence[str]) -> Sequence[str]:
+    """The words that are maqet's: those before ``--`` (after it: a guest command's)."""
+    return argv[:argv.index("--")] if "--" in argv else argv
+
+
 def _wants_json(argv: Sequence[str]) -> bool:
-    return "--json" in argv
+    return "--json" in _maqet_words(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(argv)
-    debug = "--debug" in argv
+    debug = "--debug" in _maqet_words(argv)
     op_id: str | None = None  # this command's operation id, once there is one
     try:
         args = build_parser().parse_args(argv)

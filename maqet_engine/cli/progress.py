@@ -50,8 +50,9 @@ class Indeterminate:
 
     def __init__(self, stream: TextIO, message: str, *,
                  after: float = C.SNAPSHOT_PROGRESS_AFTER_S, tick: float = C.PROGRESS_TICK_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, noun: str = "image") -> None:
         self.stream = stream
+        self.noun = noun  # what a transfer moves: "image 12M of 24M"
         self.message = message
         self.after = after
         self.tick = tick
@@ -74,7 +75,7 @@ class Indeterminate:
         after the message, e.g. ``starting web1: image 12M of 24M (50%)...``."""
         from maqet_engine.cli.output import human_size
 
-        shown = f"image {human_size(done)}"
+        shown = f"{self.noun} {human_size(done)}"
         if total:
             shown += f" of {human_size(total)} ({min(done * 100 // total, 100)}%)"
         self._detail = shown  # one reference: the drawing thread reads it whole
@@ -123,8 +124,9 @@ class TTYProgress:
         self.after = after
         self.tick = tick
 
-    def track(self, message: str) -> Indeterminate:
-        return Indeterminate(self.stream, message, after=self.after, tick=self.tick)
+    def track(self, message: str, *, noun: str = "image") -> Indeterminate:
+        return Indeterminate(self.stream, message, after=self.after, tick=self.tick,
+                             noun=noun)
 
 
 def tty_progress(json_output: bool, stream: TextIO) -> TTYProgress | None:

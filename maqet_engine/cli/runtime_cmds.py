@@ -156,11 +156,26 @@ def cmd_status(args: argparse.Namespace, ctx: CLIContext) -> int:
              ("qmp status", view.get("qmp_status")), ("runner", runner),
              ("qemu pid", view["qemu_pid"] if view["qemu_alive"] else None),
              ("accel", view["accel"]), ("ports", describe_ports(view["ports"])),
-             ("known_hosts", view["known_hosts"]), ("last exit", view["last_exit"])]
+             ("known_hosts", view["known_hosts"]), ("agent", _agent_line(view.get("agent"))),
+             ("last exit", view["last_exit"])]
     if view["status"] != view["recorded_status"]:
         pairs.append(("note", view["reason"]))
     print(key_values(pairs))
     return C.EXIT_OK
+
+
+def _agent_line(agent: dict[str, Any] | None) -> str | None:
+    """``connected (synced 12:00:03)``, ``absent (why)``, ...; None: no agent channel."""
+    if not agent:
+        return None
+    import time
+
+    line = agent["state"]
+    if agent.get("last_sync"):
+        line += f" (synced {time.strftime('%H:%M:%S', time.localtime(agent['last_sync']))})"
+    if agent.get("reason"):
+        line += f"; {agent['reason']}"
+    return line
 
 
 def cmd_logs(args: argparse.Namespace, ctx: CLIContext) -> int:

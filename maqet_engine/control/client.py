@@ -212,6 +212,92 @@ class RunnerClient:
             self._buffer += chunk
 
 
+class StreamCall:
+    """One stream request on its own connection (docs/runner.md, "Streams"): messages
+    in both directions until the runner's reply, which :meth:`receive` returns as
+    ``("result", value)`` (or raises, for an error reply). Every wait has a deadline."""
+
+    def __init__(self, client: RunnerClient, method: str, request_id: int) -> None:
+        self._client = client
+        self.method = method
+        self._id = request_id
+        self.done = False
+
+    def fileno(self) -> int:
+        """The connection's fd, for ``select``/``poll`` (a line may already be buffered:
+        check :meth:`pending` first)."""
+        sock = self._client._sock  # noqa: SLF001 - the client is this call's own
+        if sock is None:
+            raise RunnerUnavailable("the stream's connection is closed")
+        return sock.fileno()
+
+    def pending(self) -> bool:
+        """Whether a whole message is buffered already (receive() will not block)."""
+        return b"\n" in self._client._buffer  # noqa: SLF001
+
+    def send(self, kind: str, value: Any = True, *, timeout: float = C.IPC_TIMEOUT_S) -> None:
+        """One message to the runner. When the runner ended the stream meanwhile (its
+        error reply is waiting), that reply is raised."""
+        data = protocol.encode_stream(kind, value, limit=C.IPC_MAX_REQUEST_BYTES)
+        sock = self._client._sock  # noqa: SLF001
+        if sock is None:
+            raise RunnerUnavailable("the stream's connection is closed")
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            kind, value = self.receive(timeout)  # the runner's last word: its error
+            raise RunnerUnavailable(f"the runner ended {self.method} early: {value!r}") \
+                from None
+        except TimeoutError as err:
+            self._client.close()
+            raise OperationTimeout(f"the runner did not take {self.method} data in time") \
+                from err
+
+    def receive(self, timeout: float | None = C.IPC_TIMEOUT_S) -> tuple[str, Any]:
+        """The runner's next message ``(kind, value)``, or ``("result", value)`` at the
+        end; an error reply is raised. ``timeout`` None waits as long as it takes."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 10 ** 9)
+        line = self._client._readline(deadline, self.method)  # noqa: SLF001
+        try:
+            kind, value = protocol.decode_stream_reply(line, self._id)
+        except BaseException:
+            self.done = True
+            self._client.close()
+            raise
+        if kind == "result":
+            self.done = True
+            self._client.close()
+        return kind, value
+
+    def close(self) -> None:
+        """Hang up (the runner stops the request)."""
+        self.done = True
+        self._client.close()
+
+    def __enter__(self) -> StreamCall:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stream(socket_path: Path, method: str, *, connect_timeout: float = C.IPC_CONNECT_TIMEOUT_S,
+           **params: Any) -> StreamCall:
+    """Open a connection and send a stream request on it (no reply read yet)."""
+    client = RunnerClient(socket_path, timeout=connect_timeout)
+    request_id = next(_ids)
+    data = protocol.encode_request(request_id, method, params, op=ops.current_op())
+    try:
+        assert client._sock is not None  # noqa: SLF001
+        client._sock.settimeout(connect_timeout)  # noqa: SLF001
+        client._sock.sendall(data)  # noqa: SLF001
+    except OSError as err:
+        client.close()
+        raise RunnerUnavailable(f"cannot send {method} to the runner: {err}") from err
+    return StreamCall(client, method, request_id)
+
+
 def call(socket_path: Path, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,
          **params: Any) -> Any:
     """One request on a fresh connection."""

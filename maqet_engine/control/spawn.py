@@ -1,11 +1,13 @@
 """Start a detached runner and wait for its readiness line (no polling, no sleeps).
 
-The spawner binds QEMU's QMP listening socket itself, has the engine build QEMU's
-command line around that socket's fd (the command line is built once, and is exactly
-what runs), and writes it to the runner's stdin as ``{"qemu_argv": [...], "qmp_fd":
-N}``; the runner inherits the fd under the same number and hands it to QEMU. So the
-socket exists before QEMU starts (no connect race) and the runner never imports the
-definition package (it would cost every running VM ~4 MiB of memory).
+The spawner binds QEMU's QMP listening socket itself (and, for a VM with ``agent:
+true``, the guest agent's), has the engine build QEMU's command line around those
+sockets' fds (the command line is built once, and is exactly what runs), and writes it
+to the runner's stdin as ``{"qemu_argv": [...], "qmp_fd": N, "agent_fd": M}``; the
+runner inherits the fds under the same numbers and hands them to QEMU. So the sockets
+exist before QEMU starts (no connect race), a QEMU that dropped its privileges
+(``-runas``) never needs to create one, and the runner never imports the definition
+package (it would cost every running VM ~4 MiB of memory).
 
 The runner gets the write end of an ``os.pipe`` as ``--ready-fd``; it writes one JSON
 line when QEMU answers QMP (``{"ok": true, ...}``) or when it fails
@@ -39,8 +41,9 @@ from maqet_engine.paths import Paths, VMRuntimePaths
 
 
 def bind_qmp_socket(path: Path) -> socket.socket:
-    """QEMU's QMP listening socket at ``path`` (a stale one is replaced), mode 0600. QEMU
-    keeps listening on it for as long as it lives, so a new runner can reconnect."""
+    """A listening socket for QEMU at ``path`` (a stale one is replaced), mode 0600: QMP's,
+    and the guest agent's. QEMU keeps listening on it for as long as it lives, so a new
+    runner can reconnect."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -68,16 +71,18 @@ def log_tail(path: Path, lines: int = C.QEMU_LOG_TAIL_LINES) -> str:
 
 
 def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
-                 qemu_argv: Callable[[int], list[str] | Mapping[str, Any]] | None,
+                 qemu_argv: Callable[[dict[str, int]], list[str] | Mapping[str, Any]] | None,
+                 agent: bool = False,
                  timeout: float = C.RUNNER_READY_TIMEOUT_S, op_id: str | None = None,
                  log_format: str = "text") -> dict[str, Any]:
     """Spawn the runner of VM ``name`` in a new session; return its readiness message.
 
     ``qemu_argv`` builds the command line the runner launches when there is no live
-    QEMU to re-adopt, given the fd of the QMP socket bound here; None lets the runner
-                 qemu_argv: Callable[[int], list[str] | Mapping[str, Any]] | None,
-                 timeout: float = C.RUNNER_READY_TIMEOUT_S, op_id: str | None = None,
-                 log_format: str = "text") -> dict[str, Any]:
+    QEMU to re-adopt, given the fds of the sockets bound here (``{"qmp": N}``, and
+    ``"agent"`` with ``agent``): the command line, or a mapping with it as
+    ``qemu_argv`` and the runner's other launch data (``fds``, ``multicast``,
+    ``started_networks``, see ``runner/__main__.py``). None lets the runner only
+    re-adopt.
 
     Raises the runner's own error (e.g. QEMULaunchError with QEMU's log tail), or
     RunnerUnavailable / OperationTimeout when it dies or stays silent.
@@ -99,19 +104,25 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
             log.close()
             raise host_error(err, f"open {what}", log_file) from err
     launch: dict[str, Any] | None = None
-    qmp: socket.socket | None = None
+    bound: list[socket.socket] = []
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         pass_fds = [write_fd]
         if qemu_argv is not None:
-            try:
-                qmp = bind_qmp_socket(runtime.qmp_socket)
-            except OSError as err:
-                raise host_error(err, "create the QMP socket", runtime.qmp_socket) from err
-            built = qemu_argv(qmp.fileno())
+            fds: dict[str, int] = {}
+            sockets = [("qmp", runtime.qmp_socket, "the QMP socket")]
+            if agent:
+                sockets.append(("agent", runtime.agent_socket, "the guest agent's socket"))
+            for key, path, what in sockets:
+                try:
+                    bound.append(bind_qmp_socket(path))
+                except OSError as err:
+                    raise host_error(err, f"create {what}", path) from err
+                fds[key] = bound[-1].fileno()
+            built = qemu_argv(fds)
             launch = dict(built) if isinstance(built, Mapping) else {"qemu_argv": built}
-            launch["qmp_fd"] = qmp.fileno()
-            pass_fds += [qmp.fileno(), *launch.get("fds", [])]
+            launch.update(qmp_fd=fds["qmp"], agent_fd=fds.get("agent"))
+            pass_fds += [*fds.values(), *launch.get("fds", [])]
         proc = subprocess.Popen(
             # -P: no cwd on sys.path, so the caller's directory cannot shadow the
             # maqet_engine that _runner_env() puts on PYTHONPATH.
@@ -128,8 +139,8 @@ def spawn_runner(name: str, paths: Paths, runtime: VMRuntimePaths, *,
     finally:
         log.close()
         os.close(write_fd)
-        if qmp is not None:
-            qmp.close()  # the runner holds its own copy
+        for sock in bound:
+            sock.close()  # the runner holds its own copy
     _send_launch(proc, launch)
     try:
         line = _read_line(read_fd, timeout)

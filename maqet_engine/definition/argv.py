@@ -30,6 +30,7 @@ def sandbox_arg(spec: Spec, *, run_as: str | None) -> str:
 
 def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel: str,
                qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
+               agent_fd: int | str = C.AGENT_FD_PLACEHOLDER,
                registry: StorageRegistry | None = None, run_as: str | None = None,
                sandbox: bool = False,
                backends: Mapping[int, Mapping[str, Any]] | None = None) -> list[str]:
@@ -39,6 +40,7 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
     :param qmp_fd: the fd of the QMP listening socket the spawner bound (QEMU inherits
         it). Views pass nothing and show :data:`~maqet_engine.constants.QMP_FD_PLACEHOLDER`:
         the one part of a shown command line that differs from what runs.
+    :param agent_fd: likewise, the guest agent's socket (``agent: true`` only).
     :param registry: storage types (default: :func:`default_registry`).
     :param run_as: ``-runas USER``: QEMU opens its files, then drops to that user (the
         caller decides: root with the ``maqet-qemu`` user, see ``command_line``).
@@ -80,8 +82,23 @@ def build_argv(spec: Spec, *, runtime: VMRuntimePaths, data: VMDataPaths, accel:
         argv += seed_disk_argv(str(data.cloud_init_seed))
     for index, nic in enumerate(d["network"]):
         argv += network_argv(nic, index, (backends or {}).get(index))
+    if d.get("agent"):
+        argv += agent_argv(agent_fd)
     argv += d["arguments"]
     return argv
+
+
+def agent_argv(fd: int | str) -> list[str]:
+    """The guest agent's channel: a virtio-serial controller and the port qemu-ga looks
+    for, backed by the listening socket the spawner bound (``fd``). The runner is its one
+    client; QMP reports the guest opening and closing the port (``VSERPORT_CHANGE`` with
+    the port's id)."""
+    return [
+        "-chardev", f"socket,id={C.AGENT_CHARDEV_ID},fd={fd},server=on,wait=off",
+        "-device", f"virtio-serial-pci,id={C.AGENT_SERIAL_ID}",
+        "-device", f"virtserialport,bus={C.AGENT_SERIAL_ID}.0,chardev={C.AGENT_CHARDEV_ID},"
+        f"name={C.AGENT_PORT_NAME},id={C.AGENT_PORT_ID}",
+    ]
 
 
 def _storage_argv(spec: Spec, registry: StorageRegistry) -> list[str]:

@@ -128,7 +128,10 @@ the storage devices in order (`-blockdev` in JSON form with the entry's name as
 node-name, then `-device`; a SCSI controller first when a disk needs one), with
 `cloud_init` the seed disk (node-name `cidata`: `cidata.iso` in the VM's directory,
 read-only, `virtio-blk-pci`), the network devices in order (`-netdev` with id `net0`,
-`net1`, ..., then `-device`), and finally `arguments`, verbatim.
+`net1`, ..., then `-device`), with `agent: true` the guest agent's channel (a socket
+chardev `maqet-qga` on a descriptor like QMP's, shown as `AGENT_FD`; a
+`virtio-serial-pci` controller `maqet.vser0`; a `virtserialport` `maqet.qga0` named
+`org.qemu.guest_agent.0`), and finally `arguments`, verbatim.
 """
 
 STORAGE = """\

@@ -15,9 +15,9 @@ class Spec:
     """A parsed, validated, normalized definition (build it with ``parse_spec``).
 
     ``data`` is JSON-able and has every top-level key (``None`` when unset) except
-    ``cloud_init``, present only when set (as a storage entry's ``image`` and
-    ``checksum``): keys added later are left out when unset, so that definitions stored
-    before keep their hash. Sizes are bytes, paths absolute, defaults explicit, tags
+    ``cloud_init`` and ``agent``, present only when set (as a storage entry's ``image``
+    and ``checksum``): keys added later are left out when unset, so that definitions
+    stored before keep their hash. Sizes are bytes, paths absolute, defaults explicit, tags
     sorted. Two specs are equal, and
     have equal :attr:`hash`, exactly when their ``data`` is equal. Do not mutate it.
     """

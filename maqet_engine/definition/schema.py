@@ -156,6 +156,11 @@ TOP = Section(
         Field("cloud_init", Kind.MAPPING, "A cloud-init NoCloud seed for the guest: maqet "
               "writes it at each start and attaches it as a read-only virtio disk labelled "
               "`cidata`. Unset: no seed.", entries="cloud_init"),
+        Field("agent", Kind.BOOL, "A channel to the QEMU guest agent (qemu-ga) in the guest: "
+              "a virtio-serial port named `org.qemu.guest_agent.0` whose host end the runner "
+              "owns. `maqet exec`, `maqet cp`, `maqet guest-info` and the `maqet.vm.agent` "
+              "connection plugin go through it; the guest must run qemu-ga on that port. See "
+              "docs/guest-agent.md.", default=False),
         Field("ssh", Kind.MAPPING, "How Ansible and `maqet wait --ssh` reach the guest over "
               "SSH (user, key, guest port). Unset: port 22, and the first `cloud_init` user.",
               entries="ssh"),

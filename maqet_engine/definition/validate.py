@@ -115,6 +115,8 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, paths: Paths,
         del data["ssh"]  # stored only when set, like cloud_init
     else:
         data["ssh"] = check_section(data["ssh"], SSH.fields, "ssh", ctx)
+    if not data["agent"]:
+        del data["agent"]  # stored only when set: older definitions keep their hash
     if isinstance(data["binary"], str) and "/" in data["binary"]:
         data["binary"] = os.path.normpath(ctx.definition_dir
                                           / expand_user(data["binary"], "binary"))

@@ -32,6 +32,7 @@ _NET = "maqet_engine.engine.networks"
 _EVENTS = "maqet_engine.engine.event_stream"  # (not "events": the function's name)
 _METRICS = "maqet_engine.engine.metrics"
 _WAITS = "maqet_engine.engine.waits"
+_GUEST = "maqet_engine.engine.guest"
 _EXPORTS = {
     # definitions and desired state
     "STATES": _API, "load_definition": _API, "define": _API, "apply": _API, "remove": _API,
@@ -46,6 +47,10 @@ _EXPORTS = {
     # waiting for the guest, and what its console printed
     "wait_console": _WAITS, "wait_ssh": _WAITS, "wait_ready": _WAITS,
     "read_console": _WAITS,
+    # into the guest through its agent, and the serial console
+    "guest_exec": _GUEST, "exec_argv": _GUEST, "put_file": _GUEST, "fetch_file": _GUEST,
+    "guest_info": _GUEST, "agent_command": _GUEST, "console": _GUEST,
+    "ConsoleSession": _GUEST,
     # the event stream and metrics (docs/observability.md)
     "events": _EVENTS, "follow_events": _EVENTS, "parse_since": _EVENTS,
     "metrics_text": _METRICS, "serve_metrics": _METRICS, "write_metrics_textfile": _METRICS,

@@ -46,12 +46,14 @@ def qemu_user(env: Mapping[str, str] | None = None, *, check: bool = True) -> st
 
 
 def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD_PLACEHOLDER,
+                 agent_fd: int | str = C.AGENT_FD_PLACEHOLDER,
                  accel: str | None = None, launching: bool = True,
                  backends: Mapping[int, Mapping[str, Any]] | None = None) -> list[str]:
     """The argv that runs ``record``'s stored definition, confined: under seccomp
     (``-sandbox``) and, when maqet is root, as the unprivileged :func:`qemu_user`.
 
     :param qmp_fd: the QMP socket's fd (the spawner's); views leave the placeholder.
+    :param agent_fd: the guest agent's socket's fd (``agent: true``), likewise.
     :param accel: the accelerator in use (a running VM's); None resolves the
         definition's ``accel`` on this host.
     :param launching: this command line will run (views pass False): refuse a missing
@@ -73,6 +75,6 @@ def command_line(record: VMRecord, paths: Paths, *, qmp_fd: int | str = C.QMP_FD
                 vm_dir=paths.vm_data(record.name).root)
         spec = Spec(data)
     return build_argv(spec, runtime=paths.vm_runtime(record.id),
-                      data=paths.vm_data(record.name), qmp_fd=qmp_fd,
+                      data=paths.vm_data(record.name), qmp_fd=qmp_fd, agent_fd=agent_fd,
                       accel=accel or resolve_accel(spec.data["accel"]),
                       run_as=qemu_user(check=launching), sandbox=True, backends=backends)

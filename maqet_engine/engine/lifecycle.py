@@ -97,7 +97,7 @@ def cleanup_stale(paths: Paths, store: Store, name: str) -> VMRecord:
         record = store.require_vm(name)
     stale = [runtime.control_socket]
     if not view.qemu_alive:
-        stale += [runtime.qmp_socket, runtime.serial_socket]
+        stale += [runtime.qmp_socket, runtime.serial_socket, runtime.agent_socket]
         from maqet_engine.engine.networks import cleanup_taps
 
         for tap in cleanup_taps(paths, record):  # only a persistent one outlives QEMU
@@ -144,19 +144,22 @@ def ensure_running(paths: Paths, store: Store, name: str, *, check_mode: bool = 
             launch = None if side is None else _launcher(paths, record, side)
             try:
                 ready = spawn_runner(name, paths, _ensure_runtime(paths, record),
-                                     qemu_argv=launch, op_id=ops.current_op(),
-                                     log_format=log_format)
+                                     qemu_argv=launch, agent=bool(record.spec_data.get("agent")),
+                                     op_id=ops.current_op(), log_format=log_format)
             except StateConflict:  # a runner started outside the start lock won the race
                 return []
     return [{"action": "adopt" if ready.get("adopted") else "start"}]
 
 
 def _launcher(paths: Paths, record: VMRecord, side: Any) -> Any:
-    """The spawner's callback: the launch data around the QMP socket's fd."""
+    """The spawner's callback: the launch data around the fds of the sockets it bound
+    (QMP's, and the guest agent's for ``agent: true``)."""
     from maqet_engine.engine.command_line import command_line
 
-    def launch(qmp_fd: int) -> dict[str, Any]:
-        argv = command_line(record, paths, qmp_fd=qmp_fd, backends=side.backends)
+    def launch(fds: dict[str, int]) -> dict[str, Any]:
+        argv = command_line(record, paths, qmp_fd=fds["qmp"],
+                            agent_fd=fds.get("agent", C.AGENT_FD_PLACEHOLDER),
+                            backends=side.backends)
         return {"qemu_argv": argv, **side.launch_data()}
 
     return launch
@@ -371,12 +374,9 @@ def control_socket(paths: Paths, record: VMRecord) -> Path:
     return runtime.control_socket
 
 
-def call(paths: Paths, store: Store, name: str, method: str, *,
-         ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
-    """One request to the VM's runner; re-adopts first when the runner died but QEMU
-    lives. A VM that is not running is a StateConflict."""
-    from maqet_engine.control.client import RunnerClient
-
+def serving(paths: Paths, store: Store, name: str) -> Path:
+    """The control socket of the VM's runner, re-adopting first when the runner died but
+    QEMU lives. A VM that is not running is a StateConflict."""
     record = store.require_vm(name)
     view = runstate.probe(paths, record)
     if not view.runner_alive:
@@ -384,8 +384,25 @@ def call(paths: Paths, store: Store, name: str, method: str, *,
             raise StateConflict(f"VM {name!r} is {view.status.value}", hint="start it first")
         ensure_running(paths, store, name)
         record = store.require_vm(name)
-    with RunnerClient(control_socket(paths, record), timeout=ipc_timeout) as client:
+    return control_socket(paths, record)
+
+
+def call(paths: Paths, store: Store, name: str, method: str, *,
+         ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
+    """One request to the VM's runner; re-adopts first when the runner died but QEMU
+    lives. A VM that is not running is a StateConflict."""
+    from maqet_engine.control.client import RunnerClient
+
+    with RunnerClient(serving(paths, store, name), timeout=ipc_timeout) as client:
         return client.call(method, **params)
+
+
+def open_stream(paths: Paths, store: Store, name: str, method: str, **params: Any) -> Any:
+    """A stream request to the VM's runner (a ``control.client.StreamCall``), as
+    :func:`call` finds the runner."""
+    from maqet_engine.control.client import stream
+
+    return stream(serving(paths, store, name), method, **params)
 
 
 def live_status(paths: Paths, record: VMRecord) -> dict[str, Any]:
@@ -409,5 +426,6 @@ def live_status(paths: Paths, record: VMRecord) -> dict[str, Any]:
         return data
     data.update(status=live["status"], qmp_status=live["qmp_status"],
                 runner_pid=live["runner_pid"], qemu_pid=live["qemu_pid"],
-                accel=live["accel"] or record.accel, adopted=live["adopted"])
+                accel=live["accel"] or record.accel, adopted=live["adopted"],
+                agent=live.get("agent"))
     return data

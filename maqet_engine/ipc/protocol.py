@@ -6,6 +6,15 @@ One message per line, UTF-8 JSON::
     reply:    {"id": <same id>, "result": <any JSON>}
           or  {"id": <same id|null>, "error": MaqetError.to_dict()}
 
+A *stream* request (``agent_exec``, ``agent_file_write``, ``agent_file_read``,
+``console``: methods that move data in both directions) keeps its connection between
+the request and its reply for messages of one key each, in either direction::
+
+    stream:   {"<kind>": <any JSON>}      e.g. {"data": "<base64>"}, {"end": true}
+
+then the reply ends the request and the connection. Stream messages obey the same size
+limits (a client's as a request, a runner's as a reply).
+
 Limits (``constants.py``, docs/runner.md): a request line is at most
 ``IPC_MAX_REQUEST_BYTES`` and nests at most ``IPC_MAX_DEPTH`` arrays/objects; a reply
 line is at most ``IPC_MAX_MESSAGE_BYTES``; an id is a 64-bit integer or a string of at
@@ -228,3 +237,34 @@ def decode_reply(line: bytes, expected_id: int | str) -> Any:
     if data.get("id") != expected_id:
         raise ProtocolError(f"reply for request {data.get('id')!r}, expected {expected_id!r}")
     return data["result"]
+
+
+# --- streams ---------------------------------------------------------------------------
+def encode_stream(kind: str, value: Any = True, *, limit: int = C.IPC_MAX_MESSAGE_BYTES,
+                  ) -> bytes:
+    """One message of a stream, ``{kind: value}``."""
+    return encode({kind: value}, limit=limit)
+
+
+def decode_stream(line: bytes, *, limit: int = C.IPC_MAX_REQUEST_BYTES) -> tuple[str, Any]:
+    """A stream message from a client: ``(kind, value)``, or a ProtocolError."""
+    data = _load(line, limit)
+    if not isinstance(data, dict) or len(data) != 1:
+        raise ProtocolError("a stream message must be an object with one key")
+    if (line.count(b"[") + line.count(b"{") > C.IPC_MAX_DEPTH
+            and _too_deep(data, C.IPC_MAX_DEPTH)):
+        raise ProtocolError(f"message nests deeper than {C.IPC_MAX_DEPTH} levels")
+    ((kind, value),) = data.items()
+    return str(kind), value
+
+
+def decode_stream_reply(line: bytes, expected_id: int | str) -> tuple[str, Any]:
+    """What a runner sent on a stream: ``(kind, value)`` for a stream message, or
+    ``("result", value)`` for the reply that ends it; an error reply is raised."""
+    data = _load(line, C.IPC_MAX_MESSAGE_BYTES)
+    if isinstance(data, dict) and "id" in data:
+        return "result", decode_reply(line, expected_id)
+    if not isinstance(data, dict) or len(data) != 1:
+        raise ProtocolError("a stream message must be an object with one key")
+    ((kind, value),) = data.items()
+    return str(kind), value

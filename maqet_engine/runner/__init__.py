@@ -8,11 +8,14 @@ wire format, the lock, process identity) is :mod:`maqet_engine.ipc`.
     qemu.py       launch or re-adopt QEMU, watch its exit through a pidfd
     vm.py         the supervised VM: QMP, events -> store, stop ladder
     states.py     the run-state machine: allowed transitions, one function
-    serial.py     drains the serial socket, serves serial_wait
+    serial.py     drains the serial socket, serves serial_wait (listeners: console.py)
+    console.py    console viewers: every byte from their attachment, one types
+    agent.py      the guest agent's channel: in step (guest-sync), the port's events
+    agent_ops.py  guest agent IPC methods: one command, exec and file streams
     jobs.py       QMP background jobs (snapshots) awaited by their events
     keys.py       key names / text -> qcode chords -> input events     (pure)
     handlers.py   IPC methods
-    server.py     the control socket: peer uid check, framing
+    server.py     the control socket: peer uid check, framing, streams
 
 The runner imports neither the definition package nor ssl/OpenSSL (one runner per
 VM: its memory counts, see docs/runner.md). An architecture test enforces it.

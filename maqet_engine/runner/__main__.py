@@ -5,15 +5,16 @@ Spawned detached by :mod:`maqet_engine.control.spawn` (MAQET_HOME comes from the
 environment unless the spawner's roots are given). ``--op`` is the operation id of the
 engine call that started it (its start events and log lines carry it), ``--log-format``
 the format of ``runner.log`` (docs/runner.md). Its stdin carries one JSON object
-from the spawner, ``{"qemu_argv": [...], "qmp_fd": N}``: the QEMU command line, built
-from the spec by the spawner so that this process never imports the definition
-package, and the inherited fd of the QMP listening socket that command line names
-(``/dev/null`` is fine when it will only re-adopt a live QEMU). Optional: ``fds``, more
-inherited fds that command line names (tap devices of bridged networks), handed to QEMU
-and closed here; ``multicast``, ``[[group, port, ttl], ...]`` of the segments whose
-sockets QEMU made, confined to their own interface and given their TTL before the VM
-counts as started (``runner/multicast.py``); ``started_networks``, recorded with the
-start (the networks' hashes, for ``restart_required``).
+from the spawner, ``{"qemu_argv": [...], "qmp_fd": N, "agent_fd": M|null}``: the QEMU
+command line, built from the spec by the spawner so that this process never imports the
+definition package, and the inherited fds of the listening sockets that command line
+names (QMP's, and the guest agent's for ``agent: true``; ``/dev/null`` is fine when it
+will only re-adopt a live QEMU). Optional: ``fds``, more inherited fds that command line
+names (tap devices of bridged networks), handed to QEMU and closed here; ``multicast``,
+``[[group, port, ttl], ...]`` of the segments whose sockets QEMU made, confined to their
+own interface and given their TTL before the VM counts as started
+(``runner/multicast.py``); ``started_networks``, recorded with the start (the networks'
+hashes, for ``restart_required``).
 
 Life: lock -> launch or re-adopt QEMU -> QMP -> serial drain -> control socket ->
 readiness line on the ready fd -> serve until QEMU exits -> record the exit -> remove
@@ -128,6 +129,9 @@ def read_launch(stream: Any) -> Launch | None:
     qmp_fd = launch.get("qmp_fd")
     if not _is_fd(qmp_fd):
         raise UsageError("the runner's launch data has no 'qmp_fd' (the QMP socket's fd)")
+    agent_fd = launch.get("agent_fd")
+    if agent_fd is not None and not _is_fd(agent_fd):
+        raise UsageError("the runner's launch data has a bad 'agent_fd'")
     fds = launch.get("fds", [])
     if not isinstance(fds, list) or not all(_is_fd(fd) for fd in fds):
         raise UsageError("the runner's launch data has a bad 'fds' (a list of fds)")
@@ -140,7 +144,7 @@ def read_launch(stream: Any) -> Launch | None:
     networks = launch.get("started_networks")
     if networks is not None and not isinstance(networks, str):
         raise UsageError("the runner's launch data has a bad 'started_networks'")
-    return Launch(argv=argv, qmp_fd=qmp_fd, fds=list(fds),
+    return Launch(argv=argv, qmp_fd=qmp_fd, agent_fd=agent_fd, fds=list(fds),
                   multicast=[(t[0], t[1], t[2]) for t in segments],
                   started_networks=networks)
 
@@ -159,7 +163,8 @@ async def _serve(name: str, paths: Paths, launch: Launch | None, ready_fd: int |
 
     store = Store.open(paths.db, create=False)
     vm = SupervisedVM(name, paths, store, log, launch=launch, op_id=op_id)
-    server = ControlSocket(paths, vm.record.id, Handlers(vm).dispatch, log)
+    handlers = Handlers(vm)
+    server = ControlSocket(paths, vm.record.id, handlers.dispatch, log, streams=handlers.streams)
     try:
         ready = await vm.start()  # under the starting operation's id (set by main)
         ops.current.set(None)  # from here each request brings its own (server.py)

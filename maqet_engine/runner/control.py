@@ -32,10 +32,11 @@ class ControlSocket:
     """A :class:`ControlServer` that can be re-created; same close API."""
 
     def __init__(self, paths: Paths, vm_id: int, dispatch: Dispatch,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, *, streams: frozenset[str] = frozenset()) -> None:
         self._paths = paths
         self._vm_id = vm_id
         self._dispatch = dispatch
+        self._streams = streams
         self._log = log
         self.path = paths.vm_runtime(vm_id).control_socket
         self._servers: list[ControlServer] = []
@@ -47,7 +48,7 @@ class ControlSocket:
             getattr(signal, C.RECREATE_SOCKET_SIGNAL), self._requested)
 
     async def _start_one(self) -> None:
-        server = ControlServer(self.path, self._dispatch, self._log)
+        server = ControlServer(self.path, self._dispatch, self._log, streams=self._streams)
         await server.start()
         self._servers.append(server)
 

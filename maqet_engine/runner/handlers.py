@@ -22,10 +22,22 @@ serial_write   text                                         {"sent": N (bytes to
 host_keys      timeout=0 (>0: wait for this boot's keys)    boot, boot_offset, keys,
                                                             this_boot, known_hosts, ports
 job            command, arguments={}, timeout               the concluded job (runner.jobs)
+agent          command, arguments={}, agent_timeout         the guest agent's "return"
 =============  ===========================================  ============================
 
 Console offsets count characters since this runner connected; ``"boot"`` is the offset
 where the current boot began (this QEMU's start, or the guest's last reset).
+
+Streams (the connection carries messages until the reply; :mod:`.agent_ops`,
+:mod:`.console`):
+
+================  ==========================================  ===========================
+agent_exec        path, arg, env, input, capture, timeout,    pid, exitcode/signal,
+                  agent_timeout                               *_truncated, seconds
+agent_file_write  path, agent_timeout                         size
+agent_file_read   path, agent_timeout                         size
+console           write=true                                  reason (why it ended)
+================  ==========================================  ===========================
 
 ``keys``/``type`` and ``job`` (snapshot save/load/delete) hold one lock, the input
 lock: a snapshot is never taken or loaded while keys of another request are still
@@ -44,19 +56,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.errors import MaqetError, QMPCommandError, StateConflict, UsageError
+from maqet_engine.errors import (
+    AgentUnavailable,
+    MaqetError,
+    QMPCommandError,
+    StateConflict,
+    UsageError,
+)
 from maqet_engine.ipc.protocol import Request
-from maqet_engine.runner import jobs
+from maqet_engine.runner import agent_ops, jobs
 from maqet_engine.runner import keys as keymap
+from maqet_engine.runner.agent import AgentChannel
+from maqet_engine.runner.console import ConsoleHub
+from maqet_engine.runner.server import Stream
 from maqet_engine.runner.vm import SupervisedVM
 from maqet_engine.store import VMStatus
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 # Requests that only read: their failures are no events (a metrics scrape asks often).
-_READS = frozenset({"ping", "status"})
-# Requests that only wait: QMP events arriving meanwhile are not theirs.
-_WAITS = frozenset({"serial_wait"})
+_READS = frozenset({"ping", "status", "agent_file_read"})
+# Guest agent commands that only read (the ``agent`` method).
+_AGENT_READS = ("guest-get-", "guest-info", "guest-ping", "guest-sync")
+# Requests that only wait or watch: QMP events arriving meanwhile are not theirs.
+_WAITS = frozenset({"serial_wait", "console"})
 BOOT = "boot"  # a console offset: where the current boot began
+StreamHandler = Callable[[dict[str, Any], Stream], Awaitable[Any]]
 
 
 def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...,
@@ -98,23 +122,60 @@ class Handlers:
             "screendump": self.screendump, "serial_wait": self.serial_wait,
             "serial_read": self.serial_read, "serial_write": self.serial_write,
             "host_keys": self.host_keys, "job": jobs.ipc_handler(vm, lock=self.input_lock),
+            "agent": self.agent,
         }
+        self.console = ConsoleHub(vm.serial)
+        self._streams: dict[str, StreamHandler] = {
+            "agent_exec": self._agent_stream(agent_ops.exec_stream),
+            "agent_file_write": self._agent_stream(agent_ops.file_write_stream),
+            "agent_file_read": self._agent_stream(agent_ops.file_read_stream),
+            "console": self.console.attach,
+        }
+        self.streams = frozenset(self._streams)
 
-    async def dispatch(self, request: Request) -> Any:
-        handler = self._methods.get(request.method)
+    async def dispatch(self, request: Request, stream: Stream | None = None) -> Any:
+        # The server hands a stream only to the methods in ``streams``.
+        handler: Any = self._streams.get(request.method) if stream is not None \
+            else self._methods.get(request.method)
         if handler is None:
             raise UsageError(f"unknown method {request.method!r}",
-                             hint=f"methods: {', '.join(sorted(self._methods))}")
-        command = request.params.get("command") if request.method in ("qmp", "job") else None
+                             hint=f"methods: {', '.join(sorted(self._methods))}, "
+                                  f"streams: {', '.join(sorted(self._streams))}")
+        command = request.params.get("command") \
+            if request.method in ("qmp", "job", "agent") else None
         reads = request.method in _READS or (
-            request.method == "qmp" and str(command).startswith(("query-", "x-query-")))
+            request.method == "qmp" and str(command).startswith(("query-", "x-query-"))) or (
+            request.method == "agent" and str(command).startswith(_AGENT_READS))
         try:
             with self.vm.acting(None if reads or request.method in _WAITS else request.op):
+                if stream is not None:
+                    return await handler(request.params, stream)
                 return await handler(request.params)
         except MaqetError as err:  # an event, so that `maqet events` shows what failed
-            if not reads:
+            if not reads and request.method not in _WAITS:
                 self.vm.request_failed(request.method, err, command=command)
             raise
+
+    # --- the guest agent ----------------------------------------------------------------
+    def _channel(self) -> AgentChannel:
+        if self.vm.agent is None:
+            hint = "set 'agent: true' in its definition and restart it"
+            with contextlib.suppress(MaqetError):
+                if self.vm.store.require_vm(self.vm.name).spec_data.get("agent"):
+                    hint = ("its definition has 'agent: true' now, but it runs the one from "
+                            "before (restart_required): restart it")
+            raise AgentUnavailable(f"VM {self.vm.name!r} has no guest agent channel",
+                                   hint=hint)
+        return self.vm.agent
+
+    async def agent(self, params: dict[str, Any]) -> Any:
+        return await agent_ops.command(self._channel(), params)
+
+    def _agent_stream(self, operation: Callable[[AgentChannel, dict[str, Any], Stream],
+                                                Awaitable[Any]]) -> StreamHandler:
+        async def handler(params: dict[str, Any], stream: Stream) -> Any:
+            return await operation(self._channel(), params, stream)
+        return handler
 
     async def ping(self, params: dict[str, Any]) -> Any:
         _only(params)
@@ -135,6 +196,7 @@ class Handlers:
             "adopted": vm.adopted, "serial_offset": vm.serial.offset,
             "boot": vm.reach.boot, "boot_offset": vm.reach.boot_offset,
             "ports": [dict(p) for p in vm.reach.ports],
+            "agent": vm.agent.view() if vm.agent is not None else None,
         }
 
     async def qmp(self, params: dict[str, Any]) -> Any:

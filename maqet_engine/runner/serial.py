@@ -9,6 +9,9 @@ Offsets count characters received since this runner connected (a re-adopted VM
 starts again at 0); ``serial_wait`` answers the offset after its match so a caller
 can wait for the next thing after it.
 
+Listeners (:meth:`SerialDrain.add_listener`) get every chunk of raw bytes as it arrives,
+and ``b""`` when the console closes: ``maqet console`` viewers (:mod:`.console`).
+
 A client's pattern must not stall the runner, which has one event loop for every
 client. Python's ``re`` backtracks, and ``(a|a)*@@@`` takes time exponential in the
 length of the line it searches. So:
@@ -35,6 +38,7 @@ import logging
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from maqet_engine import constants as C
@@ -135,6 +139,18 @@ class SerialDrain:
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._eof = False
+        self._listeners: list[Callable[[bytes], None]] = []
+
+    def add_listener(self, listener: Callable[[bytes], None]) -> None:
+        """Call ``listener(chunk)`` with each chunk of console bytes received from now
+        on, and ``listener(b"")`` when the console closes (at once if it is closed)."""
+        self._listeners.append(listener)
+        if self._eof:
+            listener(b"")
+
+    def remove_listener(self, listener: Callable[[bytes], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     @property
     def offset(self) -> int:
@@ -191,6 +207,8 @@ class SerialDrain:
                 break
             if not chunk:
                 break
+            for listener in list(self._listeners):
+                listener(chunk)
             self._text += decoder.decode(chunk)
             excess = len(self._text) - C.SERIAL_BUFFER_CHARS
             if excess > 0:
@@ -199,6 +217,8 @@ class SerialDrain:
             self._notify()
         self._eof = True
         self._notify()  # wake waiters: the console is gone
+        for listener in list(self._listeners):
+            listener(b"")
 
     async def write(self, data: bytes) -> None:
         if self._writer is None:
@@ -302,5 +322,8 @@ class SerialDrain:
                 await self._task
         if self._writer is not None:
             self._writer.close()
+        if not self._eof:
+            for listener in list(self._listeners):
+                listener(b"")
         self._eof = True
         self._notify()

@@ -18,7 +18,11 @@ runner, stall its event loop, or make it hold memory or fds beyond these bounds
   it (:mod:`maqet_engine.ops`);
 - while a request runs, the connection's next line is read ahead: a client that hangs
   up (closes; a half-close still gets its replies) has its pending wait
-  (:data:`CANCEL_ON_HANGUP`) cancelled at once, which frees the connection's fd.
+  (:data:`CANCEL_ON_HANGUP`) cancelled at once, which frees the connection's fd;
+- a *stream* request (the handlers name them) gets the connection itself as a
+  :class:`Stream` until its reply, which ends the connection: its messages obey the same
+  line limits, and its handler sees the client hang up (:meth:`Stream.receive` returns
+  None) and stops.
 """
 
 from __future__ import annotations
@@ -40,7 +44,41 @@ from maqet_engine import ops
 from maqet_engine.errors import HostError, MaqetError
 from maqet_engine.ipc import protocol
 
-Dispatch = Callable[[protocol.Request], Awaitable[Any]]
+
+class Stream:
+    """The connection of one stream request, between the request and its reply: the
+    handler sends ``{kind: value}`` messages and receives the client's."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 peer_pid: int = 0) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer_pid = peer_pid  # the client's pid (SO_PEERCRED), for messages
+
+    async def send(self, kind: str, value: Any = True) -> None:
+        """One message to the client (waits while the client is slow to read)."""
+        self._writer.write(protocol.encode_stream(kind, value))
+        await self._writer.drain()
+
+    async def receive(self) -> tuple[str, Any] | None:
+        """The client's next message; None when it hung up (or closed its sending side).
+
+        :raise ProtocolError: a malformed or oversized message.
+        """
+        item = await ControlServer._read(self._reader)
+        if item is None:
+            return None
+        if isinstance(item, protocol.ProtocolError):
+            raise item
+        return protocol.decode_stream(item)
+
+    async def hung_up(self) -> None:
+        """Return when the client hangs up; a message it sends meanwhile is refused."""
+        while (message := await self.receive()) is not None:
+            raise protocol.ProtocolError(f"unexpected stream message {message[0]!r}")
+
+
+Dispatch = Callable[[protocol.Request, "Stream | None"], Awaitable[Any]]
 
 # Requests that only wait (no side effect to leave half done): cancelled as soon as their
 # client hangs up. Others (a stop ladder, a snapshot job) run to their end, bounded by
@@ -84,9 +122,12 @@ class _Warnings:
 
 
 class ControlServer:
-    def __init__(self, path: Path, dispatch: Dispatch, log: logging.Logger) -> None:
+    def __init__(self, path: Path, dispatch: Dispatch, log: logging.Logger, *,
+                 streams: frozenset[str] = frozenset()) -> None:
+        """``streams``: the methods whose requests get the connection as a :class:`Stream`."""
         self.path = path
         self._dispatch = dispatch
+        self._streams = streams
         self._log = log
         self._warnings = _Warnings(log)
         self._server: asyncio.Server | None = None
@@ -188,6 +229,10 @@ class ControlServer:
                                     item[:200])
                     await self._send(writer, self._error(err.request_id, err))
                     continue
+                if request.method in self._streams:  # its reply ends the connection
+                    stream = Stream(reader, writer, peer_pid=pid)
+                    await self._send(writer, await self._answer(request, stream))
+                    return
                 if request.method not in CANCEL_ON_HANGUP:
                     await self._send(writer, await self._answer(request))
                     continue
@@ -249,7 +294,7 @@ class ControlServer:
         except (ConnectionError, OSError):
             return None
 
-    async def _answer(self, request: protocol.Request) -> bytes:
+    async def _answer(self, request: protocol.Request, stream: Stream | None = None) -> bytes:
         """The reply line to one valid request (errors included). While it is handled,
         this task serves the request's operation (:mod:`maqet_engine.ops`): its log
         lines and the events it causes carry the op id; tasks it starts inherit it."""
@@ -257,7 +302,7 @@ class ControlServer:
         self._idle.clear()
         token = ops.current.set(request.op)
         try:
-            result = await self._dispatch(request)
+            result = await self._dispatch(request, stream)
             return protocol.encode_result(request.id, result)
         except MaqetError as err:
             return self._error(request.id, err)

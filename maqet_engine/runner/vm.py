@@ -42,6 +42,7 @@ from maqet_engine.frozen import Frozen
 from maqet_engine.ipc import procs
 from maqet_engine.paths import Paths
 from maqet_engine.runner import states
+from maqet_engine.runner.agent import AgentChannel
 from maqet_engine.runner.qemu import ExitInfo, QEMUProcess, read_from
 from maqet_engine.runner.reach import GuestReach, guest_ssh_port, parse_usernet
 from maqet_engine.runner.serial import SerialDrain
@@ -55,28 +56,37 @@ _STATUS_OF_QMP = {"running": VMStatus.RUNNING, "paused": VMStatus.PAUSED,
 
 class Launch(Frozen):
     """What the spawner hands a runner that must start QEMU: the command line (built
-    from the spec by the caller), the pre-bound QMP listening socket it names, other fds
-    it names (tap devices), the segments whose sockets to confine (their interface only,
-    their TTL), and the networks' hashes to record with the start."""
+    from the spec by the caller), the pre-bound listening sockets it names (QMP's, and
+    the guest agent's or None), other fds it names (tap devices), the segments whose
+    sockets to confine (their interface only, their TTL), and the networks' hashes to
+    record with the start."""
 
-    __slots__ = ("argv", "qmp_fd", "fds", "multicast", "started_networks")
+    __slots__ = ("argv", "qmp_fd", "agent_fd", "fds", "multicast", "started_networks")
     argv: list[str]
     qmp_fd: int
+    agent_fd: int | None
     fds: list[int]
     multicast: list[tuple[str, int, int]]  # (group, port, ttl) of each segment
     started_networks: str | None
 
-    def __init__(self, *, argv: list[str], qmp_fd: int, fds: list[int] | None = None,
+    def __init__(self, *, argv: list[str], qmp_fd: int, agent_fd: int | None = None,
+                 fds: list[int] | None = None,
                  multicast: list[tuple[str, int, int]] | None = None,
                  started_networks: str | None = None) -> None:
-        super().__init__(argv=argv, qmp_fd=qmp_fd, fds=list(fds or []),
+        super().__init__(argv=argv, qmp_fd=qmp_fd, agent_fd=agent_fd, fds=list(fds or []),
                          multicast=list(multicast or []),
                          started_networks=started_networks)
+
+    @property
+    def inherited(self) -> tuple[int, ...]:
+        """Every fd QEMU inherits: the listening sockets, then the tap devices."""
+        sockets = (self.qmp_fd,) if self.agent_fd is None else (self.qmp_fd, self.agent_fd)
+        return (*sockets, *self.fds)
 
     def close_fds(self) -> None:
         """Close this process's copies of the fds QEMU was to inherit (QEMU holds its
         own once launched: a tap device then lives exactly as long as QEMU)."""
-        for fd in (self.qmp_fd, *self.fds):
+        for fd in self.inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -105,6 +115,8 @@ class SupervisedVM:
         self.reach = GuestReach(self.serial, self.data.known_hosts,
                                 guest_ssh_port(self.record.spec_data), log.getChild("reach"),
                                 self._event)
+        self.agent: AgentChannel | None = None  # VMs with a guest agent port (agent: true)
+        self._agent_port_open: bool | None = None  # last VSERPORT_CHANGE (None: unknown)
         self.accel: str | None = None
         self.adopted = False
         self.status = self.record.status  # where this runner begins (see states.py)
@@ -232,6 +244,7 @@ class SupervisedVM:
                                     "could re-adopt it", hint="start it again")
         if self.status.is_active:  # recorded active, but that QEMU is gone: fresh start
             self.status = VMStatus.CRASHED
+        self._agent_port_open = False  # a new guest has not opened it yet
         argv = self.launch.argv
         with contextlib.suppress(FileNotFoundError):
             self.runtime.serial_socket.unlink()
@@ -239,7 +252,7 @@ class SupervisedVM:
         self.log.info("launching QEMU: %s", " ".join(argv))
         try:
             self.proc = QEMUProcess.launch(argv, qemu_log=self.data.qemu_log,
-                                           pass_fds=(self.launch.qmp_fd, *self.launch.fds))
+                                           pass_fds=self.launch.inherited)
         except FileNotFoundError as err:
             raise QEMUNotFound(f"QEMU binary {argv[0]!r} not found",
                                hint="install it (Debian: apt install qemu-system-x86) or "
@@ -247,7 +260,7 @@ class SupervisedVM:
         except OSError as err:
             raise QEMULaunchError(f"cannot run {argv[0]}: {err.strerror}", argv=argv) from err
         finally:
-            # QEMU owns the listening socket and the tap devices now: with our copies
+            # QEMU owns the listening sockets and the tap devices now: with our copies
             # closed, a tap device vanishes when QEMU exits, whatever becomes of us.
             self.launch.close_fds()
         self.transition(VMStatus.STARTING, "starting", {"qemu_pid": self.proc.pid},
@@ -264,6 +277,7 @@ class SupervisedVM:
     async def _post_launch(self) -> dict[str, Any]:
         assert self.proc is not None
         await self.serial.start()
+        await self._start_agent()
         exit_future = self.proc.exit_future()
         self._exit_watch = asyncio.create_task(self._watch_exit(exit_future), name="qemu-exit")
         self._tasks.append(self._exit_watch)
@@ -311,6 +325,22 @@ class SupervisedVM:
             self.log.warning("cannot read the forwarded ports: %s", err)
             return []
         return parse_usernet(text if isinstance(text, str) else "")
+
+    async def _start_agent(self) -> None:
+        """Connect the guest agent's channel when QEMU has one (``agent: true`` when it
+        was launched: its chardev tells, whatever the stored definition says now)."""
+        chardevs = await self._execute("query-chardev", bound=C.QMP_CONNECT_TIMEOUT_S)
+        if not any(c.get("label") == C.AGENT_CHARDEV_ID for c in chardevs):
+            return
+        self.agent = AgentChannel(self.runtime.agent_socket, self.log.getChild("agent"),
+                                  port_open=self._agent_port_open)
+        try:
+            await self.agent.start()
+        except OSError as err:  # its socket was removed (runtime directory gone)
+            self.log.error("cannot connect the guest agent's channel %s: %s",
+                           self.runtime.agent_socket, err)
+            await self.agent.close()
+            self.agent.reason = f"cannot connect the agent's channel: {err.strerror or err}"
 
     async def abort_start(self, err: BaseException) -> None:
         """A start that failed after :meth:`start` returned (the runner could not serve
@@ -421,6 +451,10 @@ class SupervisedVM:
             status = VMStatus.PAUSED
         elif kind == "RESUME" and self.status != VMStatus.STOPPING:
             status = VMStatus.RUNNING
+        elif kind == "VSERPORT_CHANGE" and data.get("id") == C.AGENT_PORT_ID:
+            self._agent_port_open = bool(data.get("open"))
+            if self.agent is not None:
+                self.agent.port_changed(self._agent_port_open)
         if status is not None and not self.exited.is_set():
             self.transition(status, kind, data)
         else:
@@ -466,6 +500,8 @@ class SupervisedVM:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
+        if self.agent is not None:
+            await self.agent.close()
         self._remove_sockets(include_qmp=True)
         self.exit_result = {"status": status.value, "reason": reason, "code": info.code,
                             "signal": info.signal}
@@ -619,7 +655,7 @@ class SupervisedVM:
     def _remove_sockets(self, *, include_qmp: bool) -> None:
         paths: list[Path] = [self.runtime.serial_socket]
         if include_qmp:
-            paths.append(self.runtime.qmp_socket)
+            paths += [self.runtime.qmp_socket, self.runtime.agent_socket]
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -633,6 +669,8 @@ class SupervisedVM:
         with contextlib.suppress(Exception):  # bounded: a wedged QEMU never answers
             await asyncio.wait_for(self.qmp.disconnect(), C.QMP_LADDER_CALL_TIMEOUT_S)
         await self.serial.close()
+        if self.agent is not None:
+            await self.agent.close()
 
 
 def _own_start() -> int:

@@ -1,5 +1,6 @@
 """The real QEMU accepts a build_argv command line with every storage and network
-feature it can use unprivileged (tap and bridge need root and host setup)."""
+feature it can use unprivileged (tap and bridge need root and host setup), and the guest
+agent's channel."""
 
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memo
                                          {"host": _free_port(), "guest": 53, "protocol": "udp"}]},
             {"type": "user", "model": "e1000", "mac": "52:54:00:12:34:56"},
         ],
+        "agent": True,
         "arguments": ["-S"],
     }
     # A home with a comma, a space and non-ASCII: QEMU option values must be escaped.
@@ -95,12 +97,15 @@ def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memo
         # As the spawner does: bind the QMP socket first and build the command line
         # around the listening fd, so connecting cannot race QEMU's start-up.
         listener = bind_qmp_socket(runtime.qmp_socket)
+        agent = bind_qmp_socket(runtime.agent_socket)  # the guest agent's, likewise
         argv = build_argv(spec, runtime=runtime, data=data, accel="tcg",
-                          qmp_fd=listener.fileno())
+                          qmp_fd=listener.fileno(), agent_fd=agent.fileno())
         argv[0] = shutil.which(QEMU) or QEMU
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
+                                stderr=subprocess.STDOUT,
+                                pass_fds=(listener.fileno(), agent.fileno()))
         listener.close()
+        agent.close()
         try:
             qmp = _QMP(runtime.qmp_socket)
             try:
@@ -113,6 +118,11 @@ def test_qemu_accepts_the_command_line(tmp_path: Path, machine: str | None, memo
                 usernet = qmp.execute("human-monitor-command", **{"command-line": "info usernet"})
                 forwards = [line.split() for line in usernet.splitlines() if "HOST_FORWARD" in line]
                 assert ["127.0.0.1", str(ssh_port)] in [f[2:4] for f in forwards], usernet
+                chardevs = {c["label"]: c for c in qmp.execute("query-chardev")}
+                assert "maqet-qga" in chardevs  # the agent's port, on the spawner's socket
+                port = qmp.execute("qom-get", path="/machine/peripheral/maqet.qga0",
+                                   property="name")
+                assert port == "org.qemu.guest_agent.0"
                 qmp.execute("quit")
             finally:
                 qmp.close()

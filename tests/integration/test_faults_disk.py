@@ -274,7 +274,7 @@ def test_a_store_failure_after_launch_kills_the_qemu_it_launched(vms, disk):
     runtime = vms.paths.ensure_runtime(record.id)
     listener = bind_qmp_socket(runtime.qmp_socket)
     argv = command_line(record, vms.paths, qmp_fd=listener.fileno())
-    launch = Launch(argv=argv, qmp_fd=listener.detach())  # the runner closes it
+    launch = Launch(argv=argv, qmp_fd=listener.detach(), agent_fd=None)  # the runner closes it
 
     class DiskFillsAfterLaunch(SupervisedVM):
         async def _post_launch(self) -> dict[str, Any]:

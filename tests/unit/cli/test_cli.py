@@ -207,3 +207,22 @@ def test_a_failed_start_after_defining_reports_the_change(maqet_home, tmp_path, 
     code, out, err = run(capsys, "start", "vm1")
     assert code == C.EXIT_HOST and "(changed before the error" not in err
     assert err.startswith("maqet: error: QEMU binary ") and err.count("\n") == 1
+
+
+def test_an_unanswering_guest_agent_is_exit_7(maqet_home, capsys, monkeypatch):
+    """AgentUnavailable has its own exit code, in the usual one-line and JSON shapes."""
+    from maqet_engine.engine import guest
+    from maqet_engine.errors import AgentUnavailable
+
+    def no_agent(*_: object, **__: object) -> None:
+        raise AgentUnavailable("no guest agent answered guest-exec within 30 s: qemu-ga is "
+                               "not running in the guest")
+
+    monkeypatch.setattr(guest, "guest_exec", no_agent)
+    code, out, err = run(capsys, "exec", "-n", "vm1", "--", "true")
+    assert code == C.EXIT_AGENT == 7 and out == ""
+    assert err == ("maqet: error: no guest agent answered guest-exec within 30 s: qemu-ga is "
+                   "not running in the guest\n")
+    code, out, _ = run(capsys, "--json", "exec", "-n", "vm1", "--", "true")
+    data = json.loads(out)
+    assert code == 7 and data["error"]["type"] == "AgentUnavailable"

@@ -145,6 +145,15 @@ CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
       "-device", "virtio-net-pci,netdev=net0",
       "-netdev", "tap,id=net1,ifname=tap0,script=no,downscript=no",
       "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02"]),
+    ("agent-after-network-before-arguments",
+     {"agent": True, "network": [{"type": "user"}], "arguments": ["-rtc", "base=utc"]}, [],
+     ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
+      "-chardev", f"socket,id=maqet-qga,fd={C.AGENT_FD_PLACEHOLDER},server=on,wait=off",
+      "-device", "virtio-serial-pci,id=maqet.vser0",
+      "-device", "virtserialport,bus=maqet.vser0.0,chardev=maqet-qga,"
+      "name=org.qemu.guest_agent.0,id=maqet.qga0",
+      "-rtc", "base=utc"]),
+    ("agent-false", {"agent": False}, [], []),
     ("arguments-last",
      {"arguments": ["-rtc", "base=utc"], "network": [{"type": "user"}],
       "storage": [{"name": "cd", "type": "cdrom", "file": "debian.iso"}],
@@ -200,6 +209,23 @@ def test_the_qmp_monitor_is_the_given_fd(parse: Parse, paths: Paths):
     assert argv[index - 1] == "-chardev"
     assert argv[index + 1:index + 3] == ["-mon", f"chardev={C.QMP_CHARDEV_ID},mode=control"]
     assert "-qmp" not in argv
+
+
+def test_the_agent_port_is_the_given_fd(parse: Parse, paths: Paths):
+    """The guest agent's socket is pre-bound by the spawner as QMP's is: QEMU (maybe
+    dropped to maqet-qemu) never creates it, and the runner's connect cannot race it."""
+    argv = build_argv(parse({"name": "vm", "agent": True}), runtime=paths.vm_runtime(1),
+                      data=paths.vm_data("vm"), accel="tcg", qmp_fd=9, agent_fd=10)
+    assert f"socket,id={C.AGENT_CHARDEV_ID},fd=10,server=on,wait=off" in argv
+    assert not any("qga.sock" in a for a in argv)
+
+
+def test_agent_is_stored_only_when_set(parse: Parse):
+    """Definitions stored before `agent` existed keep their hash (no drift, no restart)."""
+    plain = parse({"name": "vm"})
+    assert "agent" not in plain.data
+    assert parse({"name": "vm", "agent": False}).hash == plain.hash
+    assert parse({"name": "vm", "agent": True}).data["agent"] is True
 
 
 def test_build_argv_is_pure(parse: Parse, paths: Paths):

@@ -33,10 +33,15 @@ def test_read_launch():
     argv = ["qemu-system-x86_64", "-chardev", "socket,id=maqet-qmp,fd=5,server=on,wait=off"]
     launch = read_launch(io.BytesIO(json.dumps({"qemu_argv": argv, "qmp_fd": 5}).encode()))
     assert launch is not None and (launch.argv, launch.qmp_fd) == (argv, 5)
+    assert launch.agent_fd is None and launch.inherited == (5,)
+    with_agent = read_launch(io.BytesIO(json.dumps(
+        {"qemu_argv": argv, "qmp_fd": 5, "agent_fd": 6}).encode()))
+    assert with_agent is not None and with_agent.inherited == (5, 6)
     assert read_launch(io.BytesIO(b"")) is None  # /dev/null: re-adopt only
     assert read_launch(None) is None
     for bad in (b"{", b"[]", b'{"qemu_argv": []}', b'{"qemu_argv": [1]}', b'{"x": 1}',
                 b'{"qemu_argv": ["q"]}', b'{"qemu_argv": ["q"], "qmp_fd": -1}',
+                b'{"qemu_argv": ["q"], "qmp_fd": 5, "agent_fd": "6"}',
                 b'{"qemu_argv": ["q"], "qmp_fd": true}',
                 b" " * (C.IPC_MAX_MESSAGE_BYTES + 1) + b"{}"):
         with pytest.raises(UsageError):
@@ -51,6 +56,9 @@ def test_read_launch_of_named_networks():
     assert launch is not None
     assert (launch.fds, launch.multicast, launch.started_networks) == (
         [7, 8], [("239.255.1.2", 20001, 1)], '{"lab": "h"}')
+    assert launch.inherited == (5, 7, 8)  # what QEMU inherits: QMP's socket, the taps
+    with_agent = read_launch(io.BytesIO(json.dumps({**data, "agent_fd": 6}).encode()))
+    assert with_agent is not None and with_agent.inherited == (5, 6, 7, 8)
     plain = read_launch(io.BytesIO(b'{"qemu_argv": ["q"], "qmp_fd": 5}'))
     assert plain is not None and (plain.fds, plain.multicast, plain.started_networks) == (
         [], [], None)

@@ -33,6 +33,7 @@ description:
     controller) and, once the guest printed its host keys on its console (cloud-init
     does), C(ansible_ssh_common_args) with C(-o UserKnownHostsFile=<the keys>
     -o StrictHostKeyChecking=yes). Host key checking is never turned off.
+    See O(agent_connection) for reaching guests through their guest agent instead.
   - The config file name must end in C(.maqet.yml) or C(.maqet.yaml).
 requirements:
   - Without O(hypervisors), maqet_engine (C(pip install maqet)) in the Python that runs
@@ -95,6 +96,35 @@ options:
       - Set to V(0) to never set them.
     type: int
     default: 22
+  agent_connection:
+    description:
+      - VMs with a guest agent channel (their definition sets C(agent) to V(true)) get
+        C(ansible_connection=maqet.vm.agent), C(ansible_maqet_vm) (their name) and, with
+        O(maqet_home), C(ansible_maqet_home); Ansible reaches them through the guest agent
+        (P(maqet.vm.agent#connection)), without a network or SSH.
+      - For the local installation only (that connection talks to the runners of the
+        controller's own maqet); ignored with a warning with O(hypervisors).
+    type: bool
+    default: false
+  agent_addresses:
+    description:
+      - Ask the guest agent of each running VM with an agent channel for its network
+        addresses (one round trip to the guest per VM, bounded by O(agent_timeout)), as
+        C(maqet_guest_addresses) (C(ADDRESS/PREFIX), loopback and link-local left out).
+      - A VM that no user-mode forward reaches (O(ssh_guest_port)), for example one on a
+        C(tap) or C(bridge) network, gets C(ansible_host) set to the first of them (IPv4
+        first), so that SSH reaches it at the address it really has.
+      - The addresses are what the guest says. Use this only for guests you trust as much
+        as the hosts Ansible would then connect to. Not cached. For the local
+        installation only.
+    type: bool
+    default: false
+  agent_timeout:
+    description:
+      - Seconds the guest agent of one VM gets to answer for O(agent_addresses). A VM whose
+        agent does not answer in time is left without them, with a warning.
+    type: int
+    default: 5
   hypervisors:
     description:
       - The hypervisor hosts whose VMs to list. Not set (or empty), the plugin lists the
@@ -219,6 +249,14 @@ options:
 """
 
 EXAMPLES = r"""
+# guests.maqet.yml: VMs with an agent channel are reached through it (no network needed)
+plugin: maqet.vm.maqet
+maqet_home: /srv/maqet
+agent_connection: true
+compose:
+  ansible_python_interpreter: "'/usr/bin/python3'"
+
+---
 # demo.maqet.yml: running VMs, grouped, with a few composed variables
 plugin: maqet.vm.maqet
 maqet_home: /srv/maqet
@@ -250,6 +288,7 @@ hypervisors:
 """
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -263,6 +302,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.plugins.loader import connection_loader
 from ansible_collections.maqet.vm.plugins.plugin_utils._unsafe import make_unsafe
 
 try:
@@ -275,6 +315,7 @@ except ImportError:
         pass
 
 ACTIVE = ("starting", "running", "paused", "stopping")  # statuses with a QEMU process
+AGENT_CONNECTION = "maqet.vm.agent"
 _GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
 # Keys of a hypervisor entry (the suboptions of ``hypervisors``) and their defaults.
 HYPERVISOR_KEYS = ("name", "host", "port", "user", "private_key_file", "known_hosts_file",
@@ -593,6 +634,41 @@ def _is_loopback(address):
     return address == "localhost" or address.startswith("127.") or address == "::1"
 
 
+def has_agent(vm):
+    """Whether the VM's definition has the guest agent channel (``agent: true``)."""
+    return bool((vm.get("spec") or {}).get("agent"))
+
+
+def agent_vars(vm, home=None):
+    """The variables that make Ansible reach ``vm`` through its guest agent (the
+    maqet.vm.agent connection), or {} for a VM without an agent channel."""
+    if not has_agent(vm):
+        return {}
+    variables = {"ansible_connection": AGENT_CONNECTION, "ansible_maqet_vm": vm["name"]}
+    if home:
+        variables["ansible_maqet_home"] = home
+    return variables
+
+
+def guest_addresses(interfaces):
+    """The addresses (``ADDRESS/PREFIX``) of a guest's interfaces as the engine's
+    ``guest_info`` reports them, IPv4 first, without loopback and link-local ones."""
+    found = []
+    for family in ("ipv4", "ipv6"):
+        for iface in interfaces or []:
+            for text in iface.get("addresses") or []:
+                address = text.split("/", 1)[0]
+                if (":" in address) != (family == "ipv6"):
+                    continue
+                try:
+                    ip = ipaddress.ip_address(address.split("%", 1)[0])
+                except ValueError:
+                    continue
+                if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+                    found.append(text)
+    return found
+
+
 def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh", known_hosts=None):
     """The connection variables (``ansible_*``) of one VM: the one place that decides
     how Ansible reaches a guest. ``guest_port``: the plugin's ``ssh_guest_port`` (a VM's
@@ -663,6 +739,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if twice:
                 raise AnsibleParserError("maqet inventory {0}: hypervisor name(s) {1} given "
                                          "twice".format(path, ", ".join(twice)))
+            for option in ("agent_connection", "agent_addresses"):
+                if self.get_option(option):
+                    self.display.warning("maqet inventory {0}: {1} works for the local "
+                                         "installation only (without hypervisors); "
+                                         "ignored".format(path, option))
             self._parse_hypervisors(configs, cache)
             return
         home = self._local_home(path)
@@ -682,6 +763,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 raise AnsibleParserError("maqet inventory {0}: {1}".format(path, err)) from err
         if update_cache:
             self._cache[cache_key] = vms
+        self._home = home
+        self._agent_preloaded = False
         self._populate(vms)
 
     def _local_home(self, path):
@@ -844,7 +927,50 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for vm in vms:
             if not include_stopped and vm["status"] not in ACTIVE:
                 continue
-            self._add_host(vm["name"], vm, connection_vars(vm, guest_port))
+            vm = dict(vm)
+            connection = connection_vars(vm, guest_port)
+            if self.get_option("agent_addresses") and has_agent(vm) \
+                    and vm["status"] == "running":
+                addresses = self._guest_addresses(vm)
+                if addresses is not None:
+                    vm["guest_addresses"] = addresses
+                    if addresses and "ansible_host" not in connection:
+                        connection["ansible_host"] = addresses[0].split("/", 1)[0]
+            if self.get_option("agent_connection"):
+                connection.update(agent_vars(vm, self._home))
+                if "ansible_connection" in connection:
+                    self._preload_agent_connection()
+            self._add_host(vm["name"], vm, connection)
+
+    def _preload_agent_connection(self):
+        """Load the maqet.vm.agent connection plugin here, in Ansible's main process. Its
+        task workers are forked from this process: they find the plugin (and the engine's
+        guest calls) loaded and its options known. Ansible does this for its own
+        connection plugins, not for a collection's; each task would otherwise load it
+        again (~25 ms a task here)."""
+        if self._agent_preloaded:
+            return
+        self._agent_preloaded = True
+        try:
+            connection_loader.get(AGENT_CONNECTION, class_only=True)
+        except Exception as err:  # noqa: BLE001 - only a speed-up: the task loads it anyway
+            self.display.vvv("maqet inventory: could not preload {0}: {1}".format(
+                AGENT_CONNECTION, err))
+
+    def _guest_addresses(self, vm):
+        """The guest's addresses as its agent reports them now; None (and a warning)
+        when it does not answer within agent_timeout."""
+        from maqet_engine import engine
+
+        ctx = EngineContext.for_home(self._home, check_mode=True)
+        try:
+            info = engine.guest_info(ctx, vm["name"],
+                                     agent_timeout=max(1, self.get_option("agent_timeout")))
+        except MaqetError as err:
+            self.display.warning("maqet inventory {0}: no guest addresses for {1}: {2}".format(
+                self._path, vm["name"], err))
+            return None
+        return guest_addresses(info.data.get("interfaces"))
 
     def _add_host(self, name, vm, connection, extra_groups=()):
         """Add one VM: groups, ``maqet_*`` variables (from ``vm``), the connection

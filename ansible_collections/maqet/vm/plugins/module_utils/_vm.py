@@ -49,6 +49,7 @@ VM_INFO_ARGUMENT_SPEC = argument_spec(
     name={"type": "str"},
     live={"type": "bool", "default": False},
     events={"type": "int", "default": 0},
+    agent_timeout={"type": "int", "default": 5},
 )
 
 
@@ -132,9 +133,11 @@ def run_vm(module):
     exit_task(module, **task)
 
 
-def describe_vms(ctx, name=None, *, live=False, events=0):
+def describe_vms(ctx, name=None, *, live=False, events=0, agent_timeout=5):
     """The VM views of one VM (by name) or of all; a missing VM gives an empty list.
-    With ``events``, each view also has its VM's last ``events`` events."""
+    ``live``: with the runner's report, and for a VM with a guest agent channel what its
+    agent says (``guest``, or ``guest_error`` when it does not answer in time). With
+    ``events``, each view also has its VM's last ``events`` events."""
     from maqet_engine import engine
 
     if name:
@@ -146,10 +149,26 @@ def describe_vms(ctx, name=None, *, live=False, events=0):
             return []
     else:
         views = engine.list_vms(ctx, live=live, argv=True).data
+    if live:
+        for view in views:
+            if view.get("agent"):
+                _guest_facts(ctx, view, agent_timeout)
     if events:
         for view in views:
             view["events"] = engine.events(ctx, view["name"], limit=events).data
     return views
+
+
+def _guest_facts(ctx, view, agent_timeout):
+    from maqet_engine import engine
+    from maqet_engine.errors import MaqetError
+
+    try:
+        view["guest"] = engine.guest_info(ctx, view["name"],
+                                          agent_timeout=max(1, agent_timeout)).data
+    except MaqetError as err:
+        view["guest"] = None
+        view["guest_error"] = str(err)
 
 
 def run_vm_info(module):
@@ -160,7 +179,8 @@ def run_vm_info(module):
     ctx = context(module, check_mode=True)
     name = module.params["name"]
     vms = run(module, lambda: describe_vms(ctx, name, live=module.params["live"],
-                                           events=module.params["events"]))
+                                           events=module.params["events"],
+                                           agent_timeout=module.params["agent_timeout"]))
     result = {"changed": False, "vms": vms}
     if name:
         result["exists"] = bool(vms)

@@ -436,8 +436,9 @@ vm:
     argv:
       description:
         - QEMU's command line for the stored definition, exactly as the runner launches
-          it, except that C(QMP_FD) stands for the number of the QMP socket's file
-          descriptor (QEMU inherits it from the runner).
+          it, except that C(QMP_FD) (and C(AGENT_FD) for a VM with a guest agent channel)
+          stand for the numbers of those sockets' file descriptors (QEMU inherits them
+          from the runner).
       type: list
       elements: str
   sample:

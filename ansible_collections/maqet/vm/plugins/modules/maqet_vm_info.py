@@ -34,7 +34,10 @@ options:
   live:
     description:
       - Also ask each running VM's runner for its live state (QMP status, the
-        accelerator in use). Costs one round trip per running VM.
+        accelerator in use, the guest agent channel). Costs one round trip per running VM.
+      - A VM with a guest agent channel (its definition sets C(agent) to V(true)) also gets
+        what its agent reports (RV(vms[].guest)), one more round trip to the guest, bounded
+        by O(agent_timeout).
     type: bool
     default: false
   events:
@@ -45,6 +48,12 @@ options:
         snapshot operations, failed requests. V(0) returns none.
     type: int
     default: 0
+  agent_timeout:
+    description:
+      - With O(live=true), seconds the guest agent of each VM gets to answer. One that does
+        not answer in time gets RV(vms[].guest_error) instead of RV(vms[].guest).
+    type: int
+    default: 5
 seealso:
   - module: maqet.vm.maqet_vm
 """
@@ -131,6 +140,56 @@ vms:
         vm:
           description: The VM's name.
           type: str
+    agent:
+      description:
+        - The guest agent channel as the runner sees it, null for a VM without one.
+      returned: with O(live=true), for a VM whose runner is alive
+      type: dict
+      contains:
+        state:
+          description: V(connected), V(syncing), V(absent) (qemu-ga does not run in the
+            guest, or the guest is rebooting) or V(closed).
+          type: str
+        last_sync:
+          description: When the runner last brought the channel in step (seconds since the
+            epoch), null before the first time.
+          type: float
+        since:
+          description: When the state last changed (seconds since the epoch).
+          type: float
+        reason:
+          description: Why it is not connected.
+          type: str
+    guest:
+      description:
+        - What the guest agent reports (the engine's C(guest_info)), null when it did not
+          answer.
+      returned: with O(live=true), for a running VM with a guest agent channel
+      type: dict
+      contains:
+        os:
+          description: C(guest-get-osinfo) (C(id), C(name), C(version-id), C(pretty-name),
+            C(kernel-release), C(machine)).
+          type: dict
+        hostname:
+          description: The guest's host name.
+          type: str
+        interfaces:
+          description: Network interfaces, each with C(name), C(mac), C(addresses)
+            (C(ADDRESS/PREFIX)), C(ipv4) and C(ipv6) (addresses only).
+          type: list
+          elements: dict
+        filesystems:
+          description: C(guest-get-fsinfo), null when the agent does not have it.
+          type: list
+          elements: dict
+        agent:
+          description: The agent's C(version).
+          type: dict
+    guest_error:
+      description: Why the guest agent could not be asked (the error's one-line message).
+      returned: with O(live=true), when a VM's guest agent did not answer
+      type: str
   sample:
     - name: web1
       status: running

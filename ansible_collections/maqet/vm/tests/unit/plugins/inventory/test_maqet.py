@@ -144,3 +144,38 @@ def test_login_and_host_key_vars(plugin, tmp_path):
     # An auto port has no number while its VM does not run: nothing to connect to.
     auto = inventory.get_host("auto").get_vars()
     assert "ansible_host" not in auto and auto["maqet_ports"][0]["auto"] is True
+
+
+def test_agent_vars_and_guest_addresses():
+    """Pure parts of agent_connection and agent_addresses."""
+    from ansible_collections.maqet.vm.plugins.inventory.maqet import agent_vars, guest_addresses
+
+    assert agent_vars({"name": "vm1", "spec": {}}) == {}
+    assert agent_vars({"name": "vm1", "spec": {"agent": True}}, "/srv/maqet") == {
+        "ansible_connection": "maqet.vm.agent", "ansible_maqet_vm": "vm1",
+        "ansible_maqet_home": "/srv/maqet"}
+    assert "ansible_maqet_home" not in agent_vars({"name": "vm1", "spec": {"agent": True}})
+    interfaces = [
+        {"name": "lo", "addresses": ["127.0.0.1/8", "::1/128"]},
+        {"name": "eth0", "addresses": ["fe80::5054:ff:fe12:3456/64", "2001:db8::5/64",
+                                       "192.0.2.10/24"]},
+        {"name": "eth1", "addresses": ["169.254.1.1/16", "198.51.100.7/24", "bogus/1"]},
+    ]
+    assert guest_addresses(interfaces) == ["192.0.2.10/24", "198.51.100.7/24",
+                                           "2001:db8::5/64"]
+    assert guest_addresses(None) == [] and guest_addresses([{"name": "lo"}]) == []
+
+
+def test_agent_connection_for_vms_with_the_channel(plugin, tmp_path):
+    home = tmp_path / "home"
+    define(home, name="ga1", agent=True)
+    define(home, name="plain1")
+    config = tmp_path / "a.maqet.yml"
+    config.write_text("plugin: maqet.vm.maqet\nmaqet_home: home\ninclude_stopped: true\n"
+                      "agent_connection: true\n")
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), str(config), cache=False)
+    ga1 = inventory.get_host("ga1").get_vars()
+    assert ga1["ansible_connection"] == "maqet.vm.agent" and ga1["ansible_maqet_vm"] == "ga1"
+    assert ga1["ansible_maqet_home"] == str(home)
+    assert "ansible_connection" not in inventory.get_host("plain1").get_vars()
