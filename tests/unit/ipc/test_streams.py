@@ -8,31 +8,30 @@ socket's line limits; a client that hangs up is seen by the handler (receive() i
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from control_server import ServerThread  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.control.client import RunnerClient, stream
 from maqet_engine.errors import RunnerUnavailable, UsageError
 from maqet_engine.ipc import protocol
-from maqet_engine.runner.server import ControlServer, Stream
+from maqet_engine.runner.server import Stream
 
 
-class Runner:
+class Runner(ServerThread):
     """A ControlServer whose handlers are the methods below, in a thread."""
 
+    streams = frozenset({"echo", "big", "fail"})
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.loop = asyncio.new_event_loop()
+        super().__init__(path)
         self.hung_up = threading.Event()
         self.received: list[tuple[str, Any]] = []
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     async def dispatch(self, request: protocol.Request, stream: Stream | None) -> Any:
         if stream is None:
@@ -60,19 +59,6 @@ class Runner:
     async def fail(self, params: dict[str, Any], stream: Stream) -> Any:
         await stream.send("ready")
         raise UsageError("no such guest file")
-
-    def __enter__(self) -> Runner:
-        self._thread.start()
-        self.server = ControlServer(self.path, self.dispatch, logging.getLogger("test"),
-                                    streams=frozenset({"echo", "big", "fail"}))
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(0), self.loop).result(10)
-        asyncio.run_coroutine_threadsafe(self.server.disconnect_clients(1), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from control_server import ServerThread  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.control.client import StreamCall, stream
 from maqet_engine.errors import RuntimeFailure
 from maqet_engine.ipc import protocol
 from maqet_engine.runner.console import ConsoleHub
-from maqet_engine.runner.server import ControlServer, Stream
+from maqet_engine.runner.server import Stream
 
 
 class FakeSerial:
@@ -46,12 +46,15 @@ class FakeSerial:
             listener(data)
 
 
-class Console:
+class Console(ServerThread):
+    streams = frozenset({"console"})
+
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.serial = FakeSerial()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def started(self) -> None:
+        self.hub = ConsoleHub(self.serial)  # type: ignore[arg-type]
 
     async def dispatch(self, request: protocol.Request, stream: Stream | None) -> Any:
         assert stream is not None and request.method == "console"
@@ -65,20 +68,6 @@ class Console:
 
     def viewers(self) -> int:
         return len(self.serial.listeners)
-
-    def __enter__(self) -> Console:
-        self._thread.start()
-        self.hub = ConsoleHub(self.serial)  # type: ignore[arg-type]
-        self.server = ControlServer(self.path, self.dispatch, logging.getLogger("test"),
-                                    streams=frozenset({"console"}))
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(0), self.loop).result(10)
-        asyncio.run_coroutine_threadsafe(self.server.disconnect_clients(1), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture
