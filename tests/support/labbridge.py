@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from netns import collisions  # tests/support/netns.py, next to this file
+from netns import collisions, kill_pids, netns_pids  # tests/support/netns.py
 
 SUBNETS = [ipaddress.ip_network(f"10.251.{i}.0/24") for i in range(64)]
 
@@ -65,6 +65,9 @@ def lab_bridge() -> Iterator[LabBridge]:
            f"ip addr add {peer}/24 dev net0 && ip link set net0 up && ip link set lo up")
         yield LabBridge(bridge, netns, peer, 24)
     finally:
+        # Whatever a test left running in the namespace (e.g. an ssh ControlPersist
+        # master) would keep it alive after "ip netns del": stopped by PID first.
+        kill_pids(netns_pids(netns))
         ip("netns", "del", netns, check=False)
         ip("link", "del", veth, check=False)
         ip("link", "del", bridge, check=False)
