@@ -346,6 +346,8 @@ CLOUD_INIT_META_DATA: Final = "meta-data"
 CLOUD_INIT_NETWORK_CONFIG: Final = "network-config"
 CLOUD_INIT_SEED_FILE: Final = "cidata.iso"  # the seed maqet writes in the VM's directory
 KNOWN_HOSTS_FILE: Final = "known_hosts"  # the guest's host keys, written by its runner
+# known_hosts name of a VM's guest for ssh -o HostKeyAlias (guest at an address of its own)
+HOST_KEY_ALIAS_PREFIX: Final = "maqet-vm-"
 CLOUD_INIT_NODE_NAME: Final = "cidata"  # node-name and device id of the seed disk (reserved)
 CLOUD_INIT_FILE_MODE: Final = 0o600  # seed and known_hosts files (user-data may hold secrets)
 # instance-id = PREFIX + VM name + "-" + the first HEX digits of the content's sha256.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +65,18 @@ def maqet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def lab_bridge() -> Iterator[Any]:
+    """A bridge of this test with a network namespace on it (tests/support/labbridge.py);
+    fails (never skips) when not root. Removed at teardown."""
+    import labbridge
+
+    if os.geteuid() != 0:
+        pytest.fail("bridged networks need root (tap devices, a bridge, a namespace)")
+    with labbridge.lab_bridge() as lab:
+        yield lab
 
 
 def files_under(path: Path) -> list[Path]:

@@ -10,7 +10,8 @@ from maqet_engine import constants as C
 from maqet_engine.cloudinit.files import write_atomic
 from maqet_engine.cloudinit.sshkeys import parse_public_key
 
-__all__ = ["host_pattern", "known_hosts_lines", "read_known_hosts", "write_known_hosts"]
+__all__ = ["host_key_alias", "host_pattern", "known_hosts_lines", "read_known_hosts",
+           "write_known_hosts"]
 
 
 def host_pattern(host: str, port: int = C.SSH_DEFAULT_PORT) -> str:
@@ -24,6 +25,20 @@ def host_pattern(host: str, port: int = C.SSH_DEFAULT_PORT) -> str:
     if port == C.SSH_DEFAULT_PORT:
         return host
     return f"[{host}]:{port}"
+
+
+def host_key_alias(vm_name: str) -> str:
+    """The name VM ``vm_name``'s known_hosts holds its guest's keys under besides the forwards'
+    ``[127.0.0.1]:PORT``: ``maqet-vm-NAME``, for ``ssh -o HostKeyAlias=maqet-vm-NAME`` when
+    the guest is reached at an address of its own (a ``bridged`` or ``tap`` network), which
+    maqet does not know when it writes the file. The key is then checked against what this
+    VM's console printed, whatever address the connection goes to.
+
+    :raise ValueError: a name that cannot be a known_hosts pattern (blanks, commas).
+    """
+    alias = f"{C.HOST_KEY_ALIAS_PREFIX}{vm_name}"
+    _check_host(alias)
+    return alias
 
 
 def known_hosts_lines(host_patterns: Sequence[str], keys: Iterable[str]) -> list[str]:

@@ -170,10 +170,12 @@ TOP = Section(
 SSH = Section(
     title="ssh",
     where="ssh",
-    doc="How to reach the guest over SSH, through a `user` network's forward to `port`: "
-        "the inventory plugin sets `ansible_user`, `ansible_ssh_private_key_file` and the "
-        "known_hosts maqet writes from the guest's console. Nothing secret is stored: "
-        "`private_key` only names a file. See docs/guests.md.",
+    doc="How to reach the guest over SSH, through a `user` network's forward to `port`, "
+        "or at the address its guest agent reports (the inventory's `agent_addresses`, "
+        "for a VM on a `bridged` or `tap` network): the inventory plugin sets "
+        "`ansible_user`, `ansible_ssh_private_key_file` and the known_hosts maqet writes "
+        "from the guest's console. Nothing secret is stored: `private_key` only names a "
+        "file. See docs/guests.md and docs/networks.md.",
     fields=(
         Field("user", Kind.STR, "User to log in as.",
               default_doc="the first user of `cloud_init.users`, if any",
@@ -182,7 +184,8 @@ SSH = Section(
               "runs Ansible or ssh (which may not be the VM's host): kept as written, `~` is "
               "expanded there."),
         Field("port", Kind.INT, "The guest's SSH port; a `user` network must forward a host "
-              "port to it.", default=C.SSH_DEFAULT_PORT, minimum=C.PORT_MIN,
+              "port to it (or the guest is reached at its own address, see `agent_addresses` "
+              "in docs/networks.md).", default=C.SSH_DEFAULT_PORT, minimum=C.PORT_MIN,
               maximum=C.PORT_MAX),
     ),
 )

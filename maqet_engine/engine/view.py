@@ -36,7 +36,7 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
         networks = _read_networks(paths) if any(True for _ in nets.named_nics(spec)) else {}
     network_drift = nets.network_drift(record, networks) if run.active else []
     ports = forwarded_ports(spec, record.bound_ports if run.active else [])
-    host_keys = known_host_keys(data_paths.known_hosts)
+    host_keys, alias = known_host_keys(data_paths.known_hosts, record.name)
     view: dict[str, Any] = {
         "name": record.name,
         "id": record.id,
@@ -60,7 +60,7 @@ def vm_view(record: VMRecord, paths: Paths, run: RunView | None = None, *,
         "last_exit": record.last_exit,
         "ports": ports,
         "known_hosts": str(data_paths.known_hosts) if host_keys else None,
-        "ssh": ssh_view(spec, ports, host_keys),
+        "ssh": ssh_view(spec, ports, host_keys, alias=alias),
         "networks": nets.nic_views(record, networks, paths),
         "paths": {
             "dir": str(data_paths.root),
@@ -122,25 +122,33 @@ def _read_networks(paths: Paths) -> dict[str, Any]:
         return network_index(store)
 
 
-def known_host_keys(path: Any) -> list[str]:
+def known_host_keys(path: Any, vm_name: str) -> tuple[list[str], str | None]:
     """The keys in a VM's known_hosts (``[]`` without one): what its runner read from
-    the guest's console."""
+    the guest's console; and the VM's host key alias when the file names the guest by
+    it (a runner of an older maqet did not), else None."""
     try:
         if not path.exists():
-            return []
-        from maqet_engine.cloudinit.known_hosts import read_known_hosts
+            return [], None
+        from maqet_engine.cloudinit.known_hosts import host_key_alias, read_known_hosts
 
-        return read_known_hosts(path)
-    except OSError:
-        return []
+        keys = read_known_hosts(path)
+        alias = host_key_alias(vm_name)
+        named = any(alias in line.split(None, 1)[0].split(",")
+                    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if line.strip())
+        return keys, (alias if keys and named else None)
+    except (OSError, ValueError):
+        return [], None
 
 
 def ssh_view(spec: dict[str, Any], ports: list[dict[str, Any]],
-             host_keys: list[str]) -> dict[str, Any]:
+             host_keys: list[str], *, alias: str | None = None) -> dict[str, Any]:
     """How to reach the guest over SSH: the ``ssh`` section (user: else the first
     ``cloud_init`` user), and the first TCP forward to its port with the host port bound
     now (``host`` is where to connect: ``127.0.0.1`` for a forward on every interface;
-    ``port`` None when there is none, or it is ``auto`` and the VM does not run)."""
+    ``port`` None when there is none, or it is ``auto`` and the VM does not run).
+    ``host_key_alias``: the name known_hosts holds ``host_keys`` under whatever address
+    reaches the guest (``ssh -o HostKeyAlias=...``), None while it holds none."""
     section = spec.get("ssh") or {}
     users = (spec.get("cloud_init") or {}).get("users") or []
     guest_port = section.get("port") or C.SSH_DEFAULT_PORT
@@ -155,4 +163,5 @@ def ssh_view(spec: dict[str, Any], ports: list[dict[str, Any]],
         "host": "127.0.0.1" if address == "0.0.0.0" else address,
         "port": forward["host"] if forward else None,
         "host_keys": host_keys,
+        "host_key_alias": alias,
     }

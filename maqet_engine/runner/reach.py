@@ -16,10 +16,13 @@ KEYS-----`` and ``-----END SSH HOST KEY KEYS-----`` (once per instance; the test
 guest at every boot). The watcher looks for the END line in the text of the current boot
 only, parses the complete block that ends there (:mod:`maqet_engine.cloudinit.console`:
 kernel messages cut into it are removed, damaged lines skipped) and writes known_hosts
-atomically, mode 0600, with one entry per SSH forward (``[127.0.0.1]:PORT``, and
-``[ADDRESS]:PORT`` for a forward on another address), then records the event
-``host_keys``. It never reads ``serial.log``: QEMU 7.2 may write a character twice into
-that file when the serial socket is full. The keys of an earlier boot stay in the file
+atomically, mode 0600, naming the guest by each SSH forward (``[127.0.0.1]:PORT``, and
+``[ADDRESS]:PORT`` for a forward on another address) and by the VM's host key alias
+(``maqet-vm-NAME``, for ``ssh -o HostKeyAlias``: a guest reached at an address of its own,
+on a ``bridged`` or ``tap`` network, which maqet does not know), then records the event
+``host_keys``. So the keys are kept for a VM without any forward too. It never reads
+``serial.log``: QEMU 7.2 may write a character twice into that file when the serial
+socket is full. The keys of an earlier boot stay in the file
 (cloud-init prints them once per instance); at each start the file is rewritten for the
 ports of this run (``auto`` ports change), and the engine removes it when a new
 cloud-init seed makes a new instance (new keys).
@@ -40,6 +43,7 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.cloudinit.console import KEYS_END, host_keys_from_console
 from maqet_engine.cloudinit.known_hosts import (
+    host_key_alias,
     host_pattern,
     known_hosts_lines,
     read_known_hosts,
@@ -111,14 +115,16 @@ class GuestReach:
     """Ports, boots and host keys of one running VM (see the module doc)."""
 
     def __init__(self, serial: SerialDrain, known_hosts: Path, guest_port: int,
-                 log: logging.Logger, record: Recorder) -> None:
+                 log: logging.Logger, record: Recorder, vm_name: str | None = None) -> None:
         self.serial = serial
         self.known_hosts = known_hosts
         self.guest_port = guest_port
+        # The VM's name for the guest in known_hosts, whatever address reaches it.
+        self.alias = host_key_alias(vm_name) if vm_name else None
         self.log = log
         self._record = record
         self.ports: list[dict[str, Any]] = []
-        self.keys: list[str] = []  # the keys known_hosts holds (or would, without forwards)
+        self.keys: list[str] = []  # the keys known_hosts holds (or would, with no name)
         self.boot = 1  # this QEMU's start (for this runner), then one more per RESET
         self.boot_offset = 0
         self.keys_boot: int | None = None  # the boot whose console printed self.keys
@@ -181,17 +187,21 @@ class GuestReach:
         self.log.info("host keys of boot %d: %s (%s)", self.boot,
                       ", ".join(k.split()[0] for k in keys),
                       "known_hosts written" if written else
-                      "known_hosts unchanged" if written is False else "no SSH forward")
+                      "known_hosts unchanged" if written is False else
+                      "known_hosts not written")
         self._record("host_keys", {
             "boot": self.boot, "keys": keys, "changed": bool(written),
             "known_hosts": None if written is None else str(self.known_hosts)})
         self._keys_seen.set()
 
     def _write(self) -> bool | None:
-        """Write known_hosts for the keys and the SSH forwards: whether it changed; None
-        when there is nothing to name the guest by (no forward to its SSH port) or it
-        cannot be written (logged: a guest must not suffer from a full disk)."""
+        """Write known_hosts for the keys, under the SSH forwards' names and the VM's
+        alias: whether it changed; None when there is nothing to name the guest by (no
+        forward to its SSH port and no alias) or it cannot be written (logged: a guest
+        must not suffer from a full disk)."""
         patterns = ssh_patterns(self.ports, self.guest_port)
+        if self.alias:
+            patterns.append(self.alias)
         if not patterns or not self.keys:
             return None
         try:

@@ -114,7 +114,7 @@ class SupervisedVM:
         self.serial = SerialDrain(self.runtime.serial_socket, log.getChild("serial"))
         self.reach = GuestReach(self.serial, self.data.known_hosts,
                                 guest_ssh_port(self.record.spec_data), log.getChild("reach"),
-                                self._event)
+                                self._event, vm_name=name)
         self.agent: AgentChannel | None = None  # VMs with a guest agent port (agent: true)
         self._agent_port_open: bool | None = None  # last VSERPORT_CHANGE (None: unknown)
         self.accel: str | None = None

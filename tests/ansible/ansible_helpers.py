@@ -61,20 +61,24 @@ class AnsibleSandbox:
             f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
         self._count = 0
 
-    def _run(self, argv: list[str], timeout: float, cwd: Path | None = None) -> Run:
+    def _run(self, argv: list[str], timeout: float, cwd: Path | None = None,
+             env: dict[str, str] | None = None) -> Run:
         self._count += 1
-        return run_logged(argv, self.logs, self._count, env=self.env, cwd=cwd or self.root,
-                          timeout=timeout)
+        return run_logged(argv, self.logs, self._count, env={**self.env, **(env or {})},
+                          cwd=cwd or self.root, timeout=timeout)
 
     def playbook(self, name: str, *, extra_vars: dict[str, Any] | None = None,
-                 args: tuple[str, ...] = ()) -> Run:
-        """Run playbooks/<name> with ``maqet_home`` and ``extra_vars`` as variables."""
+                 args: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> Run:
+        """Run playbooks/<name> with ``maqet_home`` and ``extra_vars`` as variables;
+        ``prefix`` runs it through a command (``ip netns exec NS``), ``env`` adds to the
+        sandbox's environment."""
         variables = {"maqet_home": str(self.home), **(extra_vars or {})}
         vars_file = self.root / f"vars-{self._count + 1:02d}.json"
         vars_file.write_text(json.dumps(variables))
-        argv = [str(BIN / "ansible-playbook"), "-i", str(self.inventory),
+        argv = [*prefix, str(BIN / "ansible-playbook"), "-i", str(self.inventory),
                 "-e", f"@{vars_file}", *args, str(PLAYBOOKS / name)]
-        return self._run(argv, PLAYBOOK_TIMEOUT)
+        return self._run(argv, PLAYBOOK_TIMEOUT, env=env)
 
     def inventory_list(self, config: Path, *more: str) -> Run:
         argv = [str(BIN / "ansible-inventory"), "-i", str(config), *more]

@@ -2,76 +2,32 @@
 bridge, and its tap device never outlives QEMU: not after a stop, not after QEMU or its
 runner is SIGKILLed, and a persistent leftover of that name is cleaned up.
 
-The test owns everything it touches: a bridge in the root namespace with no address (so
-nothing is routed anywhere from it), and a network namespace plugged into it by a veth,
-holding the address the guest pings (a /24 that nothing on this machine uses).
+The test owns everything it touches (the ``lab_bridge`` fixture, tests/support/labbridge.py):
+a bridge in the root namespace with no address (so nothing is routed anywhere from it), and
+a network namespace plugged into it by a veth, holding the address the guest pings (a /24
+that nothing on this machine uses).
 """
 
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import secrets
 import signal
 import struct
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import guest
 import pytest
 from guestnet import GuestShell
-from netns import collisions
+from labbridge import ip
 from procs import wait_pid_exit
 
 from maqet_engine import engine, hostnet
 
 pytestmark = pytest.mark.qemu
 
-SUBNETS = [ipaddress.ip_network(f"10.251.{i}.0/24") for i in range(64)]
 EXIT_TIMEOUT = 10.0  # a SIGKILLed process is gone in milliseconds
-
-
-def ip(*args: str, check: bool = True) -> None:
-    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=30)
-
-
-@dataclass
-class LabBridge:
-    bridge: str
-    netns: str
-    peer: str  # the address in the namespace
-    prefix: int
-
-    def guest_address(self) -> str:
-        return f"{ipaddress.ip_address(self.peer) + 1}/{self.prefix}"
-
-
-@pytest.fixture
-def lab_bridge() -> Iterator[LabBridge]:
-    if os.geteuid() != 0:
-        pytest.fail("bridged networks need root (tap devices, a bridge, a namespace)")
-    suffix = secrets.token_hex(2)
-    bridge, netns, veth = f"mqtb{suffix}", f"mqtn{suffix}", f"mqtv{suffix}"
-    subnet = next((s for s in SUBNETS if not collisions(s)), None)
-    assert subnet is not None, "no free /24 in 10.251.0.0/16 here"
-    peer = str(subnet.network_address + 2)
-    try:
-        ip("link", "add", bridge, "type", "bridge")
-        Path(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").write_text("1\n")
-        ip("link", "set", bridge, "up")
-        ip("netns", "add", netns)
-        ip("link", "add", veth, "type", "veth", "peer", "name", "net0", "netns", netns)
-        ip("link", "set", veth, "master", bridge, "up")
-        ip("netns", "exec", netns, "sh", "-c",
-           f"ip addr add {peer}/24 dev net0 && ip link set net0 up && ip link set lo up")
-        yield LabBridge(bridge, netns, peer, 24)
-    finally:
-        ip("netns", "del", netns, check=False)
-        ip("link", "del", veth, check=False)
-        ip("link", "del", bridge, check=False)
 
 
 def make_persistent_tap(name: str) -> None:

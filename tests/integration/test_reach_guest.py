@@ -90,7 +90,9 @@ def test_auto_ports_known_hosts_and_wait_ssh(vms, tmp_path):
     assert reached["known_hosts"] == str(known_hosts)
     assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
     [line] = known_hosts.read_text().splitlines()
-    assert line.startswith(f"[127.0.0.1]:{ssh_port['host']} ssh-ed25519 ")
+    # The forward's name and the VM's host key alias (for a guest reached at its own
+    # address: ssh -o HostKeyAlias=maqet-vm-reach1).
+    assert line.startswith(f"[127.0.0.1]:{ssh_port['host']},maqet-vm-reach1 ssh-ed25519 ")
     assert reached["host_keys"] == [line.split(" ", 1)[1]]
     assert events(vms, "reach1", "host_keys")[-1]["boot"] == 1
 
@@ -130,7 +132,8 @@ def test_auto_ports_known_hosts_and_wait_ssh(vms, tmp_path):
     again = engine.wait_console(ctx, "reach1", guest.SSH_GUEST_MARKER).data
     assert again["offset"] > report["boot_offset"]
     [new_line] = known_hosts.read_text().splitlines()
-    assert new_line != line and new_line.startswith(f"[127.0.0.1]:{ssh_port['host']} ")
+    assert new_line != line and new_line.startswith(
+        f"[127.0.0.1]:{ssh_port['host']},maqet-vm-reach1 ")
     assert events(vms, "reach1", "RESET")[-1]["console_offset"] == report["boot_offset"]
     login = ssh(keys, str(known_hosts), ssh_port["host"], "true")
     assert login.returncode == 0, login.stderr
@@ -146,7 +149,9 @@ def test_auto_ports_known_hosts_and_wait_ssh(vms, tmp_path):
         engine.wait_ssh(ctx, "reach1", timeout=5)
     engine.start(ctx, "reach1")
     port = engine.show(ctx, "reach1").data["ssh"]["port"]
-    assert known_hosts.read_text().startswith(f"[127.0.0.1]:{port} ssh-ed25519 ")
+    assert known_hosts.read_text().startswith(f"[127.0.0.1]:{port},maqet-vm-reach1 "
+                                              "ssh-ed25519 ")
+    assert engine.show(ctx, "reach1").data["ssh"]["host_key_alias"] == "maqet-vm-reach1"
 
     # A changed cloud_init is a new instance: its old keys are deleted with the new seed,
     # and wait_ssh waits for the ones the new boot prints.

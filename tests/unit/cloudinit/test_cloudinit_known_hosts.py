@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from maqet_engine.cloudinit import (
+    host_key_alias,
     host_pattern,
     known_hosts_lines,
     read_known_hosts,
@@ -30,6 +31,14 @@ def test_host_pattern(host: str, port: int, pattern: str):
 def test_host_pattern_refuses(host: str, port: int):
     with pytest.raises(ValueError):
         host_pattern(host, port)
+
+
+def test_host_key_alias_names_a_vm_whatever_its_address(ed25519: str):
+    assert host_key_alias("web1.lab") == "maqet-vm-web1.lab"
+    assert known_hosts_lines(["[127.0.0.1]:2222", host_key_alias("web1")], [ed25519]) == [
+        f"[127.0.0.1]:2222,maqet-vm-web1 {' '.join(ed25519.split()[:2])}"]
+    with pytest.raises(ValueError):
+        host_key_alias("a,b")
 
 
 def test_known_hosts_lines(ed25519: str, rsa: str):

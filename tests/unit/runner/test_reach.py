@@ -82,18 +82,21 @@ def test_guest_ssh_port(spec: dict[str, Any], port: int):
 class Reach:
     """A GuestReach over a real drain, with the events it recorded."""
 
-    def __init__(self, drain: SerialDrain, chardev: FakeChardev, known_hosts: Path) -> None:
+    def __init__(self, drain: SerialDrain, chardev: FakeChardev, known_hosts: Path,
+                 vm_name: str | None = None) -> None:
         self.drain, self.chardev = drain, chardev
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.reach = GuestReach(drain, known_hosts, 22, logging.getLogger("test.reach"),
-                                lambda kind, data: self.events.append((kind, data)))
+                                lambda kind, data: self.events.append((kind, data)),
+                                vm_name=vm_name)
         self.exited = asyncio.Event()
 
 
 @contextlib.asynccontextmanager
-async def reach_of(tmp_path: Path, ports: list[dict[str, Any]]) -> AsyncIterator[Reach]:
+async def reach_of(tmp_path: Path, ports: list[dict[str, Any]],
+                   vm_name: str | None = None) -> AsyncIterator[Reach]:
     async with drain_of(tmp_path) as (drain, chardev):
-        state = Reach(drain, chardev, tmp_path / "known_hosts")
+        state = Reach(drain, chardev, tmp_path / "known_hosts", vm_name)
         state.reach.start(ports)
         watcher = asyncio.create_task(state.reach.watch())
         try:
@@ -168,7 +171,27 @@ def test_a_new_start_renames_known_keys_for_its_ports(tmp_path):
     assert report["keys"] == [ED25519] and not report["this_boot"]
 
 
-def test_without_an_ssh_forward_keys_are_seen_but_no_file_is_written(tmp_path):
+def test_the_vm_alias_names_the_keys_with_or_without_a_forward(tmp_path):
+    """What the runner does (it passes the VM's name): the guest's keys are under the
+    forwards' names and ``maqet-vm-NAME`` (for ssh -o HostKeyAlias when the guest is
+    reached at an address of its own), and kept for a VM without any forward too."""
+    async def keys_of(ports: list[dict[str, Any]]) -> list[Any]:
+        async with reach_of(tmp_path, ports, vm_name="web1") as state:
+            await state.chardev.send(block(ED25519))
+            await state.reach.wait_keys(5, state.exited)
+            return state.events
+
+    known_hosts = tmp_path / "known_hosts"
+    asyncio.run(keys_of([SSH_FORWARD]))
+    assert known_hosts.read_text() == f"[127.0.0.1]:40022,maqet-vm-web1 {ED25519}\n"
+    known_hosts.unlink()
+    events = asyncio.run(keys_of([]))  # e.g. one NIC on a bridged network
+    assert known_hosts.read_text() == f"maqet-vm-web1 {ED25519}\n"
+    assert events == [("host_keys", {"boot": 1, "keys": [ED25519], "changed": True,
+                                     "known_hosts": str(known_hosts)})]
+
+
+def test_without_an_ssh_forward_or_alias_keys_are_seen_but_no_file_is_written(tmp_path):
     async def main() -> tuple[dict[str, Any], list[Any]]:
         async with reach_of(tmp_path, []) as state:
             await state.chardev.send(block(ED25519))

@@ -112,8 +112,17 @@ options:
         addresses (one round trip to the guest per VM, bounded by O(agent_timeout)), as
         C(maqet_guest_addresses) (C(ADDRESS/PREFIX), loopback and link-local left out).
       - A VM that no user-mode forward reaches (O(ssh_guest_port)), for example one on a
-        C(tap) or C(bridge) network, gets C(ansible_host) set to the first of them (IPv4
-        first), so that SSH reaches it at the address it really has.
+        C(tap) or C(bridged) network, gets C(ansible_host) set to the first of them (IPv4
+        first), so that SSH reaches it at the address it really has, and
+        C(ansible_port) (the guest's SSH port, its C(ssh.port) or else O(ssh_guest_port)),
+        C(ansible_user) and C(ansible_ssh_private_key_file) as for a forward. Once the
+        guest printed its host keys on its console, C(ansible_ssh_common_args) holds
+        C(-o UserKnownHostsFile=<the VM's known_hosts> -o StrictHostKeyChecking=yes
+        -o HostKeyAlias=maqet-vm-<name>), so the key is checked against what the VM's
+        console printed, not against the address, which the guest reported. With
+        O(ssh_guest_port) V(0) only C(ansible_host) is set.
+      - The controller must reach that address (routing, or run Ansible where the
+        network is).
       - The addresses are what the guest says. Use this only for guests you trust as much
         as the hosts Ansible would then connect to. Not cached. For the local
         installation only.
@@ -669,6 +678,27 @@ def guest_addresses(interfaces):
     return found
 
 
+def address_vars(vm, address, guest_port):
+    """The connection variables of a local VM reached at ``address``, an address of the
+    guest's own that its agent reported (no user-mode forward reaches it): that address
+    and the guest's SSH port, the login of :func:`login_vars`, and, once the guest printed
+    its host keys, ``ansible_ssh_common_args`` that check them against the VM's
+    known_hosts under its host key alias (``HostKeyAlias=maqet-vm-NAME``): the key must be
+    the one the VM's console printed, whatever address the guest claims. ``guest_port``
+    0 (the plugin's ``ssh_guest_port``): ``ansible_host`` only."""
+    found = {"ansible_host": address}
+    port = guest_ssh_port(vm, guest_port)
+    if not port:
+        return found
+    found["ansible_port"] = port
+    found.update(login_vars(vm))
+    alias = (vm.get("ssh") or {}).get("host_key_alias")
+    if alias and vm.get("known_hosts"):
+        found["ansible_ssh_common_args"] = shlex.join(
+            known_hosts_options(vm["known_hosts"]) + ["-o", "HostKeyAlias={0}".format(alias)])
+    return found
+
+
 def connection_vars(vm, guest_port, hypervisor=None, ssh_executable="ssh", known_hosts=None):
     """The connection variables (``ansible_*``) of one VM: the one place that decides
     how Ansible reaches a guest. ``guest_port``: the plugin's ``ssh_guest_port`` (a VM's
@@ -935,7 +965,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 if addresses is not None:
                     vm["guest_addresses"] = addresses
                     if addresses and "ansible_host" not in connection:
-                        connection["ansible_host"] = addresses[0].split("/", 1)[0]
+                        connection.update(address_vars(
+                            vm, addresses[0].split("/", 1)[0], guest_port))
             if self.get_option("agent_connection"):
                 connection.update(agent_vars(vm, self._home))
                 if "ansible_connection" in connection:

@@ -396,9 +396,9 @@ vm:
     known_hosts:
       description:
         - The VM's known_hosts file (on the hypervisor host), written by maqet from the
-          host keys the guest printed on its serial console (cloud-init does), with one
-          entry per forward to the guest's SSH port (C([127.0.0.1]:PORT)). V(null) while
-          the guest has printed none.
+          host keys the guest printed on its serial console (cloud-init does), naming the
+          guest by each forward to its SSH port (C([127.0.0.1]:PORT)) and by
+          RV(vm.ssh.host_key_alias). V(null) while the guest has printed none.
         - Use it with C(-o UserKnownHostsFile=... -o StrictHostKeyChecking=yes).
       type: str
     ssh:
@@ -429,6 +429,13 @@ vm:
           description: The guest's host keys in RV(vm.known_hosts) (C(TYPE BASE64)).
           type: list
           elements: str
+        host_key_alias:
+          description:
+            - The name RV(vm.known_hosts) holds the guest's keys under whatever address
+              reaches it (C(maqet-vm-NAME)), for C(ssh -o HostKeyAlias=...) when the guest
+              is reached at an address of its own (a C(bridged) or C(tap) network).
+              V(null) while the file holds no keys.
+          type: str
     paths:
       description: The VM's directory and its logs (C(dir), C(runner_log), C(qemu_log),
         C(serial_log)).

@@ -166,6 +166,26 @@ def test_agent_vars_and_guest_addresses():
     assert guest_addresses(None) == [] and guest_addresses([{"name": "lo"}]) == []
 
 
+def test_address_vars_check_the_key_under_the_vm_alias():
+    """A guest reached at an address its agent reported: its SSH port, login and the
+    VM's known_hosts under its host key alias (not under the address)."""
+    from ansible_collections.maqet.vm.plugins.inventory.maqet import address_vars
+
+    vm = {"name": "br1", "known_hosts": "/srv/maqet/data/vms/br1/known_hosts",
+          "ssh": {"host_key_alias": "maqet-vm-br1"},
+          "spec": {"ssh": {"user": "admin", "private_key": "/keys/id", "port": 2200}}}
+    assert address_vars(vm, "192.0.2.10", 22) == {
+        "ansible_host": "192.0.2.10", "ansible_port": 2200, "ansible_user": "admin",
+        "ansible_ssh_private_key_file": "/keys/id",
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/srv/maqet/data/vms/br1/known_hosts"
+                                   " -o StrictHostKeyChecking=yes -o HostKeyAlias=maqet-vm-br1"}
+    # No keys printed yet (or an older runner's file without the alias): the user's own.
+    bare = {"name": "br2", "known_hosts": None, "ssh": {}, "spec": {}}
+    assert address_vars(bare, "2001:db8::5", 22) == {
+        "ansible_host": "2001:db8::5", "ansible_port": 22}
+    assert address_vars(vm, "192.0.2.10", 0) == {"ansible_host": "192.0.2.10"}
+
+
 def test_agent_connection_for_vms_with_the_channel(plugin, tmp_path):
     home = tmp_path / "home"
     define(home, name="ga1", agent=True)
