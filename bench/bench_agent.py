@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
@@ -253,7 +255,7 @@ def bench_copy(root: Path, ctx: Any, vm: str, port: int, known: Path,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--mib", type=int, default=10)

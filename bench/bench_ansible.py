@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -143,7 +145,7 @@ def bench_inventory(root: Path, env: dict[str, str], n: int, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--vms", type=int, default=10)
     parser.add_argument("--inventory-vms", type=int, default=100)

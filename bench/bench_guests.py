@@ -54,6 +54,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
@@ -398,7 +400,7 @@ def bench_cloud(root: Path, env: dict[str, str], key: Any, runs: int) -> Results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--image", choices=("tiny", "cloud"), default="tiny",
                         help="the tests' small SSH guest, or the Debian 12 cloud image with "
                              "real cloud-init (1 VM only)")

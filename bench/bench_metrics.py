@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import compile_package
+from common import compile_package, description
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -51,7 +51,7 @@ def timed(runs: int, fn) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--running", type=int, default=5)
     parser.add_argument("--runs", type=int, default=15)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
@@ -134,7 +136,7 @@ def bench_rerun(hv: Hypervisors, root: Path, env: dict[str, str], n: int, runs: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--vms", type=int, default=5)
     parser.add_argument("--inventory-vms", type=int, default=100)

@@ -34,6 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "guest"))
@@ -59,7 +61,7 @@ def seconds(output: str) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--megabytes", type=int, default=32, help="per throughput run")
     parser.add_argument("--rounds", type=int, default=200,
                         help="TCP round trips (and 1/10 as many connections) per run")

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import compile_package
+from common import compile_package, description
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
@@ -130,7 +130,7 @@ async def raw_graceful_stop(argv: list[str], workdir: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rtt-runs", type=int, default=200)
     args = parser.parse_args()

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import description
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "guest"))
@@ -185,7 +187,7 @@ def bench_live(runs: int, home: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-live", action="store_true")
     args = parser.parse_args()

@@ -13,3 +13,9 @@ def compile_package() -> None:
     import maqet_engine
 
     compileall.compile_dir(str(Path(maqet_engine.__file__).parent), quiet=1)
+
+
+def description(doc: str | None) -> str:
+    """A benchmark's ``--help`` line: the first paragraph of its docstring, unwrapped
+    (its first line alone stops mid-sentence)."""
+    return " ".join((doc or "").split("\n\n", 1)[0].split())
