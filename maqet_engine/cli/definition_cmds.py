@@ -199,7 +199,7 @@ def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
                                             if view["accel"] else "")),
         ("tags", ", ".join(view["tags"])),
         ("storage", ", ".join(f"{s['name']}:{s['type']}" for s in spec.get("storage") or [])),
-        ("ports", describe_ports(view["ports"])), ("known_hosts", view["known_hosts"]),
+        ("ports", describe_ports(view["ports"])), ("known_hosts", _known_hosts_text(view)),
         ("networks", ", ".join(_nic_text(n) for n in view.get("networks") or [])),
         ("networks changed", ", ".join(view.get("networks_changed") or [])),
         ("last exit", view["last_exit"]), ("directory", view["paths"]["dir"]),
@@ -207,6 +207,15 @@ def cmd_show(args: argparse.Namespace, ctx: CLIContext) -> int:
     ]
     print(key_values(pairs))
     return C.EXIT_OK
+
+
+def _known_hosts_text(view: dict[str, Any]) -> str | None:
+    """The VM's known_hosts, and the name its guest's keys are under for a guest reached
+    at an address of its own (``ssh -o HostKeyAlias=...``)."""
+    alias = (view.get("ssh") or {}).get("host_key_alias")
+    if view["known_hosts"] is None or not alias:
+        return view["known_hosts"]
+    return f"{view['known_hosts']} (host key alias {alias})"
 
 
 def _nic_text(nic: dict[str, Any]) -> str:

@@ -104,6 +104,32 @@ def test_ls_and_show(maqet_home, tmp_path, capsys):
     assert data[0] == C.DEFAULT_BINARY and "-accel" in data and "tcg" in data
 
 
+# A real ssh-keygen ed25519 key (tests/unit/cloudinit/conftest.py has more).
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINjdOVyhCHuxWRHXdl4TleBWHlnhseLcB6KFFD4MBTA4"
+
+
+def shown(capsys: pytest.CaptureFixture[str], key: str) -> str:
+    """The value of one line of ``maqet show vm1``."""
+    _, out, _ = run(capsys, "show", "vm1")
+    [value] = [line.split(None, 1)[1] for line in out.splitlines() if line.split()[0] == key]
+    return value
+
+
+def test_show_names_the_host_key_alias(maqet_home, tmp_path, capsys):
+    """The alias a guest at an address of its own is checked under (ssh -o HostKeyAlias),
+    shown beside the VM's known_hosts once the file holds it."""
+    run(capsys, "add", "-c", str(write_config(tmp_path, MINIMAL)))
+    _, data = run_json(capsys, "show", "vm1")
+    known_hosts = Path(data["paths"]["dir"]) / C.KNOWN_HOSTS_FILE
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.write_text(f"[127.0.0.1]:40022 {HOST_KEY}\n")  # a runner of before the alias
+    assert shown(capsys, "known_hosts") == str(known_hosts)
+    known_hosts.write_text(f"[127.0.0.1]:40022,maqet-vm-vm1 {HOST_KEY}\n")
+    assert shown(capsys, "known_hosts") == f"{known_hosts} (host key alias maqet-vm-vm1)"
+    _, data = run_json(capsys, "show", "vm1")
+    assert data["ssh"]["host_key_alias"] == "maqet-vm-vm1"
+
+
 def test_rm(maqet_home, tmp_path, capsys):
     run(capsys, "add", "-c", str(write_config(tmp_path, MINIMAL)))
     code, out, _ = run(capsys, "rm", "vm1")
