@@ -34,11 +34,12 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import gc
 import logging
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from maqet_engine import constants as C
@@ -106,6 +107,19 @@ _COMPILED: dict[str, re.Pattern[str]] = {}  # recent good patterns (compiled und
 _COMPILED_MAX = 256
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No garbage collection inside a CPU budget: the budget is the pattern's own work,
+    and a collection falling into it (tens of milliseconds in a big heap) is not."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """A client's serial pattern compiled, or a UsageError saying what is wrong."""
     regex = _COMPILED.get(pattern)
@@ -115,7 +129,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         raise UsageError(f"serial pattern of {len(pattern)} characters is longer than "
                          f"{C.SERIAL_PATTERN_MAX_CHARS}")
     try:
-        with _BUDGET.limit(C.SERIAL_MATCH_BUDGET_S):
+        with _no_gc(), _BUDGET.limit(C.SERIAL_MATCH_BUDGET_S):
             regex = re.compile(pattern)
     except _OverBudget as err:
         raise UsageError(f"serial pattern {pattern[:200]!r} takes too long to compile") from err
@@ -270,7 +284,7 @@ class SerialDrain:
                 budget = min(C.SERIAL_MATCH_BUDGET_S, deadline - loop.time())
                 started = time.monotonic()
                 try:
-                    with _BUDGET.limit(budget):
+                    with _no_gc(), _BUDGET.limit(budget):
                         found, cursor, finished = self._search_slice(regex, cursor)
                 finally:
                     # A search that overran its slice (a pattern hitting the budget) keeps

@@ -5,6 +5,8 @@ longer than ``SERIAL_MATCH_BUDGET_S``, and normal waits keep their meaning."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -14,6 +16,7 @@ from chardev import drain_of  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.errors import OperationTimeout, UsageError
+from maqet_engine.runner import serial
 from maqet_engine.runner.serial import SerialDrain
 
 CATASTROPHIC = r"(a|a)*@@@"  # 2**n steps on a line of n 'a's (~4 s for 25 under old code)
@@ -161,3 +164,30 @@ def test_bad_patterns_are_usage_errors(tmp_path, pattern, reason):
         asyncio.run(main())
     assert reason in str(info.value)
     assert len(str(info.value)) < 400
+
+
+def test_no_garbage_collection_is_charged_to_a_pattern(tmp_path):
+    """Compiling and searching run under a CPU budget of SERIAL_MATCH_BUDGET_S; a
+    collection falling into one (tens of milliseconds in a big heap) would be charged to
+    the pattern and refuse a good one. Collections forced at every allocation here: none
+    runs inside a budget, and the pattern compiles and matches."""
+    inside: list[str] = []
+
+    def collection(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start" and serial._BUDGET._armed:  # the CPU timer runs
+            inside.append(sys._getframe(1).f_code.co_name)
+
+    async def main() -> dict[str, object]:
+        async with drain_of(tmp_path) as (drain, chardev):
+            await chardev.send("boot\nlogin: ok\n" + "filler line\n" * 5000)
+            threshold = gc.get_threshold()
+            gc.callbacks.append(collection)
+            gc.set_threshold(1)
+            try:
+                return await drain.wait(r"^(login|user)[:]\s+(\w+)$", since=0, timeout=5)
+            finally:
+                gc.set_threshold(*threshold)
+                gc.callbacks.remove(collection)
+
+    assert asyncio.run(main()) == {"match": "login: ok", "offset": 15}
+    assert inside == []
