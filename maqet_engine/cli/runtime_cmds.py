@@ -65,19 +65,24 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     keys.add_argument("keys", nargs="+", metavar="KEY")
     typ = add("type", "type text on the VM's keyboard (US layout; \\n is Enter)", cmd_type)
     typ.add_argument("text")
-    wait = add("wait", "wait for the guest: a regex on its console, its SSH server", cmd_wait,
+    wait = add("wait", "wait for the guest: a regex on its console, its SSH server, its "
+               "agent", cmd_wait,
                description="Wait, counting from the start of this boot, until PATTERN (a "
                "regular expression, matched per line with terminal escapes stripped) appears "
                "on the VM's serial console, and/or (--ssh) until the guest's SSH server "
                "answers through the VM's forward to its SSH port and, for a cloud-init "
-               "guest, its host keys are in the VM's known_hosts.")
+               "guest, its host keys are in the VM's known_hosts, and/or (--agent) until "
+               "the guest agent answers on the VM's agent channel; in that order.")
     wait.add_argument("pattern", nargs="?", help="regex on the console (as --console)")
     wait.add_argument("--console", metavar="REGEX", help="regex on the console")
     wait.add_argument("--ssh", action="store_true",
                       help="the guest's SSH banner (and host keys: see 'maqet show')")
+    wait.add_argument("--agent", action="store_true",
+                      help="the guest agent answers (exit 7 when it does not in time)")
     wait.add_argument("--timeout", type=seconds, default=None,
                       help=f"seconds to wait for everything (default "
-                      f"{C.SERIAL_WAIT_TIMEOUT_S:g}, with --ssh {C.SSH_WAIT_TIMEOUT_S:g})")
+                      f"{C.SERIAL_WAIT_TIMEOUT_S:g}, with --ssh or --agent "
+                      f"{C.SSH_WAIT_TIMEOUT_S:g})")
     wait.add_argument("--since", type=int, default=None, metavar="OFFSET",
                       help="console text after this offset only (printed by an earlier "
                       "wait) instead of this boot's")
@@ -246,17 +251,18 @@ def cmd_wait(args: argparse.Namespace, ctx: CLIContext) -> int:
     if args.pattern is not None and args.console is not None:
         raise UsageError("give the console pattern once: PATTERN or --console")
     console = args.console if args.console is not None else args.pattern
-    if console is None and not args.ssh:
-        raise UsageError("nothing to wait for", hint="give a PATTERN (or --console REGEX) "
-                         "and/or --ssh")
+    if console is None and not args.ssh and not args.agent:
+        raise UsageError("nothing to wait for", hint="give a PATTERN (or --console REGEX), "
+                         "--ssh and/or --agent")
     timeout = args.timeout if args.timeout is not None else (
-        C.SSH_WAIT_TIMEOUT_S if args.ssh else C.SERIAL_WAIT_TIMEOUT_S)
+        C.SSH_WAIT_TIMEOUT_S if args.ssh or args.agent else C.SERIAL_WAIT_TIMEOUT_S)
     what = " and ".join(([repr(console)] if console is not None else [])
-                        + (["SSH"] if args.ssh else []))
+                        + (["SSH"] if args.ssh else [])
+                        + (["the guest agent"] if args.agent else []))
     with ctx.progress(f"waiting for {what} on {args.name}"):
         found = wait_ready(ctx.engine(), args.name, console=console, ssh=args.ssh,
-                           timeout=timeout, since="boot" if args.since is None
-                           else args.since).data
+                           agent=args.agent, timeout=timeout,
+                           since="boot" if args.since is None else args.since).data
     lines = []
     if "console" in found:
         lines.append(f"{args.name}: {found['console']['match']} "
@@ -266,8 +272,10 @@ def cmd_wait(args: argparse.Namespace, ctx: CLIContext) -> int:
         lines.append(f"{args.name}: {ssh['banner']} at {ssh['host']}:{ssh['port']}"
                      + (f"; known_hosts {ssh['known_hosts']}" if ssh["known_hosts"] else
                         "; no host keys on its console (not in known_hosts)"))
+    if "agent" in found:
+        lines.append(f"{args.name}: guest agent answers (qemu-ga {found['agent']['version']})")
     # A console-only wait prints {"match", "offset"} as it always did.
-    ctx.emit(found["console"] if not args.ssh else found, "\n".join(lines))
+    ctx.emit(found["console"] if not (args.ssh or args.agent) else found, "\n".join(lines))
     return C.EXIT_OK
 
 

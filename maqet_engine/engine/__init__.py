@@ -45,7 +45,7 @@ _EXPORTS = {
     "qmp": _OPS, "is_read_only": _OPS, "send_keys": _OPS, "type_text": _OPS,
     "screendump": _OPS, "SCREENDUMP_FORMATS": _OPS, "write_console": _OPS,
     # waiting for the guest, and what its console printed
-    "wait_console": _WAITS, "wait_ssh": _WAITS, "wait_ready": _WAITS,
+    "wait_console": _WAITS, "wait_ssh": _WAITS, "wait_agent": _WAITS, "wait_ready": _WAITS,
     "read_console": _WAITS,
     # into the guest through its agent, and the serial console
     "guest_exec": _GUEST, "exec_argv": _GUEST, "put_file": _GUEST, "fetch_file": _GUEST,

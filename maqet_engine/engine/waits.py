@@ -9,8 +9,10 @@ marker an earlier boot printed never satisfies it.
   anything listens in the guest, so an open port means nothing, and OpenSSH under TCG
   livelocks on probes much shorter than that) and, for a guest that prints its host keys
   (cloud-init), the VM's known_hosts holds them;
+- :func:`wait_agent`: the guest agent (qemu-ga on the VM's ``agent: true`` channel)
+  answers;
 - :func:`wait_ready`: several of those against one deadline, in a fixed order (console,
-  then SSH; the guest agent will be the next condition);
+  then SSH, then the agent);
 - :func:`read_console`: the text between two console offsets.
 """
 
@@ -26,7 +28,7 @@ from maqet_engine.engine.api import check_timeout
 from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
-from maqet_engine.errors import OperationTimeout, StateConflict, UsageError
+from maqet_engine.errors import AgentUnavailable, OperationTimeout, StateConflict, UsageError
 
 BOOT = "boot"  # a console offset: where the current boot began
 
@@ -94,14 +96,47 @@ def wait_ssh(ctx: EngineContext, name: str, timeout: float = C.SSH_WAIT_TIMEOUT_
 
 
 @operation
+def wait_agent(ctx: EngineContext, name: str,
+               timeout: float = C.SSH_WAIT_TIMEOUT_S) -> Result:
+    """Wait until the guest agent answers: qemu-ga in the guest, on the VM's
+    ``agent: true`` channel (``guest-info``, after the runner brought the channel in
+    step). A guest still booting gets until ``timeout``; an agent that closes its port
+    meanwhile (a reboot) is waited for again. ``data``: ``version`` (qemu-ga's).
+
+    :raise AgentUnavailable: the VM runs without an agent channel (at once), or no agent
+        answered within ``timeout``.
+    :raise StateConflict: the VM does not run, or stops while waiting.
+    """
+    check_timeout(timeout)
+    deadline = time.monotonic() + timeout
+    _view(ctx, name)
+    while True:
+        left = max(deadline - time.monotonic(), C.AGENT_WAIT_MIN_S)
+        try:
+            info = _call(ctx, name, "agent", command="guest-info", arguments={},
+                         agent_timeout=left, ipc_timeout=left + C.IPC_TIMEOUT_S)
+        except AgentUnavailable:
+            # Asked again only while time is left and the channel can still come up (it
+            # closed under the request: a reboot). No channel, or QEMU gone: as raised.
+            if deadline - time.monotonic() <= C.AGENT_WAIT_MIN_S:
+                raise
+            _view(ctx, name)
+            agent = _call(ctx, name, "status").get("agent")
+            if agent is None or agent.get("state") == "closed":
+                raise
+            continue
+        return Result(name=name, state="wait", data={"version": info.get("version")})
+
+
+@operation
 def wait_ready(ctx: EngineContext, name: str, *, console: str | None = None,
-               ssh: bool = False, timeout: float = C.SSH_WAIT_TIMEOUT_S,
-               since: int | str = BOOT) -> Result:
+               ssh: bool = False, agent: bool = False,
+               timeout: float = C.SSH_WAIT_TIMEOUT_S, since: int | str = BOOT) -> Result:
     """Wait for each condition asked for, in order, within one ``timeout``: ``console``
     (a regex on the console after ``since``, default this boot's start), then ``ssh``
-    (:func:`wait_ssh`). ``data``: one entry per condition (``console``: match and
-    offset; ``ssh``: as wait_ssh's). Nothing asked for returns at once. (The guest agent
-    will be one more condition, after SSH.)"""
+    (:func:`wait_ssh`), then ``agent`` (:func:`wait_agent`). ``data``: one entry per
+    condition (``console``: match and offset; ``ssh``: as wait_ssh's; ``agent``: as
+    wait_agent's). Nothing asked for returns at once."""
     check_timeout(timeout)
     deadline = time.monotonic() + timeout
     result = Result(name=name, state="wait", data={})
@@ -113,6 +148,9 @@ def wait_ready(ctx: EngineContext, name: str, *, console: str | None = None,
         reached = wait_ssh(ctx, name, timeout=_left(deadline, timeout, "SSH"))
         result.data["ssh"] = reached.data
         result.vm = reached.vm
+    if agent:
+        result.data["agent"] = wait_agent(
+            ctx, name, timeout=_left(deadline, timeout, "the guest agent")).data
     return result
 
 

@@ -113,6 +113,16 @@ def test_a_play_through_the_agent_without_a_network(sandbox, tmp_path: Path):
     assert took < 500
 
 
+def test_maqet_vm_waits_for_the_agent_then_a_play_goes_through_it(sandbox):
+    """wait: {agent: true}: one task creates, starts and waits for qemu-ga in a guest
+    without a network; the next play reaches it through the agent connection."""
+    run = sandbox.playbook("agent_wait.yml", extra_vars={"vm_definition": agent_guest("aw1")})
+    assert run.rc == 0, run.explain()
+    assert run.recap("localhost")["failed"] == 0, run.explain()
+    assert run.recap("aw1") == {"ok": 2, "changed": 0, "unreachable": 0, "failed": 0,
+                                "skipped": 0, "rescued": 0, "ignored": 0}, run.explain()
+
+
 def test_a_guest_reboot_in_the_middle_of_a_play(sandbox):
     start(sandbox, agent_guest("rb1", reboot=True))
     config = inventory_config(sandbox, {"rb1": BOOT_AGENT_TIMEOUT})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pty
 import re
@@ -28,7 +29,7 @@ import pytest
 
 from maqet_engine import constants as C
 from maqet_engine import engine
-from maqet_engine.errors import AgentUnavailable, OperationTimeout
+from maqet_engine.errors import AgentUnavailable, OperationTimeout, StateConflict
 from maqet_engine.paths import resolve_paths
 
 pytestmark = pytest.mark.qemu
@@ -234,6 +235,12 @@ def test_status_shows_the_agent(shared):
     cli = home.maqet("status", name)
     assert re.search(rb"^agent +connected \(synced \d\d:\d\d:\d\d\)$", cli.stdout,
                      re.MULTILINE), cli.stdout
+    # An agent that answers satisfies a wait at once, with its version.
+    version = engine.guest_info(home.ctx, name).data["agent"]["version"]
+    assert engine.wait_agent(home.ctx, name, timeout=AGENT_TIMEOUT).data == {"version": version}
+    cli = home.maqet("wait", name, "--agent")
+    assert (cli.returncode, cli.stdout.decode()) == (
+        0, f"{name}: guest agent answers (qemu-ga {version})\n"), cli.stderr
 
 
 def test_a_hung_agent_is_an_error_within_the_timeout_and_recovers(shared):
@@ -346,6 +353,16 @@ def test_a_vm_without_the_agent_channel_fails_at_once_with_exit_7(own: Home):
     assert engine.apply(own.ctx, spec=spec, state="running").restart_required
     with pytest.raises(AgentUnavailable, match="runs the one from before"):
         engine.guest_exec(own.ctx, name, ["true"], agent_timeout=30)
+    # Waiting for an agent that has no channel ends at once too, not after the timeout.
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match="runs the one from before"):
+        engine.wait_agent(own.ctx, name, timeout=60)
+    assert time.monotonic() - started < 5
+    cli = own.maqet("wait", name, "--agent", "--timeout", "60")
+    assert cli.returncode == C.EXIT_AGENT and b"has no guest agent channel" in cli.stderr
+    engine.stop(own.ctx, name)
+    with pytest.raises(StateConflict, match="is stopped"):
+        engine.wait_agent(own.ctx, name, timeout=60)
 
 
 def test_no_agent_in_the_guest_is_an_error_within_the_timeout(own: Home):
@@ -358,6 +375,12 @@ def test_no_agent_in_the_guest_is_an_error_within_the_timeout(own: Home):
         engine.guest_exec(own.ctx, name, ["true"], agent_timeout=2)
     assert 2 <= time.monotonic() - started < 6
     cli = own.maqet("guest-info", "--agent-timeout", "1", name)
+    assert cli.returncode == C.EXIT_AGENT and b"not running in the guest" in cli.stderr
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match="qemu-ga is not running in the guest"):
+        engine.wait_agent(own.ctx, name, timeout=2)
+    assert 2 <= time.monotonic() - started < 6
+    cli = own.maqet("wait", name, "--agent", "--timeout", "1")
     assert cli.returncode == C.EXIT_AGENT and b"not running in the guest" in cli.stderr
 
 
@@ -376,6 +399,14 @@ def test_a_guest_reboot_resyncs_and_a_killed_agent_is_reported(own: Home):
     assert second != first  # another boot
     status = engine.status(own.ctx, name).data
     assert status["status"] == "running" and status["agent"]["last_sync"] > synced
+    # maqet wait --agent across a reboot: it returns once the next boot's agent answers.
+    with pytest.raises(AgentUnavailable, match="closed its port|restarted while"):
+        run(own, name, "reboot", "-f")
+    cli = own.maqet("--json", "wait", name, "--agent", "--timeout", str(BOOT_TIMEOUT))
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["agent"]["version"]
+    third = run(own, name, "cat", "/proc/sys/kernel/random/boot_id")["stdout"]
+    assert third not in (first, second)
     # Stop qemu-ga for good: its respawn loop (its parent), then itself ($PPID of the
     # command it runs). It cannot report this command's end either.
     with pytest.raises(AgentUnavailable, match="closed its port|restarted while"):

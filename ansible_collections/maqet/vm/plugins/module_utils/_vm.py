@@ -39,6 +39,7 @@ VM_ARGUMENT_SPEC = argument_spec(
     purge={"type": "bool", "default": False},
     wait={"type": "dict", "options": {
         "ssh": {"type": "bool", "default": False},
+        "agent": {"type": "bool", "default": False},
         "console": {"type": "str"},
         "timeout": {"type": "float", "default": DEFAULT_WAIT_TIMEOUT},
     }},
@@ -105,7 +106,8 @@ def wait_for_guest(ctx, name, wait):
     from maqet_engine import engine
 
     waited = engine.wait_ready(ctx, name, console=wait.get("console"),
-                               ssh=wait.get("ssh"), timeout=wait["timeout"])
+                               ssh=wait.get("ssh"), agent=wait.get("agent"),
+                               timeout=wait["timeout"])
     return waited.data, engine.show(ctx, name).data
 
 
@@ -116,7 +118,7 @@ def run_vm(module):
     if params["timeout"] < 0:
         module.fail_json(msg="timeout must not be negative")
     wait = params.get("wait") or {}
-    waiting = bool(wait.get("ssh") or wait.get("console") is not None)
+    waiting = bool(wait.get("ssh") or wait.get("agent") or wait.get("console") is not None)
     if waiting and params["state"] not in WAIT_STATES:
         module.fail_json(msg="wait applies to state running or restarted, not {0}".format(
             params["state"]))

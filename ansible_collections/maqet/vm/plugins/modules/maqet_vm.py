@@ -33,10 +33,11 @@ description:
   - V(stopped) returns only after QEMU has exited (ACPI powerdown, then QMP quit, then
     SIGKILL after O(timeout)).
   - With O(wait), a V(running) or V(restarted) task also waits until the guest is ready,
-    that is a regex on its serial console (O(wait.console)) and/or its SSH server
-    (O(wait.ssh)), counted from this boot. So one task creates, starts and waits for a
-    guest that the next play can reach over SSH (the P(maqet.vm.maqet#inventory)
-    inventory gives the connection variables, host key checking on).
+    that is a regex on its serial console (O(wait.console)), its SSH server
+    (O(wait.ssh)) and/or its guest agent (O(wait.agent)), counted from this boot. So
+    one task creates, starts and waits for a guest that the next play can reach over
+    SSH (the P(maqet.vm.maqet#inventory) inventory gives the connection variables, host
+    key checking on) or through its agent.
   - A forward's host port may be C(auto) (C(host) V(auto), C(guest) V(22)); QEMU binds
     a free port at each start, and RV(vm.ports) and RV(vm.ssh) give the real one.
   - When a task fails after it already changed something (the definition was stored,
@@ -122,8 +123,9 @@ options:
   wait:
     description:
       - After O(state=running) or O(state=restarted), wait until the guest is ready,
-        counting from the start of this boot. Conditions are checked in this order, O(wait.console)
-        then O(wait.ssh), all within O(wait.timeout). Not waited for in check mode.
+        counting from the start of this boot. Conditions are checked in this order,
+        O(wait.console), O(wait.ssh), then O(wait.agent), all within O(wait.timeout). Not
+        waited for in check mode.
       - Waiting never changes anything (a running VM that is ready returns at once), so
         a re-run stays C(changed=false).
       - A wait that fails after the task started the VM fails with C(changed=true) and
@@ -138,6 +140,15 @@ options:
             (or with a new instance), until maqet wrote the host keys the guest printed
             on its console into the VM's known_hosts (RV(vm.known_hosts)).
           - The VM needs such a forward; one with C(host) V(auto) is enough.
+        type: bool
+        default: false
+      agent:
+        description:
+          - Wait until the guest agent (qemu-ga in the guest) answers on the VM's agent
+            channel (C(agent) V(true) in the definition), for example before tasks through
+            the P(maqet.vm.agent#connection) connection. A reboot of the guest meanwhile
+            is waited out.
+          - A VM that runs without the channel fails at once.
         type: bool
         default: false
       console:
@@ -464,6 +475,9 @@ wait:
     ssh:
       description: C(host) and C(port) where the guest's SSH server answered, C(banner),
         C(user), C(known_hosts), C(host_keys).
+      type: dict
+    agent:
+      description: C(version), the guest agent's.
       type: dict
   sample:
     ssh: {host: 127.0.0.1, port: 40022, banner: SSH-2.0-OpenSSH_9.2p1 Debian-2,
