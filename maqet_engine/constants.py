@@ -391,6 +391,11 @@ AGENT_CHARDEV_ID: Final = "maqet-qga"
 AGENT_SERIAL_ID: Final = "maqet.vser0"  # the virtio-serial-pci controller (bus maqet.vser0.0)
 AGENT_PORT_ID: Final = "maqet.qga0"  # the virtserialport: QMP VSERPORT_CHANGE names it
 AGENT_TIMEOUT_S: Final = 30.0  # default: waiting for the agent to answer (sync, each reply)
+# The agent channel's states, as `maqet status` shows them (runner/agent.py sets them).
+AGENT_ABSENT: Final = "absent"  # the guest has not opened the port (no qemu-ga yet)
+AGENT_SYNCING: Final = "syncing"
+AGENT_CONNECTED: Final = "connected"
+AGENT_CLOSED: Final = "closed"  # QEMU exited
 # wait_agent: the least time one more guest-info is given after the port closed under one
 AGENT_WAIT_MIN_S: Final = 0.05
 AGENT_SYNC_FIRST_S: Final = 0.5  # guest-sync: first wait for the id to come back,

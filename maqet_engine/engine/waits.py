@@ -122,7 +122,7 @@ def wait_agent(ctx: EngineContext, name: str,
                 raise
             _view(ctx, name)
             agent = _call(ctx, name, "status").get("agent")
-            if agent is None or agent.get("state") == "closed":
+            if agent is None or agent.get("state") == C.AGENT_CLOSED:
                 raise
             continue
         return Result(name=name, state="wait", data={"version": info.get("version")})

@@ -45,7 +45,8 @@ from typing import Any
 from maqet_engine import constants as C
 from maqet_engine.errors import AgentCommandError, AgentUnavailable
 
-ABSENT, SYNCING, CONNECTED, CLOSED = "absent", "syncing", "connected", "closed"
+ABSENT, SYNCING, CONNECTED, CLOSED = (C.AGENT_ABSENT, C.AGENT_SYNCING, C.AGENT_CONNECTED,
+                                      C.AGENT_CLOSED)
 
 
 class _PortClosed(Exception):  # noqa: N818 - internal, never leaves this module
