@@ -10,8 +10,8 @@ from maqet_engine import constants as C
 from maqet_engine.cloudinit.files import write_atomic
 from maqet_engine.cloudinit.sshkeys import parse_public_key
 
-__all__ = ["host_key_alias", "host_pattern", "known_hosts_lines", "read_known_hosts",
-           "write_known_hosts"]
+__all__ = ["distinct_keys", "host_key_alias", "host_pattern", "known_hosts_entries",
+           "known_hosts_lines", "read_known_hosts", "write_known_hosts"]
 
 
 def host_pattern(host: str, port: int = C.SSH_DEFAULT_PORT) -> str:
@@ -70,10 +70,10 @@ def write_known_hosts(path: str | os.PathLike[str], lines: Iterable[str]) -> boo
     return write_atomic(Path(path), text.encode("utf-8"))
 
 
-def read_known_hosts(path: str | os.PathLike[str]) -> list[str]:
-    """The distinct keys (``TYPE BASE64``) of a known_hosts file, in order; ``[]`` when the
-    file does not exist. Comments, markers (``@cert-authority``, ``@revoked``) and lines
-    that are not a valid public key are skipped.
+def known_hosts_entries(path: str | os.PathLike[str]) -> list[tuple[tuple[str, ...], str]]:
+    """Each line of a known_hosts file as ``(host patterns, key)`` (``TYPE BASE64``), in
+    order; ``[]`` when the file does not exist. Comments, markers (``@cert-authority``,
+    ``@revoked``) and lines that are not a valid public key are skipped.
 
     :raise OSError: the file exists but cannot be read.
     """
@@ -81,7 +81,7 @@ def read_known_hosts(path: str | os.PathLike[str]) -> list[str]:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
-    keys: list[str] = []
+    entries = []
     for line in text.splitlines():
         fields = line.split(None, 1)
         if len(fields) < 2 or line.lstrip().startswith(("#", "@")):
@@ -90,9 +90,22 @@ def read_known_hosts(path: str | os.PathLike[str]) -> list[str]:
             key = parse_public_key(fields[1]).key
         except ValueError:
             continue
-        if key not in keys:
-            keys.append(key)
-    return keys
+        entries.append((tuple(fields[0].split(",")), key))
+    return entries
+
+
+def distinct_keys(entries: Iterable[tuple[tuple[str, ...], str]]) -> list[str]:
+    """The keys of :func:`known_hosts_entries`, each once, in order."""
+    return list(dict.fromkeys(key for _patterns, key in entries))
+
+
+def read_known_hosts(path: str | os.PathLike[str]) -> list[str]:
+    """The distinct keys (``TYPE BASE64``) of a known_hosts file, in order; ``[]`` when the
+    file does not exist (see :func:`known_hosts_entries`).
+
+    :raise OSError: the file exists but cannot be read.
+    """
+    return distinct_keys(known_hosts_entries(path))
 
 
 def _check_host(host: str) -> None:

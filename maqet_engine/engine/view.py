@@ -129,14 +129,16 @@ def known_host_keys(path: Any, vm_name: str) -> tuple[list[str], str | None]:
     try:
         if not path.exists():
             return [], None
-        from maqet_engine.cloudinit.known_hosts import host_key_alias, read_known_hosts
+        from maqet_engine.cloudinit.known_hosts import (
+            distinct_keys,
+            host_key_alias,
+            known_hosts_entries,
+        )
 
-        keys = read_known_hosts(path)
+        entries = known_hosts_entries(path)
         alias = host_key_alias(vm_name)
-        named = any(alias in line.split(None, 1)[0].split(",")
-                    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-                    if line.strip())
-        return keys, (alias if keys and named else None)
+        named = any(alias in patterns for patterns, _key in entries)
+        return distinct_keys(entries), (alias if named else None)
     except (OSError, ValueError):
         return [], None
 
