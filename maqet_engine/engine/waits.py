@@ -26,6 +26,7 @@ from maqet_engine import constants as C
 from maqet_engine.engine import lifecycle, runstate
 from maqet_engine.engine.api import check_timeout
 from maqet_engine.engine.context import EngineContext, operation
+from maqet_engine.engine.guest import agent_command
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import AgentUnavailable, OperationTimeout, StateConflict, UsageError
@@ -113,8 +114,7 @@ def wait_agent(ctx: EngineContext, name: str,
     while True:
         left = max(deadline - time.monotonic(), C.AGENT_WAIT_MIN_S)
         try:
-            info = _call(ctx, name, "agent", command="guest-info", arguments={},
-                         agent_timeout=left, ipc_timeout=left + C.IPC_TIMEOUT_S)
+            info = agent_command(ctx, name, "guest-info", agent_timeout=left).data
         except AgentUnavailable:
             # Asked again only while time is left and the channel can still come up (it
             # closed under the request: a reboot). No channel, or QEMU gone: as raised.
