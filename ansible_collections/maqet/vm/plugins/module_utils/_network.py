@@ -85,16 +85,27 @@ def run_network(module):
     exit_task(module, **task)
 
 
+def describe_networks(ctx, name=None):
+    """The views of one network (by name: the engine's show_network, which looks at that
+    network only) or of all; a missing network gives an empty list."""
+    from maqet_engine import engine
+
+    if name:
+        from maqet_engine.errors import NetworkNotFound
+
+        try:
+            return [engine.show_network(ctx, name).data]
+        except NetworkNotFound:
+            return []
+    return engine.list_networks(ctx).data
+
+
 def run_network_info(module):
     """Body of maqet_network_info (never changes anything)."""
     require_engine(module)
-    from maqet_engine import engine
-
     ctx = context(module, check_mode=True)
     name = module.params["name"]
-    networks = run(module, lambda: engine.list_networks(ctx).data)
-    if name:
-        networks = [n for n in networks if n["name"] == name]
+    networks = run(module, lambda: describe_networks(ctx, name))
     result = {"changed": False, "networks": networks}
     if name:
         result["exists"] = bool(networks)
