@@ -49,7 +49,7 @@ _EXPORTS = {
     "read_console": _WAITS,
     # into the guest through its agent, and the serial console
     "guest_exec": _GUEST, "exec_argv": _GUEST, "put_file": _GUEST, "fetch_file": _GUEST,
-    "guest_info": _GUEST, "agent_command": _GUEST, "console": _GUEST,
+    "guest_info": _GUEST, "guest_interfaces": _GUEST, "agent_command": _GUEST, "console": _GUEST,
     "ConsoleSession": _GUEST,
     # the event stream and metrics (docs/observability.md)
     "events": _EVENTS, "follow_events": _EVENTS, "parse_since": _EVENTS,

@@ -222,6 +222,7 @@ def test_guest_info_without_a_network(shared):
     assert [i["name"] for i in info["interfaces"]] == ["lo"]  # no NIC at all
     assert info["interfaces"][0]["ipv4"] == ["127.0.0.1"]
     assert info["agent"]["version"].startswith("7.2")
+    assert engine.guest_interfaces(home.ctx, name).data == info["interfaces"]
     cli = home.maqet("guest-info", name)
     assert cli.returncode == 0
     assert re.search(rb"^os +Debian GNU/Linux 12 \(bookworm\)$", cli.stdout, re.MULTILINE)

@@ -406,13 +406,11 @@ class GuestKnownHosts:
 
     def __init__(self, path):
         self.path = path
-        self.lines = []
+        self.lines = {}  # each line once, in order (a dict: no scan per key)
 
     def add(self, name, keys):
         for key in keys:
-            line = "{0} {1}".format(name, key)
-            if line not in self.lines:
-                self.lines.append(line)
+            self.lines.setdefault("{0} {1}".format(name, key), None)
 
     def write(self):
         if not self.lines and not os.path.exists(self.path):
@@ -953,21 +951,24 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, vms):
         include_stopped = self.get_option("include_stopped")
         guest_port = self.get_option("ssh_guest_port")
+        agent_connection = self.get_option("agent_connection")
+        # One engine context for every VM whose agent is asked for its addresses.
+        agents = EngineContext.for_home(self._home, check_mode=True) \
+            if self.get_option("agent_addresses") else None
         self.inventory.add_group("maqet")
         for vm in vms:
             if not include_stopped and vm["status"] not in ACTIVE:
                 continue
             vm = dict(vm)
             connection = connection_vars(vm, guest_port)
-            if self.get_option("agent_addresses") and has_agent(vm) \
-                    and vm["status"] == "running":
-                addresses = self._guest_addresses(vm)
+            if agents is not None and has_agent(vm) and vm["status"] == "running":
+                addresses = self._guest_addresses(agents, vm)
                 if addresses is not None:
                     vm["guest_addresses"] = addresses
                     if addresses and "ansible_host" not in connection:
                         connection.update(address_vars(
                             vm, addresses[0].split("/", 1)[0], guest_port))
-            if self.get_option("agent_connection"):
+            if agent_connection:
                 connection.update(agent_vars(vm, self._home))
                 if "ansible_connection" in connection:
                     self._preload_agent_connection()
@@ -988,20 +989,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.display.vvv("maqet inventory: could not preload {0}: {1}".format(
                 AGENT_CONNECTION, err))
 
-    def _guest_addresses(self, vm):
-        """The guest's addresses as its agent reports them now; None (and a warning)
-        when it does not answer within agent_timeout."""
+    def _guest_addresses(self, ctx, vm):
+        """The guest's addresses as its agent reports them now (one agent command); None
+        (and a warning) when it does not answer within agent_timeout."""
         from maqet_engine import engine
 
-        ctx = EngineContext.for_home(self._home, check_mode=True)
         try:
-            info = engine.guest_info(ctx, vm["name"],
-                                     agent_timeout=max(1, self.get_option("agent_timeout")))
+            interfaces = engine.guest_interfaces(
+                ctx, vm["name"], agent_timeout=max(1, self.get_option("agent_timeout"))).data
         except MaqetError as err:
             self.display.warning("maqet inventory {0}: no guest addresses for {1}: {2}".format(
                 self._path, vm["name"], err))
             return None
-        return guest_addresses(info.data.get("interfaces"))
+        return guest_addresses(interfaces)
 
     def _add_host(self, name, vm, connection, extra_groups=()):
         """Add one VM: groups, ``maqet_*`` variables (from ``vm``), the connection
