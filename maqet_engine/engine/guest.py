@@ -31,6 +31,7 @@ from maqet_engine import constants as C
 from maqet_engine.control.client import RunnerClient
 from maqet_engine.engine import lifecycle
 from maqet_engine.engine.context import EngineContext, operation
+from maqet_engine.engine.lifecycle import call_vm, require_vm, stream_vm
 from maqet_engine.engine.result import Result
 from maqet_engine.errors import AgentCommandError, RuntimeFailure, UsageError
 
@@ -49,18 +50,6 @@ _FILE_FACTS = 'stat -c "%s %a" "$1" && sha256sum < "$1"'
 _CHMOD_SUM = 'chmod "$2" "$1" || exit 125; if [ "$3" = 1 ]; then sha256sum < "$1"; fi'
 _CHMOD_FAILED = 125
 _SHA256 = re.compile(r"\b([0-9a-f]{64})\b")
-
-
-def _stream(ctx: EngineContext, name: str, method: str, **params: Any) -> Any:
-    with ctx.open_store(create=False) as store:
-        return lifecycle.open_stream(ctx.paths, store, name, method, **params)
-
-
-def _call(ctx: EngineContext, name: str, method: str, *, ipc_timeout: float,
-          **params: Any) -> Any:
-    with ctx.open_store(create=False) as store:
-        return lifecycle.call(ctx.paths, store, name, method, ipc_timeout=ipc_timeout,
-                              **params)
 
 
 def _check_timeout(value: float | None, what: str) -> None:
@@ -88,8 +77,8 @@ def agent_command(ctx: EngineContext, name: str, command: str,
     """One guest agent command (``guest-get-osinfo``, ``guest-ping``, ...); ``data``: its
     return value. The runner refuses ``guest-sync`` (it keeps the channel in step)."""
     _check_timeout(agent_timeout, "agent_timeout")
-    data = _call(ctx, name, "agent", command=command, arguments=arguments or {},
-                 agent_timeout=agent_timeout, ipc_timeout=agent_timeout + C.IPC_TIMEOUT_S)
+    data = call_vm(ctx, name, "agent", command=command, arguments=arguments or {},
+                   agent_timeout=agent_timeout, ipc_timeout=agent_timeout + C.IPC_TIMEOUT_S)
     return Result(name=name, state="agent", data=data)
 
 
@@ -143,15 +132,14 @@ def guest_exec(ctx: EngineContext, name: str, argv: Sequence[str], *,
     result = Result(name=name, state="exec")
     result.record("exec", command=list(argv))
     if ctx.check_mode:
-        with ctx.open_store(create=False) as store:
-            store.require_vm(name)
+        require_vm(ctx, name)
         return result
     # The runner sends something at least every AGENT_EXEC_HEARTBEAT_S while the
     # command runs; each wait for its next message is bounded by that.
     wait = agent_timeout + C.AGENT_EXEC_HEARTBEAT_S + C.IPC_TIMEOUT_S
-    with _stream(ctx, name, "agent_exec", path=words[0], arg=words[1:],
-                 input=stdin is not None, timeout=timeout, agent_timeout=agent_timeout,
-                 ) as call:
+    with stream_vm(ctx, name, "agent_exec", path=words[0], arg=words[1:],
+                   input=stdin is not None, timeout=timeout, agent_timeout=agent_timeout,
+                   ) as call:
         if stdin is not None:
             _expect(call, "ready", wait)
             for piece in _chunks(stdin, C.IPC_STREAM_CLIENT_CHUNK):
@@ -219,16 +207,15 @@ def put_file(ctx: EngineContext, name: str, source: str | os.PathLike[str], dest
     result = Result(name=name, state="put_file")
     action = result.record("put_file", path=dest, size=info.st_size)
     if ctx.check_mode:
-        with ctx.open_store(create=False) as store:
-            store.require_vm(name)
+        require_vm(ctx, name)
         return result
     started = time.monotonic()
     wait = agent_timeout + C.IPC_TIMEOUT_S
     digest = hashlib.sha256()
     sent = 0
     with open(source, "rb") as handle, \
-            _stream(ctx, name, "agent_file_write", path=dest, agent_timeout=agent_timeout,
-                    ) as call:
+            stream_vm(ctx, name, "agent_file_write", path=dest, agent_timeout=agent_timeout,
+                      ) as call:
         _expect(call, "ready", wait)
         while piece := handle.read(C.IPC_STREAM_CLIENT_CHUNK):
             digest.update(piece)
@@ -285,8 +272,8 @@ def _read(ctx: EngineContext, name: str, path: str, sink: Callable[[bytes], obje
           progress: Callable[[int], None] | None, agent_timeout: float) -> int:
     wait = agent_timeout + C.IPC_TIMEOUT_S
     size = 0
-    with _stream(ctx, name, "agent_file_read", path=path, agent_timeout=agent_timeout,
-                 ) as call:
+    with stream_vm(ctx, name, "agent_file_read", path=path, agent_timeout=agent_timeout,
+                   ) as call:
         _expect(call, "ready", wait)
         while True:
             kind, value = call.receive(wait)
@@ -328,8 +315,7 @@ def fetch_file(ctx: EngineContext, name: str, source: str, dest: str | os.PathLi
     result = Result(name=name, state="fetch_file")
     action = result.record("fetch_file", path=str(target), source=source)
     if ctx.check_mode:
-        with ctx.open_store(create=False) as store:
-            store.require_vm(name)
+        require_vm(ctx, name)
         return result
     started = time.monotonic()
     total: int | None = None
@@ -491,7 +477,7 @@ def console(ctx: EngineContext, name: str, *, write: bool = True,
             timeout: float = C.IPC_TIMEOUT_S) -> ConsoleSession:
     """Attach to the VM's serial console: every byte the guest writes from now on, and
     (``write``, unless another session types already) typing."""
-    call = _stream(ctx, name, "console", write=write)
+    call = stream_vm(ctx, name, "console", write=write)
     try:
         ready = _expect(call, "ready", timeout)
     except BaseException:

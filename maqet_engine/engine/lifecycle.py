@@ -41,6 +41,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from maqet_engine.engine.context import EngineContext
+
 _log = log.get_logger(__name__)
 
 
@@ -395,6 +397,25 @@ def call(paths: Paths, store: Store, name: str, method: str, *,
 
     with RunnerClient(serving(paths, store, name), timeout=ipc_timeout) as client:
         return client.call(method, **params)
+
+
+def call_vm(ctx: EngineContext, name: str, method: str, *,
+            ipc_timeout: float = C.IPC_TIMEOUT_S, **params: Any) -> Any:
+    """:func:`call` for a facade call: the store of ``ctx`` opened for the request."""
+    with ctx.open_store(create=False) as store:
+        return call(ctx.paths, store, name, method, ipc_timeout=ipc_timeout, **params)
+
+
+def stream_vm(ctx: EngineContext, name: str, method: str, **params: Any) -> Any:
+    """:func:`open_stream` for a facade call, as :func:`call_vm`."""
+    with ctx.open_store(create=False) as store:
+        return open_stream(ctx.paths, store, name, method, **params)
+
+
+def require_vm(ctx: EngineContext, name: str) -> None:
+    """A VMNotFound when ``ctx``'s store has no VM ``name``."""
+    with ctx.open_store(create=False) as store:
+        store.require_vm(name)
 
 
 def open_stream(paths: Paths, store: Store, name: str, method: str, **params: Any) -> Any:

@@ -13,6 +13,7 @@ from maqet_engine import constants as C
 from maqet_engine.engine import lifecycle
 from maqet_engine.engine.api import Progress, apply
 from maqet_engine.engine.context import EngineContext, operation
+from maqet_engine.engine.lifecycle import call_vm, require_vm
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import UsageError
@@ -85,10 +86,10 @@ def qmp(ctx: EngineContext, name: str, command: str, arguments: dict[str, Any] |
     if not read_only:
         result.record("qmp", command=command)
     if ctx.check_mode and not read_only:
-        _require(ctx, name)
+        require_vm(ctx, name)
         return result
-    result.data = _call(ctx, name, "qmp", command=command, arguments=arguments or {},
-                        ipc_timeout=timeout)
+    result.data = call_vm(ctx, name, "qmp", command=command, arguments=arguments or {},
+                          ipc_timeout=timeout)
     return result
 
 
@@ -110,14 +111,14 @@ def _input(ctx: EngineContext, name: str, method: str, verb: str, timeout: float
            **params: Any) -> Result:
     result = Result(name=name, state=verb)
     if ctx.check_mode:
-        _require(ctx, name)
+        require_vm(ctx, name)
         result.record(verb, count=len(params.get("keys") or params.get("text") or ""))
         return result
     # The runner returns once every key is in the guest (held SEND_KEY_HOLD_MS each, and
     # a QMP round trip per press and release): long texts take their time.
     count = len(params.get("keys") or params.get("text") or "")
     typing = count * (C.SEND_KEY_HOLD_MS / 1000 + C.SEND_KEY_ROUND_TRIPS_S)
-    reply = _call(ctx, name, method, ipc_timeout=timeout + typing, **params)
+    reply = call_vm(ctx, name, method, ipc_timeout=timeout + typing, **params)
     result.record(verb, count=reply.get("sent"))
     result.data = reply
     return result
@@ -130,10 +131,10 @@ def write_console(ctx: EngineContext, name: str, text: str, *,
     serial line; ``\n`` ends a line)."""
     result = Result(name=name, state="console")
     if ctx.check_mode:
-        _require(ctx, name)
+        require_vm(ctx, name)
         result.record("write_console", count=len(text.encode()))
         return result
-    reply = _call(ctx, name, "serial_write", text=text, ipc_timeout=timeout)
+    reply = call_vm(ctx, name, "serial_write", text=text, ipc_timeout=timeout)
     result.record("write_console", count=reply.get("sent"))
     result.data = reply
     return result
@@ -156,8 +157,8 @@ def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
     temporary = target.with_name(f".{target.name}.maqet-{os.getpid()}.tmp")
     result = Result(name=name, state="screendump")
     try:
-        _call(ctx, name, "screendump", path=str(temporary), format=image_format,
-              ipc_timeout=timeout)
+        call_vm(ctx, name, "screendump", path=str(temporary), format=image_format,
+                ipc_timeout=timeout)
         new, old = _sha1(temporary), _sha1(target)
         if new != old:
             result.record("screendump", path=str(target))
@@ -168,18 +169,6 @@ def screendump(ctx: EngineContext, name: str, dest: str | os.PathLike[str], *,
             temporary.unlink()
     result.data = {"path": str(target), "format": image_format, "checksum": new}
     return result
-
-
-def _call(ctx: EngineContext, name: str, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,
-          **params: Any) -> Any:
-    with ctx.open_store(create=False) as store:
-        return lifecycle.call(ctx.paths, store, name, method, ipc_timeout=ipc_timeout,
-                              **params)
-
-
-def _require(ctx: EngineContext, name: str) -> None:
-    with ctx.open_store(create=False) as store:
-        store.require_vm(name)
 
 
 def _sha1(path: Path) -> str | None:

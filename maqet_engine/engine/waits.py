@@ -23,10 +23,11 @@ import time
 from typing import Any
 
 from maqet_engine import constants as C
-from maqet_engine.engine import lifecycle, runstate
+from maqet_engine.engine import runstate
 from maqet_engine.engine.api import check_timeout
 from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.guest import agent_command
+from maqet_engine.engine.lifecycle import call_vm
 from maqet_engine.engine.result import Result
 from maqet_engine.engine.view import vm_view
 from maqet_engine.errors import AgentUnavailable, OperationTimeout, StateConflict, UsageError
@@ -41,8 +42,8 @@ def wait_console(ctx: EngineContext, name: str, pattern: str, *, since: int | st
     stripped) appears on the serial console after offset ``since`` (default: the start
     of this boot); ``data``: ``{"match", "offset"}`` (offset: where to continue from)."""
     check_timeout(timeout)
-    data = _call(ctx, name, "serial_wait", pattern=pattern, since=since, timeout=timeout,
-                 ipc_timeout=timeout + C.IPC_TIMEOUT_S)
+    data = call_vm(ctx, name, "serial_wait", pattern=pattern, since=since, timeout=timeout,
+                   ipc_timeout=timeout + C.IPC_TIMEOUT_S)
     return Result(name=name, state="wait", data=data)
 
 
@@ -54,7 +55,7 @@ def read_console(ctx: EngineContext, name: str, *, since: int | str = BOOT,
     ``until`` (default: now), escape sequences and carriage returns removed; the last
     ``max_chars`` when there is more. ``data``: ``text``, ``since``/``until`` (the range
     really covered), ``offset`` (the console's end now), ``truncated``."""
-    data = _call(ctx, name, "serial_read", since=since, until=until, max_chars=max_chars)
+    data = call_vm(ctx, name, "serial_read", since=since, until=until, max_chars=max_chars)
     return Result(name=name, state="read", data=data)
 
 
@@ -85,7 +86,7 @@ def wait_ssh(ctx: EngineContext, name: str, timeout: float = C.SSH_WAIT_TIMEOUT_
         # Keys first: cloud-init prints them after sshd started, and every banner probe
         # costs an emulated guest an SSH handshake it would rather spend booting.
         left = _left(deadline, timeout, "SSH host keys")
-        _call(ctx, name, "host_keys", timeout=left, ipc_timeout=left + C.IPC_TIMEOUT_S)
+        call_vm(ctx, name, "host_keys", timeout=left, ipc_timeout=left + C.IPC_TIMEOUT_S)
         view = _view(ctx, name)
         ssh = view["ssh"]
     banner = _banner(ctx, name, ssh["host"], ssh["port"], deadline, timeout)
@@ -121,7 +122,7 @@ def wait_agent(ctx: EngineContext, name: str,
             if deadline - time.monotonic() <= C.AGENT_WAIT_MIN_S:
                 raise
             _view(ctx, name)
-            agent = _call(ctx, name, "status").get("agent")
+            agent = call_vm(ctx, name, "status").get("agent")
             if agent is None or agent.get("state") == C.AGENT_CLOSED:
                 raise
             continue
@@ -217,10 +218,3 @@ def _read_banner(host: str, port: int, remaining: float) -> str | None:
         except TimeoutError:
             return None
     return None
-
-
-def _call(ctx: EngineContext, name: str, method: str, *, ipc_timeout: float = C.IPC_TIMEOUT_S,
-          **params: Any) -> Any:
-    with ctx.open_store(create=False) as store:
-        return lifecycle.call(ctx.paths, store, name, method, ipc_timeout=ipc_timeout,
-                              **params)
