@@ -111,7 +111,7 @@ def wait_agent(ctx: EngineContext, name: str,
     """
     check_timeout(timeout)
     deadline = time.monotonic() + timeout
-    _view(ctx, name)
+    _running(ctx, name)
     while True:
         left = max(deadline - time.monotonic(), C.AGENT_WAIT_MIN_S)
         try:
@@ -121,7 +121,7 @@ def wait_agent(ctx: EngineContext, name: str,
             # closed under the request: a reboot). No channel, or QEMU gone: as raised.
             if deadline - time.monotonic() <= C.AGENT_WAIT_MIN_S:
                 raise
-            _view(ctx, name)
+            _running(ctx, name)
             agent = call_vm(ctx, name, "status").get("agent")
             if agent is None or agent.get("state") == C.AGENT_CLOSED:
                 raise
@@ -163,13 +163,19 @@ def _left(deadline: float, timeout: float, what: str) -> float:
     return remaining
 
 
-def _view(ctx: EngineContext, name: str) -> dict[str, Any]:
+def _running(ctx: EngineContext, name: str) -> tuple[Any, runstate.RunView]:
+    """The VM's record and run view (one probe); a StateConflict when it does not run."""
     with ctx.open_store(create=False) as store:
         record = store.require_vm(name)
-    view = vm_view(record, ctx.paths)
-    if not runstate.probe(ctx.paths, record).active:
-        raise StateConflict(f"VM {name!r} is {view['status']}", hint="start it first")
-    return view
+    run = runstate.probe(ctx.paths, record)
+    if not run.active:
+        raise StateConflict(f"VM {name!r} is {run.status.value}", hint="start it first")
+    return record, run
+
+
+def _view(ctx: EngineContext, name: str) -> dict[str, Any]:
+    record, run = _running(ctx, name)
+    return vm_view(record, ctx.paths, run)
 
 
 def _banner(ctx: EngineContext, name: str, host: str, port: int, deadline: float,
@@ -193,7 +199,7 @@ def _banner(ctx: EngineContext, name: str, host: str, port: int, deadline: float
             if banner is not None:
                 return banner
             why = "last try: the connection closed without a banner (nothing listens yet)"
-        _view(ctx, name)  # still running? (a stopped VM is a StateConflict, not a timeout)
+        _running(ctx, name)  # still? (a stopped VM is a StateConflict, not a timeout)
         time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
         pause = min(pause * 2, C.SSH_PROBE_PAUSE_MAX_S)
 
