@@ -25,7 +25,7 @@ from typing import Any
 
 from maqet_engine import constants as C
 from maqet_engine.engine import runstate
-from maqet_engine.engine.context import EngineContext
+from maqet_engine.engine.context import EngineContext, operation
 from maqet_engine.engine.result import Result
 from maqet_engine.errors import (
     NetworkInUse,
@@ -68,6 +68,7 @@ def load_network(ctx: EngineContext, *, definition: Mapping[str, Any] | None = N
     return parse_network(raw)
 
 
+@operation
 def apply_network(ctx: EngineContext, spec: Any = None, *, name: str | None = None,
                   state: str = "present") -> Result:
     """Converge one network to ``present`` (``spec`` needed) or ``absent``.
@@ -94,6 +95,7 @@ def apply_network(ctx: EngineContext, spec: Any = None, *, name: str | None = No
         return _present(ctx, store, spec, result)
 
 
+@operation
 def define_network(ctx: EngineContext, spec: Any) -> Result:
     """Create a network; an identical one is unchanged, another definition under that
     name is :class:`AlreadyExists` (change it with :func:`apply_network`)."""
@@ -108,6 +110,7 @@ def define_network(ctx: EngineContext, spec: Any) -> Result:
     return apply_network(ctx, spec, state="present")
 
 
+@operation
 def remove_network(ctx: EngineContext, name: str, *, missing_ok: bool = False) -> Result:
     """``apply_network(state="absent")``; a network that does not exist is an error
     (:class:`NetworkNotFound`) unless ``missing_ok``."""
@@ -183,6 +186,7 @@ def _check_endpoints_free(store: Store, name: str, wanted: list[str]) -> None:
 
 
 # --- facade: read ----------------------------------------------------------------------------
+@operation
 def list_networks(ctx: EngineContext) -> Result:
     """Every network (``data``: a list of network views, by name), with the VMs on it."""
     with ctx.open_store(create=False, verify=False) as store:
@@ -190,6 +194,7 @@ def list_networks(ctx: EngineContext) -> Result:
     return Result(name=None, state="list", data=views)
 
 
+@operation
 def show_network(ctx: EngineContext, name: str) -> Result:
     """One network's view (``data``); :class:`NetworkNotFound` when there is none."""
     with ctx.open_store(create=False, verify=False) as store:

@@ -67,6 +67,7 @@ def test_apply_check_diff_and_definition_files(maqet_home: Path, tmp_path: Path,
     definition.write_text(yaml.safe_dump({"name": "lab", "type": "segment", "ttl": 1}))
     code, data = run_json(capsys, "network", "apply", "-d", str(definition), "--check")
     assert (code, data["changed"]) == (0, True) and not maqet_home.exists()
+    assert len(data["op_id"]) == 12  # each network command is an operation, as every other
     assert run_json(capsys, "network", "apply", "-d", str(definition))[1]["changed"]
     code, out, _ = run(capsys, "network", "apply", "-d", str(definition), "--ttl", "3",
                        "--diff")
