@@ -3,8 +3,6 @@ inotify (no polling). Synchronous and small: used by the CLI, not the runner."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import struct
 from collections.abc import Iterator
@@ -12,10 +10,7 @@ from pathlib import Path
 
 from maqet_engine import constants as C
 from maqet_engine.errors import host_error
-
-_IN_MODIFY = 0x00000002
-_IN_ATTRIB = 0x00000004
-_IN_CLOEXEC = 0o2000000
+from maqet_engine.ipc.watch import IN_ATTRIB, IN_MODIFY, inotify
 
 
 def tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
@@ -38,19 +33,14 @@ def tail_bytes(path: Path, lines: int | None) -> tuple[bytes, int]:
 def follow(path: Path, offset: int) -> Iterator[bytes]:
     """New bytes appended to ``path`` after ``offset``, forever (Ctrl-C ends it).
     Blocks on inotify between writes; a truncated file is read again from its start."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = libc.inotify_init1(_IN_CLOEXEC)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    if not path.exists():  # to be watched it must exist (a read-only home: say so)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        except OSError as err:
+            raise host_error(err, "create the log to follow", path) from err
+    fd = inotify(path, IN_MODIFY | IN_ATTRIB)
     try:
-        if not path.exists():  # to be watched it must exist (a read-only home: say so)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch(exist_ok=True)
-            except OSError as err:
-                raise host_error(err, "create the log to follow", path) from err
-        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ATTRIB) < 0:
-            raise OSError(ctypes.get_errno(), f"cannot watch {path}")
         while True:
             size = path.stat().st_size
             if size < offset:

@@ -1,5 +1,5 @@
-"""Waiting for a file to change in a directory with inotify (no polling, no sleeps):
-set the watch up first, then cause the change, then wait for it."""
+"""Waiting for a file to change with inotify (no polling, no sleeps): set the watch up
+first, then cause the change, then wait for it."""
 
 from __future__ import annotations
 
@@ -15,11 +15,26 @@ from maqet_engine import constants as C
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 _IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+
+def inotify(path: Path, mask: int) -> int:
+    """An inotify descriptor (close-on-exec) watching ``path`` for ``mask``; the caller
+    closes it.
+
+    :raise OSError: inotify cannot be set up, or ``path`` cannot be watched.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(_IN_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"cannot watch {path}")
+    return fd
 
 
 class DirectoryWatch:
@@ -32,14 +47,7 @@ class DirectoryWatch:
         self._fd = -1
 
     def __enter__(self) -> DirectoryWatch:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self._fd = libc.inotify_init1(_IN_CLOEXEC)
-        if self._fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        if libc.inotify_add_watch(self._fd, os.fsencode(self.directory), self._mask) < 0:
-            err = ctypes.get_errno()
-            os.close(self._fd)
-            raise OSError(err, f"cannot watch {self.directory}")
+        self._fd = inotify(self.directory, self._mask)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -47,13 +55,9 @@ class DirectoryWatch:
 
     def wait_for(self, name: str, *, timeout: float) -> bool:
         """True once ``name`` in the directory had its attributes changed (or what
-        ``mask`` watches happened to it); False after ``timeout`` seconds without it."""
-        return self.wait_any((name,), timeout=timeout)
-
-    def wait_any(self, names: tuple[str, ...], *, timeout: float) -> bool:
-        """True once any of ``names`` changed (see :meth:`wait_for`); every event read
-        meanwhile is consumed. False after ``timeout`` seconds without one."""
-        wanted = {os.fsencode(name) for name in names}
+        ``mask`` watches happened to it); every event read meanwhile is consumed. False
+        after ``timeout`` seconds without it."""
+        wanted = os.fsencode(name)
         deadline = time.monotonic() + timeout
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
@@ -65,7 +69,7 @@ class DirectoryWatch:
             while offset < len(data):
                 _wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
                 offset += _EVENT.size
-                if data[offset:offset + length].rstrip(b"\0") in wanted:
+                if data[offset:offset + length].rstrip(b"\0") == wanted:
                     return True
                 offset += length
         return False
