@@ -236,7 +236,6 @@ METRICS_VM_TIMEOUT_S: Final = 0.5
 METRICS_THREADS: Final = 16
 METRICS_TEXTFILE: Final = "maqet.prom"  # the file --textfile DIR writes (atomically)
 METRICS_DEFAULT_ADDRESS: Final = "127.0.0.1"  # --listen PORT binds loopback only
-PROC_STAT_FILE: Final = "/proc/{pid}/stat"
 
 # --- runner internals (maqet_engine/runner) ----------------------------------
 START_LOCK_FILE: Final = "start.lock"  # serialises spawners of one VM's runner

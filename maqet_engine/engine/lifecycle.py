@@ -257,8 +257,6 @@ def _kill_unsupervised(paths: Paths, store: Store, name: str, action: Action,
     record anything after us) and QEMU, each through a pidfd of its recorded identity
     (PID + start time: a reused PID is never signalled), wait for both, record the
     stop, remove what they left."""
-    import signal
-
     started = time.monotonic()
     record = store.require_vm(name)
     targets = [("runner", record.runner_pid, procs.open_pidfd(record.runner_pid,

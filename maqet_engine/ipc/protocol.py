@@ -177,17 +177,6 @@ def _valid_id(ident: Any) -> bool:
     return isinstance(ident, str) and len(ident) <= C.IPC_MAX_ID_CHARS
 
 
-def request_id_of(line: bytes) -> int | str | None:
-    """Best effort: the id of a request, also of one that fails validation (for the
-    error reply). Never raises."""
-    try:
-        return decode_request(line).id
-    except ProtocolError as err:
-        return err.request_id
-    except Exception:  # noqa: BLE001 - best effort by contract
-        return None
-
-
 def decode_request(line: bytes) -> Request:
     """The request on ``line``, or a ProtocolError (with ``request_id`` when known)."""
     data = _load(line, C.IPC_MAX_REQUEST_BYTES)
