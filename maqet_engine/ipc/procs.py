@@ -25,33 +25,38 @@ _RSS = 21  # field 24: resident pages
 _DEAD_STATES = (b"Z", b"X")  # a zombie or a dying process is not a running VM
 
 
-def start_time(pid: int | None) -> int | None:
-    """The start time of live process ``pid`` (None when it is gone or a zombie)."""
+def _live_fields(pid: int | None) -> list[bytes] | None:
+    """The fields of live process ``pid``'s ``/proc/PID/stat`` after its command name;
+    None when it is gone, a zombie, or unreadable."""
     if not pid or pid < 0:
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             fields = fh.read().rsplit(b")", 1)[1].split()
-        if fields[_STATE] in _DEAD_STATES:
-            return None
-        return int(fields[_START_TIME])
-    except (OSError, IndexError, ValueError):
+    except (OSError, IndexError):
+        return None
+    return None if not fields or fields[_STATE] in _DEAD_STATES else fields
+
+
+def start_time(pid: int | None) -> int | None:
+    """The start time of live process ``pid`` (None when it is gone or a zombie)."""
+    fields = _live_fields(pid)
+    try:
+        return None if fields is None else int(fields[_START_TIME])
+    except (IndexError, ValueError):
         return None
 
 
 def usage(pid: int | None, started: int | None) -> tuple[float, int] | None:
     """(CPU seconds used, resident bytes) of the live process (``pid``, ``started``),
     from one read of its ``/proc/PID/stat``; None when it is gone or another process."""
-    if not pid or pid < 0 or started is None:
-        return None
+    fields = _live_fields(pid) if started is not None else None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        if fields[_STATE] in _DEAD_STATES or int(fields[_START_TIME]) != started:
+        if fields is None or int(fields[_START_TIME]) != started:
             return None
         ticks = int(fields[_USER_TIME]) + int(fields[_SYSTEM_TIME])
         return ticks / os.sysconf("SC_CLK_TCK"), int(fields[_RSS]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
+    except (IndexError, ValueError):
         return None
 
 
