@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from maqet_engine import constants as C
+
 Action = dict[str, Any]
 
 # Verbs and how people read them. Snapshot verbs: see docs/glossary.md.
@@ -83,10 +85,12 @@ def describe_action(action: Action) -> str:
 
 
 def _digest(text: object) -> str:
-    """``sha256:<12 hex digits>`` for a digest; anything else (a location) as it is."""
+    """``sha256:<12 hex digits>`` for a digest (as ``images.cache.short`` shows one);
+    anything else (a location) as it is."""
     value = str(text)
-    if value.startswith("sha256:") and len(value) > 19:
-        return value[:19]
+    prefix = f"{C.IMAGE_DIGEST_ALGORITHM}:"
+    if value.startswith(prefix):
+        return value[:len(prefix) + C.IMAGE_DIGEST_SHOWN]
     return value
 
 
