@@ -113,6 +113,13 @@ MAX_DEFINITION_DEPTH: Final = 32
 # Longest user value shown in a message (longer ones keep their start and end).
 MESSAGE_VALUE_MAX: Final = 160
 SPEC_HASH_ALGORITHM: Final = "sha256"
+# Host paths in definitions (definition/hostpaths.py, docs/security.md): nothing a VM
+# reads comes from HOST_SECRET_DIRS, nothing it writes goes to HOST_SYSTEM_DIRS; a virtfs
+# share (without allow_dangerous) is none of SHARE_DENIED_EXACT and nothing inside
+# HOST_SYSTEM_DIRS.
+HOST_SECRET_DIRS: Final = ("/etc", "/proc", "/sys", "/dev", "/run")
+HOST_SYSTEM_DIRS: Final = (*HOST_SECRET_DIRS, "/boot", "/usr")
+SHARE_DENIED_EXACT: Final = ("/", "/root", "/home", "/var")
 # Choices of the definition schema (docs/configuration.md is generated from them).
 ACCEL_CHOICES: Final = ("auto", "kvm", "tcg")
 VGA_CHOICES: Final = ("std", "virtio", "qxl", "cirrus", "none")

@@ -35,11 +35,6 @@ from maqet_engine.errors import ConfigError
 
 _LOG_NAMES = frozenset({C.RUNNER_LOG, C.QEMU_LOG, C.SERIAL_LOG})
 
-SECRET_DIRS = ("/etc", "/proc", "/sys", "/dev", "/run")  # nothing read from here
-SYSTEM_DIRS = (*SECRET_DIRS, "/boot", "/usr")  # nothing written here
-SHARE_DENIED_INSIDE = ("/etc", "/proc", "/sys", "/dev", "/boot", "/run", "/usr")
-SHARE_DENIED_EXACT = ("/", "/root", "/home", "/var")
-
 
 def _inside(real: str, directories: Iterable[str]) -> str | None:
     for directory in directories:
@@ -54,7 +49,7 @@ def _shown(value: str, real: str) -> str:
 
 def dangerous_share(real: str) -> bool:
     """A directory the guest must not get without ``allow_dangerous``."""
-    return real in SHARE_DENIED_EXACT or _inside(real, SHARE_DENIED_INSIDE) is not None
+    return real in C.SHARE_DENIED_EXACT or _inside(real, C.HOST_SYSTEM_DIRS) is not None
 
 
 def check_host_file(value: str, path: str, *, write: bool, device: bool,
@@ -101,7 +96,7 @@ def check_host_file(value: str, path: str, *, write: bool, device: bool,
             raise ConfigError(f"{shown} is one of maqet's own files (its store, locks, "
                               "runtime directory or a VM's log)", path=path,
                               hint="give a file outside maqet's data and runtime directories")
-    system = _inside(real, SYSTEM_DIRS if write else SECRET_DIRS)
+    system = _inside(real, C.HOST_SYSTEM_DIRS if write else C.HOST_SECRET_DIRS)
     if system is not None:
         verb = "written by" if write else "read by"
         raise ConfigError(f"{shown} is in {system}, a host system directory; it would be "

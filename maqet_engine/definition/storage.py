@@ -25,12 +25,7 @@ from maqet_engine.definition.check import (
     require_mapping,
     show,
 )
-from maqet_engine.definition.hostpaths import (
-    SHARE_DENIED_EXACT,
-    SHARE_DENIED_INSIDE,
-    check_host_file,
-    check_share,
-)
+from maqet_engine.definition.hostpaths import check_host_file, check_share
 from maqet_engine.definition.machine import DeviceSlots, NoSlotLeft
 from maqet_engine.definition.qemuopts import json_arg, opt_value
 from maqet_engine.definition.schema import STORAGE_COMMON, Base, Exists, Field, Kind
@@ -307,8 +302,8 @@ class VirtfsStorage(StorageType):
         Field("path", Kind.PATH, "Host directory to share, relative to the directory of "
               "the definition file; must exist. Refused unless `allow_dangerous`, "
               "after following symlinks (when stored and again at each start): "
-              + ", ".join(f"`{p}`" for p in SHARE_DENIED_EXACT) + ", and anything in "
-              + ", ".join(f"`{p}`" for p in SHARE_DENIED_INSIDE) + ".",
+              + ", ".join(f"`{p}`" for p in C.SHARE_DENIED_EXACT) + ", and anything in "
+              + ", ".join(f"`{p}`" for p in C.HOST_SYSTEM_DIRS) + ".",
               required=True, base=Base.DEFINITION, exists=Exists.DIR),
         Field("mount_tag", Kind.STR, "Tag the guest mounts; unique within the VM.",
               default_doc="the entry's `name`", pattern=C.MOUNT_TAG_RE,
