@@ -99,7 +99,7 @@ class ImageCache:
     def lookup(self, source: ImageSource) -> ImageEntry | None:
         """The cached image for ``source`` if there is one: no network, no writes, no
         waiting (for check mode). A SHA256SUMS source not fetched before is a miss."""
-        digest = source.digest or self._pinned(source)
+        digest = self._pinned(source)  # (source.digest first)
         return self._read_entry(digest) if digest is not None else None
 
     def fetch(self, source: ImageSource, *, progress: Progress | None = None) -> ImageEntry:
@@ -117,7 +117,7 @@ class ImageCache:
         layout = self._layout
         layout.ensure()
         pin: dict[str, Any] | None = None
-        digest = source.digest or self._pinned(source)
+        digest = self._pinned(source)  # (source.digest first)
         if digest is None and source.checksum_url is not None:
             digest = self._from_sums(source)
             pin = {"source": source.location, "checksum": source.checksum_url}
