@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from common import compile_package, description
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "support"))
-from procs import pids_mentioning, wait_pid_exit  # noqa: E402
+from procs import kill_mentioning  # noqa: E402
 
 
 def median_ms(samples: list[float]) -> float:
@@ -111,9 +110,7 @@ def main() -> None:
                 engine.stop(ctx, name, force=True)
             except Exception as err:  # noqa: BLE001 - go on cleaning up
                 print(f"stop {name}: {err}", file=sys.stderr)
-        for pid in pids_mentioning(ctx.paths.runtime, ctx.paths.data):
-            os.kill(pid, signal.SIGKILL)
-            wait_pid_exit(pid, 5.0)
+        kill_mentioning(ctx.paths.runtime, ctx.paths.data)
         subprocess.run(["rm", "-rf", str(home)], check=False)
 
 

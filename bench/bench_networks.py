@@ -72,7 +72,7 @@ def main() -> int:
     os.environ["MAQET_HOME"] = str(home)
     import guest
     from guestnet import GuestShell
-    from procs import pids_mentioning, wait_pid_exit
+    from procs import kill_mentioning
 
     from maqet_engine import engine
     from maqet_engine.paths import resolve_paths
@@ -157,10 +157,7 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 engine.stop(ctx, name, force=True)
         paths_ = resolve_paths()
-        for pid in pids_mentioning(paths_.runtime, paths_.data):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-            wait_pid_exit(pid, 5)
+        kill_mentioning(paths_.runtime, paths_.data)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)

@@ -3,9 +3,6 @@ process it causes and kills them by PID at teardown (Firecracker-test style)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +63,10 @@ class VMFactory:
         return pids_mentioning(self.paths.runtime, self.paths.data)
 
     def kill_all(self) -> list[int]:
-        from procs import wait_pid_exit
+        from procs import kill_pids
 
         found = self.our_pids()
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in found:
-            wait_pid_exit(pid, 5.0)
+        kill_pids(found)
         return found
 
 

@@ -75,15 +75,12 @@ class Home:
                               capture_output=True, timeout=timeout, check=False)
 
     def cleanup(self) -> None:
-        from procs import pids_mentioning, wait_pid_exit
+        from procs import kill_mentioning
 
         with contextlib.suppress(Exception):
             for vm in engine.list_vms(self.ctx).data:
                 engine.apply(self.ctx, name=vm["name"], state="absent", force=True, timeout=5)
-        for pid in pids_mentioning(self.paths.runtime, self.paths.data):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_pid_exit(pid, 10)
+        kill_mentioning(self.paths.runtime, self.paths.data)
 
 
 @pytest.fixture(scope="module")

@@ -283,7 +283,7 @@ def test_a_home_with_a_comma_a_space_and_non_ascii(tmp_path, guest_files, monkey
     the QMP socket's fd, so nothing is rewritten afterwards that such a home could break
     ('maqet show --argv' is what runs, QMP_FD aside)."""
     import guest
-    from procs import pids_mentioning
+    from procs import kill_mentioning
 
     from maqet_engine.paths import resolve_paths
 
@@ -303,6 +303,4 @@ def test_a_home_with_a_comma_a_space_and_non_ascii(tmp_path, guest_files, monkey
             re.sub(r"fd=\d+,", "fd=*,", a) for a in (r.decode() for r in running)][:len(shown)]
         assert engine.stop(ctx, "odd", timeout=30).actions[0]["rung"] == "powerdown"
     finally:
-        for pid in pids_mentioning(paths.runtime, paths.data):
-            os.kill(pid, signal.SIGKILL)
-            wait_pid_exit(pid)
+        kill_mentioning(paths.runtime, paths.data)

@@ -28,7 +28,8 @@ import guest
 import pytest
 import yaml
 from guestnet import GuestShell
-from netns import kill_pids, netns_pids
+from netns import netns_pids
+from procs import kill_pids
 
 from maqet_engine import engine
 

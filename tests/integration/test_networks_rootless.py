@@ -117,11 +117,9 @@ def test_unprivileged_user_runs_a_segment_but_not_a_bridge(scratch: Path):
         result = json.loads(lines[-1][len("RESULT "):])
     finally:
         subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
-        from procs import pids_mentioning, wait_pid_exit
+        from procs import kill_mentioning
 
-        for pid in pids_mentioning(home):
-            os.kill(pid, 9)
-            wait_pid_exit(pid, 10)
+        kill_mentioning(home)
     assert result["ping"], "the unprivileged user's VMs cannot reach each other"
     assert on_lo.capture.packets > 0 and on_lo.capture.ttls == {2}
     kind, code, message = result["bridged"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from multihost import control_path_dir, run_playbook  # tests/support
-from netns import Hypervisors, wait_gone
-from procs import pids_mentioning
+from netns import Hypervisors
+from procs import pids_mentioning, wait_gone
 
 pytestmark = [pytest.mark.multihost, pytest.mark.ansible]
 

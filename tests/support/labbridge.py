@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from netns import collisions, kill_pids, netns_pids  # tests/support/netns.py
+from netns import collisions, netns_pids  # tests/support/netns.py
+from procs import kill_pids
 
 SUBNETS = [ipaddress.ip_network(f"10.251.{i}.0/24") for i in range(64)]
 

@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procs import pids_mentioning  # tests/support/procs.py, next to this file
+from procs import alive, kill_pids, pids_mentioning  # tests/support/procs.py, beside this
 
 DEFAULT_BASE = Path("/run/maqet-netns")
 # Candidate subnets, first free one wins (10.247/16 is used by nothing common here).
@@ -153,56 +153,6 @@ def used_networks() -> list[tuple[ipaddress.IPv4Network, str]]:
 def collisions(subnet: ipaddress.IPv4Network) -> list[str]:
     """What on this machine overlaps ``subnet`` (empty: free to use)."""
     return sorted({what for net, what in used_networks() if net.overlaps(subnet)})
-
-
-def _alive(pid: int) -> bool:
-    """A process that exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
-def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL,
-              timeout: float = STOP_TIMEOUT) -> list[int]:
-    """Send ``sig`` to each PID (through a pidfd: no PID-reuse race) and wait, without
-    polling, until they are gone. Returns the PIDs still alive after ``timeout``."""
-    return wait_gone(pids, timeout, sig)
-
-
-def wait_gone(pids: Sequence[int], timeout: float, sig: int | None = None) -> list[int]:
-    """Wait (pidfds, no polling) until every PID has exited, sending ``sig`` first when
-    given. Returns the PIDs still alive after ``timeout``."""
-    fds = {}
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            if sig is not None:
-                signal.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            os.close(fd)
-            continue
-        fds[fd] = pid
-    deadline = time.monotonic() + timeout
-    try:
-        while fds:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            ready, _, _ = select.select(list(fds), [], [], remaining)
-            for fd in ready:
-                os.close(fd)
-                del fds[fd]
-    finally:
-        survivors = [pid for fd, pid in fds.items() if _alive(pid)]
-        for fd in fds:
-            os.close(fd)
-    return survivors
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -810,7 +760,7 @@ Host {host.name}
         left += [f"link {n}" for n in link_names() if n.startswith(f"{self.prefix}-")]
         needle = os.fsencode(str(self.dir) + "/")
         for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid() and _alive(int(entry)):
+            if entry.isdigit() and int(entry) != os.getpid() and alive(int(entry)):
                 with contextlib.suppress(OSError):
                     if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
                         left.append(f"process {entry}")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
+import time
+from collections.abc import Sequence
 from pathlib import Path
+
+KILL_TIMEOUT = 5.0  # a SIGKILLed process is gone in milliseconds
 
 
 def pids_mentioning(*paths: Path) -> list[int]:
@@ -27,8 +33,6 @@ def pids_mentioning(*paths: Path) -> list[int]:
 def wait_pid_exit(pid: int, timeout: float = 10.0) -> bool:
     """Block (a pidfd, no polling) until ``pid`` is gone; reap it if it is our child.
     True when it exited within ``timeout``."""
-    import select
-
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -43,3 +47,60 @@ def wait_pid_exit(pid: int, timeout: float = 10.0) -> bool:
         except ChildProcessError:
             pass
     return gone
+
+
+def kill_mentioning(*paths: Path) -> list[int]:
+    """SIGKILL every process :func:`pids_mentioning` ``paths`` finds and wait until it is
+    gone (a test's teardown); a process that ended meanwhile is fine. Returns the PIDs
+    still alive after ``KILL_TIMEOUT``."""
+    return kill_pids(pids_mentioning(*paths))
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL,
+              timeout: float = KILL_TIMEOUT) -> list[int]:
+    """Send ``sig`` to each PID (through a pidfd: no PID-reuse race) and wait, without
+    polling, until they are gone. Returns the PIDs still alive after ``timeout``."""
+    return wait_gone(pids, timeout, sig)
+
+
+def wait_gone(pids: Sequence[int], timeout: float, sig: int | None = None) -> list[int]:
+    """Wait (pidfds, no polling) until every PID has exited, sending ``sig`` first when
+    given. Returns the PIDs still alive after ``timeout``."""
+    fds = {}
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if sig is not None:
+                signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            os.close(fd)
+            continue
+        fds[fd] = pid
+    deadline = time.monotonic() + timeout
+    try:
+        while fds:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select(list(fds), [], [], remaining)
+            for fd in ready:
+                os.close(fd)
+                del fds[fd]
+    finally:
+        survivors = [pid for fd, pid in fds.items() if alive(pid)]
+        for fd in fds:
+            os.close(fd)
+    return survivors
