@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import guest  # tests/guest: program() fails, never skips, on a missing tool
 import pytest
 from procs import wait_pid_exit
 
@@ -38,7 +38,6 @@ from maqet_engine.store import VMStatus
 pytestmark = pytest.mark.qemu
 
 REPO = Path(__file__).resolve().parents[2]
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 # Bounds, with what they cover (measured here: Prometheus ready in ~1 s, a change seen
 # through its API within ~2 scrape intervals of 1 s):
 READY_TIMEOUT_S = 60.0  # Prometheus start-up (TSDB in a temp dir) on a loaded 2-core box
@@ -132,7 +131,8 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[Prometheus]:
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: maqet\n    static_configs:\n"
         f"      - targets: ['{target}']\n")
-    argv = [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+    argv = [guest.program("prometheus"), f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}", "--log.level=info"]
     with process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         # Its log says when it is ready; /-/ready confirms it (both bounded).
@@ -157,8 +157,6 @@ def wait_recorded(vms: Any, name: str, status: str) -> None:
 
 
 # --- Prometheus ------------------------------------------------------------------------
-@pytest.mark.skipif(not Path(PROMETHEUS).exists(),
-                    reason="Debian's prometheus package (scripts/setup.sh installs it)")
 def test_prometheus_sees_start_readoption_crash_and_every_stop_rung(vms, tmp_path):
     """vm1: started, its runner killed and QEMU re-adopted, then QEMU SIGKILLed (crash);
     vm2: stopped gracefully, but firmware ignores ACPI (powerdown, then quit);
