@@ -153,9 +153,12 @@ def test_a_late_reply_is_never_taken_for_the_next_answer(tmp_path: Path):
 
 
 def test_the_port_closing_fails_the_request_on_the_wire_at_once(tmp_path: Path):
+    on_wire = asyncio.Event()
+
     async def never(request: dict[str, Any]) -> list[bytes]:
         if request["execute"] == "guest-sync":
             return await FakeAgent.normal(request)
+        on_wire.set()
         return []  # qemu-ga is going down: no reply
 
     async def test(fake: FakeAgent, channel: AgentChannel) -> None:
@@ -163,7 +166,7 @@ def test_the_port_closing_fails_the_request_on_the_wire_at_once(tmp_path: Path):
         channel.port_changed(True)
         request = asyncio.ensure_future(channel.request("guest-exec", {"path": "reboot"},
                                                         timeout=20))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(on_wire.wait(), 5)  # the agent has it: it is on the wire
         started = time.monotonic()
         channel.port_changed(False)  # QMP VSERPORT_CHANGE open=false: a reboot
         with pytest.raises(AgentUnavailable, match="closed its port before answering"):
