@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+import maqetcli  # tests/support
 import pytest
 from guest import wait_marker
 
@@ -36,8 +37,7 @@ HUNG_RUNNER_BOUND_S = C.RUNNER_PING_TIMEOUT_S
 
 
 def maqet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maqet_engine", *args], capture_output=True,
-                          text=True, timeout=timeout, env=os.environ.copy(), check=False)
+    return maqetcli.maqet(*args, timeout=timeout)
 
 
 def timed(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -9,9 +9,11 @@ import os
 import pty
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import guest
+import maqetcli  # tests/support
 import pytest
 import yaml
 
@@ -24,10 +26,7 @@ CLI_TIMEOUT = 120.0  # one maqet command; ~0.3 s here
 GATE_TIMEOUT = 30.0  # until the gated download is half-way; milliseconds here
 
 
-def maqet(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maqet_engine", *args], capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT, env=os.environ.copy(),
-                          stdin=subprocess.DEVNULL, check=False, **kwargs)
+maqet = partial(maqetcli.maqet, timeout=CLI_TIMEOUT)
 
 
 def test_pull_draws_a_bar_on_a_terminal_and_erases_it(maqet_home, server):

@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import guest
+import maqetcli  # tests/support
 import pytest
 import yaml
 
@@ -35,16 +36,8 @@ IMAGE_SIZE = 32 * MiB  # the image's virtual size
 DISK_SIZE = 48 * MiB  # the VM's disk: the overlay, grown
 
 
-def maqet(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maqet_engine", *args], capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT, cwd=cwd, env=os.environ.copy(),
-                          stdin=subprocess.DEVNULL, check=False)
-
-
-def maqet_json(*args: str) -> Any:
-    run = maqet("--json", *args)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return json.loads(run.stdout)
+maqet = partial(maqetcli.maqet, timeout=CLI_TIMEOUT)
+maqet_json = partial(maqetcli.maqet_json, timeout=CLI_TIMEOUT)
 
 
 def one_error_line(run: subprocess.CompletedProcess[str]) -> str:
