@@ -25,7 +25,7 @@ import pytest
 
 from maqet_engine import engine
 
-pytestmark = pytest.mark.ansible
+pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 
 MiB = 1024 * 1024
 BOOT_AGENT_TIMEOUT = 120  # the first task waits for qemu-ga of a booting guest (~3 s here)
