@@ -32,12 +32,7 @@ BOOT_AGENT_TIMEOUT = 120  # the first task waits for qemu-ga of a booting guest 
 
 
 def agent_guest(name: str, *, reboot: bool = False) -> dict[str, Any]:
-    """The ssh guest, agent channel, no network; ``reboot``: a guest reboot resets the VM
-    instead of ending QEMU (no -no-reboot)."""
-    files = guest.ensure_ssh_guest()
-    data = guest.guest_definition(name, files, append=guest.SSH_GUEST_APPEND, agent=True,
-                                  arguments=([] if reboot else ["-no-reboot"])
-                                  + ["-device", "virtio-rng-pci"])
+    data = guest.agent_guest_definition(name, reboot=reboot)
     assert "network" not in data
     return data
 

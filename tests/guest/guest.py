@@ -90,6 +90,7 @@ __all__ = [
     "SSHKeyPair",
     "SerialConsole",
     "SerialTimeout",
+    "agent_guest_definition",
     "cache_root",
     "console_host_keys",
     "ensure_cloud_image",
@@ -739,6 +740,15 @@ def guest_definition(name: str, files: GuestFiles | None = None, **overrides: ob
         "arguments": ["-no-reboot"]}
     data.update(overrides)
     return data
+
+
+def agent_guest_definition(name: str, *, reboot: bool = False) -> dict[str, object]:
+    """The ssh guest with maqet's guest agent channel (``agent: true``) and no network
+    device at all. ``reboot``: a guest reboot resets the VM (no ``-no-reboot``, which
+    would end QEMU)."""
+    return guest_definition(name, ensure_ssh_guest(), append=SSH_GUEST_APPEND, agent=True,
+                            arguments=([] if reboot else ["-no-reboot"])
+                            + ["-device", "virtio-rng-pci"])  # fast host key generation
 
 
 # --- SSH: host keys from the console, client keys, forwarded ports ----------------------

@@ -41,14 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 
 
-def definition(name: str, *, reboot: bool = False, **more: Any) -> dict[str, Any]:
-    """The ssh guest with the agent channel and no NIC. ``reboot``: a guest reboot
-    resets the VM (no ``-no-reboot``, which would end QEMU)."""
-    files = guest.ensure_ssh_guest()
-    data = guest.guest_definition(name, files, append=guest.SSH_GUEST_APPEND, agent=True,
-                                  arguments=[] if reboot else ["-no-reboot"])
-    data["arguments"] = [*data["arguments"], "-device", "virtio-rng-pci"]  # fast keygen
-    data.update(more)
+def definition(name: str, *, reboot: bool = False) -> dict[str, Any]:
+    data = guest.agent_guest_definition(name, reboot=reboot)
     assert "network" not in data
     return data
 
