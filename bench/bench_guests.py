@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -59,9 +58,11 @@ from common import description
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "guest"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 sys.path.insert(0, str(REPO))
 
 import guest  # noqa: E402  (tests/guest/guest.py)
+import image_server  # noqa: E402  (tests/support/image_server.py)
 
 from maqet_engine.cloudinit import build_seed, normalize, write_seed  # noqa: E402
 
@@ -84,27 +85,10 @@ START = """\
 """
 
 
-def load_image_server() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "maqet_image_server", REPO / "tests" / "integration" / "images" / "image_server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def qcow2_image(directory: Path, name: str, *, random_mib: int = 0) -> bytes:
     """A 32 MiB qcow2 image (``random_mib`` MiB of it random data, so it is that big)."""
-    raw, qcow2 = directory / f"{name}.raw", directory / f"{name}.qcow2"
-    with raw.open("wb") as out:
-        out.write(b"MAQET-BENCH")
-        if random_mib:
-            out.write(os.urandom(random_mib * MiB))
-        out.truncate(max(32, random_mib + 1) * MiB)
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
-                    str(qcow2)], check=True, timeout=120)
-    raw.unlink()
-    return qcow2.read_bytes()
+    return image_server.qcow2_image(directory, b"MAQET-BENCH", max(32, random_mib + 1) * MiB,
+                                    random_bytes=random_mib * MiB, name=name, timeout=120)
 
 
 @dataclass(frozen=True)
@@ -241,7 +225,7 @@ def environment(root: Path) -> dict[str, str]:
                ANSIBLE_REMOTE_TMP=str(root / "rtmp"), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
                MAQET_HOME=str(root / "home"), ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+    for name in image_server.PROXY_VARIABLES:
         env.pop(name, None)
     return env
 
@@ -337,7 +321,6 @@ def one_vm(root: Path, env: dict[str, str], boot: Guest, key: Any, seed: Path, a
 
 def bench_tiny(root: Path, env: dict[str, str], key: Any, runs: int) -> Results:
     files = guest.ensure_ssh_guest()
-    server_module = load_image_server()
     (root / "www").mkdir()
     image_data = qcow2_image(root, "small")
     (root / "www" / "disk.qcow2").write_bytes(image_data)
@@ -348,7 +331,7 @@ def bench_tiny(root: Path, env: dict[str, str], key: Any, runs: int) -> Results:
     out = root / "cmd.out"
     results: Results = {k: [] for k in (
         "raw1", "play1", "cli1", "ping", "load", "raw4", "play4", "miss", "hit")}
-    with server_module.serve(root / "www") as server:
+    with image_server.serve(root / "www") as server:
         url = server.url("disk.qcow2")
         checksum = f"sha256:{hashlib.sha256(image_data).hexdigest()}"
         boot = Guest(kernel=files.kernel, initrd=files.initrd, append=guest.SSH_GUEST_APPEND,

@@ -10,7 +10,6 @@ named ``conftest`` on ``sys.path`` would shadow the integration tests' one.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -126,14 +125,3 @@ def guest_definition(name: str, **more: Any) -> dict[str, Any]:
     return guest.guest_definition(name, **more)
 
 
-def image_server():
-    """tests/integration/images/image_server.py, by path (tests are not a package)."""
-    name = "maqet_image_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, REPO / "tests" / "integration" / "images" / "image_server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]

@@ -7,13 +7,11 @@ Ansible the port, user, key and known_hosts."""
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
 from pathlib import Path
 
 import guest
+import image_server  # tests/support
 import pytest
-from ansible_helpers import image_server
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 
@@ -22,18 +20,12 @@ IMAGE_SIZE = 32 * 1024 * 1024
 
 
 def qcow2_image(tmp_path: Path) -> bytes:
-    raw, qcow2 = tmp_path / "src.raw", tmp_path / "src.qcow2"
-    with raw.open("wb") as out:
-        out.write(b"MAQET-E2E-IMAGE")
-        out.truncate(IMAGE_SIZE)
-    subprocess.run([shutil.which("qemu-img") or "qemu-img", "convert", "-q", "-f", "raw",
-                    "-O", "qcow2", str(raw), str(qcow2)], check=True, timeout=60)
-    return qcow2.read_bytes()
+    return image_server.qcow2_image(tmp_path, b"MAQET-E2E-IMAGE", IMAGE_SIZE)
 
 
 def test_guests_from_an_image_reached_over_ssh(sandbox, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch):
-    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+    for variable in image_server.PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
         sandbox.env.pop(variable, None)
     files = guest.ensure_ssh_guest()
@@ -44,7 +36,7 @@ def test_guests_from_an_image_reached_over_ssh(sandbox, tmp_path: Path,
     (root / "disk.qcow2").write_bytes(data)
     plugin_config = sandbox.root / "guests.maqet.yml"
     plugin_config.write_text(f"plugin: maqet.vm.maqet\nmaqet_home: {sandbox.home}\n")
-    with image_server().serve(root) as server:
+    with image_server.serve(root) as server:
         variables = {
             "names": NAMES, "image": server.url("disk.qcow2"),
             "checksum": f"sha256:{hashlib.sha256(data).hexdigest()}",

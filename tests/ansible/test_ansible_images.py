@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import image_server  # tests/support
 import pytest
-from ansible_helpers import guest_definition, image_server
+from ansible_helpers import guest_definition
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 
 
 def test_images_fail_in_one_line_and_download_once(sandbox, guest_ready, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch):
-    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+    for variable in image_server.PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
         sandbox.env.pop(variable, None)
     root = tmp_path / "www"
@@ -22,7 +23,7 @@ def test_images_fail_in_one_line_and_download_once(sandbox, guest_ready, tmp_pat
     data = b"\x00" * (1024 * 1024)  # a raw disk of zeros
     (root / "disk.raw").write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
-    with image_server().serve(root) as server:
+    with image_server.serve(root) as server:
         def vm(name: str, url: str, checksum: str) -> dict:
             return guest_definition(name, cloud_init={}, storage=[
                 {"name": "root", "type": "qcow2", "image": url, "checksum": checksum,

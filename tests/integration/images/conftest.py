@@ -11,10 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from image_server import ImageServer, serve  # this directory (pytest puts it on sys.path)
-
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                   "ALL_PROXY", "no_proxy", "NO_PROXY")
+from image_server import PROXY_VARIABLES, ImageServer, serve  # tests/support
 
 
 @pytest.fixture(autouse=True)

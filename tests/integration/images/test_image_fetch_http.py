@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from image_server import ImageServer, serve  # this directory
+from image_server import ImageServer, serve  # tests/support
 
 from maqet_engine import __version__
 from maqet_engine import constants as C

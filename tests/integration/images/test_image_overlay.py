@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from image_server import ImageServer  # this directory
+from image_server import ImageServer  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.errors import AlreadyExists, ConfigError, ConflictError, NotFoundError

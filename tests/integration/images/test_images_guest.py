@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import guest
+import image_server  # tests/support
 import maqetcli  # tests/support
 import pytest
 import yaml
@@ -48,13 +49,7 @@ def one_error_line(run: subprocess.CompletedProcess[str]) -> str:
 
 def qcow2_image(tmp_path: Path) -> bytes:
     """A qcow2 image of IMAGE_SIZE whose first bytes are IMAGE_MARK."""
-    raw, qcow2 = tmp_path / "src.raw", tmp_path / "src.qcow2"
-    with raw.open("wb") as out:
-        out.write(IMAGE_MARK)
-        out.truncate(IMAGE_SIZE)
-    subprocess.run([shutil.which("qemu-img") or "qemu-img", "convert", "-q", "-f", "raw",
-                    "-O", "qcow2", str(raw), str(qcow2)], check=True, timeout=60)
-    return qcow2.read_bytes()
+    return image_server.qcow2_image(tmp_path, IMAGE_MARK, IMAGE_SIZE)
 
 
 def write_definition(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:

@@ -1,18 +1,44 @@
 """A real HTTP(S) server on 127.0.0.1 for the image cache tests: serves a directory,
 counts and records what it is asked, and misbehaves on purpose (see :class:`ImageServer`).
-A module of its own (not the conftest) so tests can import it by an unambiguous name."""
+In tests/support: the image tests, the Ansible tests and bench/bench_guests.py import it,
+with the qcow2 images they serve and the proxy variables they clear."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import http.server
+import os
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 GATE_TIMEOUT_S = 30.0  # a gated response never waits longer than this for its release
+
+
+# urllib (maqet's downloads) honours these; tests talk to 127.0.0.1 only.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                   "ALL_PROXY", "no_proxy", "NO_PROXY")
+
+
+def qcow2_image(directory: Path, mark: bytes, size: int, *, random_bytes: int = 0,
+                name: str = "src", timeout: float = 60) -> bytes:
+    """A qcow2 image of virtual size ``size`` whose first bytes are ``mark``, then
+    ``random_bytes`` random bytes (so the file is that big); made with qemu-img in
+    ``directory`` (``NAME.raw`` first, removed)."""
+    raw, qcow2 = directory / f"{name}.raw", directory / f"{name}.qcow2"
+    with raw.open("wb") as out:
+        out.write(mark)
+        if random_bytes:
+            out.write(os.urandom(random_bytes))
+        out.truncate(size)
+    subprocess.run([shutil.which("qemu-img") or "qemu-img", "convert", "-q", "-f", "raw",
+                    "-O", "qcow2", str(raw), str(qcow2)], check=True, timeout=timeout)
+    raw.unlink()
+    return qcow2.read_bytes()
 
 
 class ImageServer:
