@@ -73,8 +73,11 @@ def event_view(event: EventRecord) -> dict[str, Any]:
 
 
 def _check_vm(store: Store, name: str | None, found: bool) -> None:
-    """A VM name that is neither defined nor in any event is a typo: say so."""
-    if name is not None and not found and store.get_vm(name) is None:
+    """A VM name that is neither defined nor in any event is a typo: say so. ``found``:
+    the query already returned events of it (nothing more to ask)."""
+    if name is None or found:
+        return
+    if not store.find_events(vm=name, limit=1) and store.get_vm(name) is None:
         raise VMNotFound(name, home=str(store.path.parent))
 
 
@@ -90,7 +93,7 @@ def events(ctx: EngineContext, name: str | None = None, *, since: str | float | 
         raise UsageError(f"limit {limit} must not be negative")
     with ctx.open_store(create=False, verify=False) as store:
         found = store.find_events(vm=name, since=start, op_id=op_id, limit=limit)
-        _check_vm(store, name, bool(found) or bool(store.find_events(vm=name, limit=1)))
+        _check_vm(store, name, bool(found))
     return Result(name=name, state="events", data=[event_view(e) for e in found])
 
 
@@ -134,8 +137,7 @@ class EventFollower:
             self._last = self._store.last_event_id()
             backlog = [] if limit == 0 else self._store.find_events(
                 vm=name, since=since, op_id=op_id, limit=limit)
-            _check_vm(self._store, name,
-                      bool(backlog) or bool(self._store.find_events(vm=name, limit=1)))
+            _check_vm(self._store, name, bool(backlog))
         except BaseException:
             self.close()
             raise
