@@ -212,7 +212,11 @@ def decode_request(line: bytes) -> Request:
 
 def decode_reply(line: bytes, expected_id: int | str) -> Any:
     """The result of a reply line, or raise the error it carries (rebuilt locally)."""
-    data = _load(line, C.IPC_MAX_MESSAGE_BYTES)
+    return _reply_value(_load(line, C.IPC_MAX_MESSAGE_BYTES), expected_id)
+
+
+def _reply_value(data: Any, expected_id: int | str) -> Any:
+    """:func:`decode_reply` of a line already parsed."""
     if not isinstance(data, dict) or ("result" in data) == ("error" in data):
         raise ProtocolError("a reply must be an object with exactly one of result/error")
     if "error" in data:
@@ -252,7 +256,7 @@ def decode_stream_reply(line: bytes, expected_id: int | str) -> tuple[str, Any]:
     ``("result", value)`` for the reply that ends it; an error reply is raised."""
     data = _load(line, C.IPC_MAX_MESSAGE_BYTES)
     if isinstance(data, dict) and "id" in data:
-        return "result", decode_reply(line, expected_id)
+        return "result", _reply_value(data, expected_id)
     if not isinstance(data, dict) or len(data) != 1:
         raise ProtocolError("a stream message must be an object with one key")
     ((kind, value),) = data.items()
