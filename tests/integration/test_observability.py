@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -53,10 +54,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def read_line(stream: Any, timeout: float) -> str | None:
-    if not select.select([stream], [], [], timeout)[0]:
-        return None
-    return stream.readline()
+class Lines:
+    """The lines of a child's text stream, read by a thread of their own until its end.
+    (select() on a buffered text stream misses lines already in its buffer; and a
+    stream nobody drains would stop a chatty child once the pipe is full.)"""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        try:
+            for line in stream:
+                self._lines.put(line)
+        except (OSError, ValueError):  # closed at the end of the test
+            pass
+        finally:
+            self._lines.put(None)
+
+    def next(self, timeout: float) -> str | None:
+        """The next line; None at the end of the stream or after ``timeout`` seconds."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 @contextlib.contextmanager
@@ -81,7 +102,7 @@ def metrics_server(home: Path) -> Iterator[str]:
             "--json"]
     env = {**os.environ, "MAQET_HOME": str(home), "PYTHONPATH": str(REPO)}
     with process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
-        line = read_line(proc.stdout, 30.0)
+        line = Lines(proc.stdout).next(30.0)
         assert line, proc.stderr.read() if proc.poll() is not None else "no address"
         served = json.loads(line)
         assert served["address"] == "127.0.0.1"
@@ -137,8 +158,9 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[Prometheus]:
     with process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         # Its log says when it is ready; /-/ready confirms it (both bounded).
         deadline = time.monotonic() + READY_TIMEOUT_S
+        log = Lines(proc.stderr)
         while True:
-            line = read_line(proc.stderr, max(0.1, deadline - time.monotonic()))
+            line = log.next(max(0.1, deadline - time.monotonic()))
             assert line, f"Prometheus exited ({proc.poll()}) or was not ready in time"
             if "Server is ready to receive web requests" in line:
                 break
