@@ -14,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -29,7 +27,7 @@ from typing import Any
 
 import guest  # tests/guest: program() fails, never skips, on a missing tool
 import pytest
-from procs import wait_pid_exit
+from procs import Lines, wait_pid_exit
 
 from maqet_engine import constants as C
 from maqet_engine import engine
@@ -52,32 +50,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class Lines:
-    """The lines of a child's text stream, read by a thread of their own until its end.
-    (select() on a buffered text stream misses lines already in its buffer; and a
-    stream nobody drains would stop a chatty child once the pipe is full.)"""
-
-    def __init__(self, stream: Any) -> None:
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: Any) -> None:
-        try:
-            for line in stream:
-                self._lines.put(line)
-        except (OSError, ValueError):  # closed at the end of the test
-            pass
-        finally:
-            self._lines.put(None)
-
-    def next(self, timeout: float) -> str | None:
-        """The next line; None at the end of the stream or after ``timeout`` seconds."""
-        try:
-            return self._lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 @contextlib.contextmanager

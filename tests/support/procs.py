@@ -1,13 +1,17 @@
-"""Finding the processes a test caused, for teardown (importable by every test suite)."""
+"""Finding the processes a test caused, for teardown, and reading what a child prints
+(importable by every test suite)."""
 
 from __future__ import annotations
 
 import os
+import queue
 import select
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 KILL_TIMEOUT = 5.0  # a SIGKILLed process is gone in milliseconds
 
@@ -104,3 +108,29 @@ def wait_gone(pids: Sequence[int], timeout: float, sig: int | None = None) -> li
         for fd in fds:
             os.close(fd)
     return survivors
+
+
+class Lines:
+    """The lines of a child's text stream, read by a thread of their own until its end.
+    (select() on a buffered text stream misses lines already in its buffer; and a
+    stream nobody drains would stop a chatty child once the pipe is full.)"""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        try:
+            for line in stream:
+                self._lines.put(line)
+        except (OSError, ValueError):  # closed at the end of the test
+            pass
+        finally:
+            self._lines.put(None)
+
+    def next(self, timeout: float) -> str | None:
+        """The next line; None at the end of the stream or after ``timeout`` seconds."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None

@@ -304,16 +304,16 @@ def _child(root: Path, url: str, digest: str) -> subprocess.Popen[str]:
 def _read_until(proc: subprocess.Popen[str], words: str, timeout: float) -> str:
     """The child's stderr up to a line containing ``words`` (bounded by ``timeout``)."""
     assert proc.stderr is not None
-    seen = ""
+    seen, wanted = b"", words.encode()
     deadline = time.monotonic() + timeout
-    while words not in seen:
+    while wanted not in seen:  # the pipe itself: a text stream's buffer hides from select
         remaining = deadline - time.monotonic()
         ready, _, _ = select.select([proc.stderr], [], [], max(remaining, 0))
         assert ready, f"no {words!r} from the child within {timeout} s: {seen!r}"
-        line = proc.stderr.readline()
-        assert line, f"the child ended without {words!r}: {seen!r}"
-        seen += line
-    return seen
+        chunk = os.read(proc.stderr.fileno(), 65536)
+        assert chunk, f"the child ended without {words!r}: {seen!r}"
+        seen += chunk
+    return seen.decode(errors="replace")
 
 
 def test_two_processes_fetching_one_image_download_it_once(server: ImageServer,

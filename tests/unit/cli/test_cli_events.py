@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import Lines  # tests/support
 
 from maqet_engine import constants as C
 from maqet_engine.cli.main import main
@@ -105,27 +105,21 @@ def write_event(home: Path, kind: str, op: str | None = None) -> float:
     return float(proc.stdout)
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
-    assert proc.stdout is not None
-    if not select.select([proc.stdout], [], [], timeout)[0]:
-        return None
-    return proc.stdout.readline()
-
-
 def test_follow_sees_each_event_another_process_commits_without_polling(store, maqet_home):
     store.add_event("web1", "started", {})
     follower = subprocess.Popen(
         [sys.executable, "-m", "maqet_engine", "events", "web1", "--follow", "-n", "1",
          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
+    output = Lines(follower.stdout)
     try:
-        first = read_line(follower, 10.0)  # the backlog: its watch is set up by then
+        first = output.next(10.0)  # the backlog: its watch is set up by then
         assert first is not None and json.loads(first)["kind"] == "started", \
             follower.stderr.read() if follower.poll() is not None else first
         latencies = []
         for i in range(5):
             committed = write_event(maqet_home, f"tick{i}", op="op-x" if i % 2 else None)
-            line = read_line(follower, FOLLOW_BOUND_S + 1.0)
+            line = output.next(FOLLOW_BOUND_S + 1.0)
             assert line is not None, f"event {i} not seen"
             latencies.append(time.time() - committed)
             event = json.loads(line)
@@ -134,12 +128,13 @@ def test_follow_sees_each_event_another_process_commits_without_polling(store, m
         assert max(latencies) < FOLLOW_BOUND_S, latencies
         # Idle between commits: asleep in the kernel, not re-reading the store.
         before = cpu_seconds(follower.pid)
-        assert read_line(follower, 1.5) is None
+        assert output.next(1.5) is None
         assert cpu_seconds(follower.pid) - before < 0.1
         write_event(maqet_home, "tock")  # another VM's events are not shown
         follower.send_signal(signal.SIGINT)  # Ctrl-C ends it
         assert follower.wait(timeout=10) == C.EXIT_INTERRUPTED
-        assert json.loads(follower.stdout.read().splitlines()[0])["kind"] == "tock"
+        tock = output.next(10.0)  # printed before it ended
+        assert tock is not None and json.loads(tock)["kind"] == "tock"
     finally:
         follower.kill()
         follower.wait()
