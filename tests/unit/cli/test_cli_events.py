@@ -111,8 +111,8 @@ def test_follow_sees_each_event_another_process_commits_without_polling(store, m
         [sys.executable, "-m", "maqet_engine", "events", "web1", "--follow", "-n", "1",
          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
-    output = Lines(follower.stdout)
     try:
+        output = Lines(follower.stdout)
         first = output.next(10.0)  # the backlog: its watch is set up by then
         assert first is not None and json.loads(first)["kind"] == "started", \
             follower.stderr.read() if follower.poll() is not None else first
